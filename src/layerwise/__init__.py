@@ -1,0 +1,20 @@
+"""layerwise: how diffusion and autoregressive language models differ layer by layer.
+
+One module per responsibility (see the book's intro):
+
+- ``config``: data/cache directories, device selection, the project's error type.
+- ``models``: model registry, loading, and the layer adapters every other module goes through.
+- ``data``: synthetic and Gutenberg corpora, the arithmetic task, tokenizer, token cache, packing.
+- ``training``: the controlled triplet (ar / dlm / ar2dlm) and its presets.
+- ``sampling``: AR and masked-diffusion generation, exact and Monte-Carlo likelihoods.
+- ``probes``: streaming hidden-state statistics (layer/token similarity, channel magnitudes).
+- ``skipping``: reversible static layer skipping and block-selection strategies.
+- ``ablation``: reversible channel ablation hooks.
+- ``spectra``: alpha-Hill estimates of weight spectra.
+- ``compress``: GPTQ, magnitude/Wanda/SparseGPT pruning, layer-wise sparsity allocation.
+- ``evals``: lm-eval integration, local offline tasks, retention with confidence intervals.
+- ``book``: the papermill runner and the jupyter-book build.
+- ``plots``: the book's shared figure style.
+"""
+
+__version__ = "0.1.0"

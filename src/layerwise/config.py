@@ -1,0 +1,97 @@
+"""Directories, devices and the project's error type.
+
+Every path the library reads comes from here, so that a notebook parameter, an environment variable
+and the repository default resolve the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DATA_DIR_ENV = "LAYERWISE_DATA_DIR"
+CACHE_DIR_ENV = "LAYERWISE_CACHE_DIR"
+
+#: repository root when the package is used from a checkout (src/layerwise/config.py -> root)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class LayerwiseError(ValueError):
+    """Bad input to the library. The message always says how to fix it."""
+
+
+def data_dir(path: str | os.PathLike | None = None, *, must_exist: bool = True) -> Path:
+    """Resolve the offline data directory.
+
+    Order: explicit ``path`` argument, then ``$LAYERWISE_DATA_DIR``, then ``../shared/data`` beside
+    the repository checkout.
+    """
+    if path is not None and str(path) != "":
+        p, origin = Path(path), "the data_dir parameter"
+    elif os.environ.get(DATA_DIR_ENV):
+        p, origin = Path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}"
+    else:
+        p, origin = REPO_ROOT.parent / "shared" / "data", "the default (../shared/data beside the checkout)"
+    p = p.expanduser().resolve()
+    if must_exist and not p.is_dir():
+        raise LayerwiseError(
+            f"data directory {p} (from {origin}) does not exist: pass data_dir=... or set "
+            f"{DATA_DIR_ENV} to the folder holding corpus/ and benchmarks/"
+        )
+    return p
+
+
+def data_file(relative: str, path: str | os.PathLike | None = None) -> Path:
+    """A file inside the data directory, with an error naming the expected path if it is missing."""
+    root = data_dir(path)
+    f = root / relative
+    if not f.is_file():
+        raise LayerwiseError(
+            f"missing data file {f}: put it there, or point data_dir / ${DATA_DIR_ENV} at a folder "
+            f"that has {relative}"
+        )
+    return f
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The artefact cache shared by chapters (checkpoints, token arrays, result files).
+
+    Order: explicit argument, ``$LAYERWISE_CACHE_DIR``, ``<repo>/.cache/layerwise``.
+    """
+    if path is not None and str(path) != "":
+        p = Path(path)
+    elif os.environ.get(CACHE_DIR_ENV):
+        p = Path(os.environ[CACHE_DIR_ENV])
+    else:
+        p = REPO_ROOT / ".cache" / "layerwise"
+    p = p.expanduser().resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; asking for CUDA without a GPU is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LayerwiseError(
+            f"device={str(device)!r} asked for a GPU but none is visible to torch: "
+            "use device='cpu' (or 'auto'), or run on a machine with CUDA"
+        )
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``"auto"`` gives bfloat16 on CUDA and float32 on CPU."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise LayerwiseError(f"unknown dtype {dtype!r}: use one of {sorted(table)} or 'auto'")
+    return table[dtype]
