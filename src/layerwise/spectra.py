@@ -99,22 +99,20 @@ def _hill_at(log_e: torch.Tensor, suffix: torch.Tensor, i: torch.Tensor) -> torc
     return 1.0 + n / denom  # denom == 0 (flat tail) gives inf: no power law there
 
 
-def _ks_at(e: torch.Tensor, i: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def _ks_at(log_e: torch.Tensor, i: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """KS distance of the fitted power law above ``e[i]`` for each cut-off; ``[C]``.
 
     Empirical CDF of the tail at its j-th value is ``j / n`` (AlphaPruning's convention), fitted CDF
-    ``1 - (x / xmin)^(1 - alpha)``. Rows are cut-offs, columns tail positions; positions outside a
-    row's tail are masked out.
+    ``1 - (x / xmin)^(1 - alpha)``. Rows are cut-offs, columns tail positions (only columns from the
+    chunk's smallest cut-off on); positions outside a row's tail are masked out.
     """
-    N = e.numel()
-    j = torch.arange(N, device=e.device)
-    pos = j[None, :] - i[:, None]  # [C, N] index within the tail
-    in_tail = pos >= 0
-    n = (N - i).to(e.dtype)[:, None]
-    ratio = (e[None, :] / e[i][:, None]).clamp_min(1.0)
-    fitted = 1.0 - ratio.pow(1.0 - alpha[:, None])
-    emp = pos.clamp_min(0).to(e.dtype) / n
-    d = torch.where(in_tail, (fitted - emp).abs(), torch.zeros((), dtype=e.dtype, device=e.device))
+    N, j0 = log_e.numel(), int(i.min())
+    j = torch.arange(j0, N, device=log_e.device)
+    pos = j[None, :] - i[:, None]  # [C, N - j0] index within the tail
+    n = (N - i).to(log_e.dtype)[:, None]
+    log_ratio = (log_e[None, j0:] - log_e[i][:, None]).clamp_min(0.0)
+    fitted = 1.0 - torch.exp((1.0 - alpha[:, None]) * log_ratio)
+    d = (fitted - pos.to(log_e.dtype) / n).abs().masked_fill_(pos < 0, 0.0)
     ks = d.amax(dim=1)
     return torch.where(alpha > 1.0, ks, torch.ones_like(ks))  # alpha <= 1 is no normalisable fit
 
@@ -153,7 +151,7 @@ def fit_power_law(eigs: torch.Tensor, *, method: Method = "fixed", fraction: flo
     for start in range(0, idx.numel(), chunk):
         ii = idx[start:start + chunk]
         alpha = _hill_at(log_e, suffix, ii)
-        ks = _ks_at(e, ii, alpha)
+        ks = _ks_at(log_e, ii, alpha)
         j = int(torch.argmin(ks))
         if float(ks[j]) < best_ks:
             best_ks, best_i, best_alpha = float(ks[j]), int(ii[j]), float(alpha[j])

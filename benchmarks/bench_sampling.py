@@ -1,0 +1,275 @@
+"""Benchmark: LLaDA's reference diffusion sampler versus ``layerwise.sampling.diffusion_generate``.
+
+Settings are LLaDA's GSM8K ones (900-token prompt, gen_length 256, steps 256, block_length 32) on an
+8B-shaped bidirectional model built from a transformers ``LlamaConfig`` with LLaDA's dimensions (32 layers,
+d 4096, 32 heads, MLP 12288, vocab 126464), random bf16 weights, nothing loaded. For each batch size it
+times the reference and the fast sampler, checks that their tokens are identical at temperature 0, and
+records seconds per sample, samples per second, the speedup and peak GPU memory. The fast sampler also
+runs at larger batches (until out of memory) since it needs far less memory than the reference.
+
+``reference_diffusion_generate`` below mirrors LLaDA's ``generate.py`` line by line (full logits at every
+position, float64 softmax over the whole vocabulary, a per-row Python top-k loop); the test suite
+imports it to check that the fast sampler gives identical tokens.
+
+GPU (H100):   python benchmarks/bench_sampling.py
+CPU check:    python benchmarks/bench_sampling.py --tiny
+Writes benchmarks/results/sampling{,_tiny}.csv and .md, and prints the table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference: LLaDA generate.py, line by line
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_add_gumbel_noise(logits, temperature, generator=None):
+    # as LLaDA: float64 Gumbel-max, identity at temperature 0
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel_noise = (-torch.log(noise)) ** temperature
+    return logits.exp() / gumbel_noise
+
+
+def _ref_get_num_transfer_tokens(mask_index, steps):
+    mask_num = mask_index.sum(dim=1, keepdim=True)
+    base = mask_num // steps
+    remainder = mask_num % steps
+    num_transfer_tokens = torch.zeros(mask_num.size(0), steps, device=mask_index.device, dtype=torch.int64) + base
+    for i in range(mask_num.size(0)):
+        num_transfer_tokens[i, :remainder[i]] += 1
+    return num_transfer_tokens
+
+
+@torch.no_grad()
+def reference_diffusion_generate(model, prompt, attention_mask=None, *, steps, gen_length, block_length,
+                                 temperature=0.0, remasking="low_confidence", mask_id, shifted=False,
+                                 generator=None):
+    """LLaDA's generate.py, plus: a left-padding attention mask, a torch.Generator, Dream's shifted-logit
+    alignment, and use_cache=False. Returns ``[B, gen_length]`` (LLaDA returns the whole canvas)."""
+    x = torch.full((prompt.shape[0], prompt.shape[1] + gen_length), mask_id, dtype=torch.long).to(prompt.device)
+    x[:, :prompt.shape[1]] = prompt.clone()
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, torch.ones(prompt.shape[0], gen_length, dtype=attention_mask.dtype,
+                                                               device=attention_mask.device)], dim=1)
+        if bool(attention_mask.bool().all()):  # same convention as the fast sampler: no mask when no padding
+            attention_mask = None
+
+    assert gen_length % block_length == 0
+    num_blocks = gen_length // block_length
+    assert steps % num_blocks == 0
+    steps = steps // num_blocks
+
+    for num_block in range(num_blocks):
+        block_mask_index = (x[:, prompt.shape[1] + num_block * block_length: prompt.shape[1] + (num_block + 1) * block_length] == mask_id)
+        num_transfer_tokens = _ref_get_num_transfer_tokens(block_mask_index, steps)
+        for i in range(steps):
+            mask_index = (x == mask_id)
+            logits = model(x, attention_mask=attention_mask, use_cache=False).logits
+            if shifted:
+                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            logits_with_noise = _ref_add_gumbel_noise(logits, temperature=temperature, generator=generator)
+            x0 = torch.argmax(logits_with_noise, dim=-1)  # b, l
+
+            if remasking == "low_confidence":
+                p = F.softmax(logits.to(torch.float64), dim=-1)
+                x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)  # b, l
+            elif remasking == "random":
+                x0_p = torch.rand((x0.shape[0], x0.shape[1]), device=x0.device, generator=generator)
+            else:
+                raise NotImplementedError(remasking)
+
+            x0_p[:, prompt.shape[1] + (num_block + 1) * block_length:] = -np.inf
+
+            x0 = torch.where(mask_index, x0, x)
+            confidence = torch.where(mask_index, x0_p, -np.inf)
+
+            transfer_index = torch.zeros_like(x0, dtype=torch.bool, device=x0.device)
+            for j in range(confidence.shape[0]):
+                _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
+                transfer_index[j, select_index] = True
+            x[transfer_index] = x0[transfer_index]
+
+    return x[:, prompt.shape[1]:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shape:
+    layers: int
+    d: int
+    heads: int
+    mlp: int
+    vocab: int
+    prompt: int
+    gen_length: int
+    steps: int
+    block_length: int
+
+
+LLADA_8B = Shape(32, 4096, 32, 12288, 126464, 900, 256, 256, 32)
+TINY = Shape(2, 64, 4, 128, 512, 40, 16, 16, 8)
+
+
+def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
+    """A bidirectional Llama with the given dimensions and random weights, built directly on ``device``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from layerwise.models import wrap
+
+    cfg = LlamaConfig(hidden_size=shape.d, intermediate_size=shape.mlp, num_hidden_layers=shape.layers,
+                      num_attention_heads=shape.heads, num_key_value_heads=shape.heads, vocab_size=shape.vocab,
+                      max_position_embeddings=4096, rope_theta=500000.0, rms_norm_eps=1e-5,
+                      tie_word_embeddings=False, attn_implementation="sdpa")
+    cfg.is_causal = False
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(cfg, dtype=dtype)
+    model.eval()
+    mask_id = shape.vocab - 1
+    return wrap(model, tokenizer=None, family="dlm", mask_token_id=mask_id, model_id=f"llada-shaped-{shape.layers}L")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: torch.device) -> tuple[float, float, torch.Tensor]:
+    """(seconds, peak GiB, output) of one call."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return dt, peak, out
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from layerwise.sampling import diffusion_generate
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="a tiny model on CPU (checks the script)")
+    ap.add_argument("--batches", default="", help="comma list of batch sizes (default: 1,8,16,32,64 / tiny 1,4)")
+    ap.add_argument("--ref-max-batch", type=int, default=16, help="largest batch tried for the reference")
+    ap.add_argument("--time-blocks", type=int, default=0,
+                    help="time only this many blocks at the same total sequence length (prompt grows to keep "
+                         "prompt + generation equal; per-step cost does not depend on the block index) and "
+                         "scale s/sample to the full gen_length. 0 = the full run")
+    ap.add_argument("--out", default="", help="results file stem (default benchmarks/results/sampling[_tiny])")
+    args = ap.parse_args(argv)
+
+    shape = TINY if args.tiny else LLADA_8B
+    device = torch.device("cpu" if args.tiny else "cuda")
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no GPU visible: run with --tiny for the CPU check")
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 2] if args.tiny else [1, 8, 16, 32, 64])
+    dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+
+    lm = build_model(shape, device, dtype)
+    nb_full = shape.gen_length // shape.block_length
+    nb = args.time_blocks if 0 < args.time_blocks < nb_full else nb_full
+    gen_length, steps = nb * shape.block_length, nb * (shape.steps // nb_full)
+    prompt_len = shape.prompt + shape.gen_length - gen_length  # same sequence length as the full run
+    scale = nb_full / nb
+    settings = dict(gen_length=gen_length, steps=steps, block_length=shape.block_length, temperature=0.0,
+                    remasking="low_confidence")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    mask_id = lm.spec.mask_token_id
+    print(f"device {dev_name}; model {shape}; timing {nb}/{nb_full} blocks (sequence length "
+          f"{prompt_len + gen_length}), batches {batches}")
+
+    # warm-up (kernel selection, allocator)
+    warm = torch.randint(0, shape.vocab - 1, (1, prompt_len), generator=g).to(device)
+    diffusion_generate(lm, warm, gen_length=shape.block_length, steps=shape.steps // nb_full,
+                       block_length=shape.block_length)
+
+    rows = []
+    ref_dead = fast_dead = False
+    for b in batches:
+        prompt = torch.randint(0, shape.vocab - 1, (b, prompt_len), generator=g).to(device)
+        ref = fast = None
+        row = dict(device=dev_name, batch=b, prompt=shape.prompt, gen_length=shape.gen_length, steps=shape.steps,
+                   block_length=shape.block_length, timed_blocks=f"{nb}/{nb_full}")
+        if not fast_dead:
+            try:
+                t, peak, fast = _time(lambda: diffusion_generate(lm, prompt, **settings), device)
+                row.update(fast_s_per_sample=t * scale / b, fast_samples_per_s=b / (t * scale), fast_peak_gib=peak)
+            except RuntimeError as e:
+                if not _is_oom(e):
+                    raise
+                fast_dead = True
+                print(f"fast sampler: out of memory at batch {b}")
+        if not ref_dead and b <= args.ref_max_batch:
+            try:
+                t, peak, ref = _time(lambda: reference_diffusion_generate(
+                    lm.model, prompt, mask_id=mask_id, shifted=lm.family.shifted_logits, **settings), device)
+                row.update(ref_s_per_sample=t * scale / b, ref_samples_per_s=b / (t * scale), ref_peak_gib=peak)
+            except RuntimeError as e:
+                if not _is_oom(e):
+                    raise
+                ref_dead = True
+                print(f"reference sampler: out of memory at batch {b}")
+        if fast is None and ref is None:
+            break
+        if fast is not None and ref is not None:
+            row["identical_tokens"] = bool(torch.equal(fast.cpu(), ref.cpu()))
+            row["differing_tokens"] = int((fast.cpu() != ref.cpu()).sum())
+            row["speedup"] = row["ref_s_per_sample"] / row["fast_s_per_sample"]
+        rows.append(row)
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        del ref, fast
+
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    ref_best = df["ref_samples_per_s"].max() if "ref_samples_per_s" in df else float("nan")
+    fast_best = df["fast_samples_per_s"].max() if "fast_samples_per_s" in df else float("nan")
+    stem = Path(args.out) if args.out else RESULTS / ("sampling_tiny" if args.tiny else "sampling")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(stem.with_suffix(".csv"), index=False)
+    cols = [c for c in ["batch", "ref_s_per_sample", "fast_s_per_sample", "ref_samples_per_s", "fast_samples_per_s",
+                        "speedup", "identical_tokens", "differing_tokens", "ref_peak_gib", "fast_peak_gib"] if c in df]
+    table = df[cols].to_markdown(index=False, floatfmt=".3f")
+    md = (f"# Diffusion sampler benchmark\n\nDevice: {dev_name}. Model: bidirectional Llama, {shape.layers} layers, "
+          f"d {shape.d}, {shape.heads} heads, MLP {shape.mlp}, vocab {shape.vocab}, random {str(dtype)[6:]} weights. "
+          f"Settings: prompt {shape.prompt}, gen_length {shape.gen_length}, steps {shape.steps}, block_length "
+          f"{shape.block_length}, temperature 0, low-confidence remasking. Timed blocks: {nb}/{nb_full}"
+          f"{' (s/sample scaled to the full run; sequence length kept)' if nb < nb_full else ''}.\n\n"
+          f"{table}\n\nBest samples/s: reference {ref_best:.3f}, fast {fast_best:.3f} "
+          f"(ratio {fast_best / ref_best:.2f}x).\n\nCommand: `python benchmarks/bench_sampling.py"
+          f"{' --tiny' if args.tiny else ''}{f' --time-blocks {args.time_blocks}' if args.time_blocks else ''}`\n")
+    stem.with_suffix(".md").write_text(md)
+    print()
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

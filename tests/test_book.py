@@ -1,0 +1,217 @@
+"""The book runner: parameter resolution, skip-if-unchanged, bad-input errors, a real run and build.
+
+The chapter used here is tests/data/99_dummy.py (with profiles in tests/data/profiles/), so these
+tests do not depend on the real chapters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from layerwise import book
+from layerwise.config import LayerwiseError
+
+DUMMY = "99_dummy"
+
+
+def _plan(dummy_notebooks: Path, tmp_path: Path, **kw):
+    kw.setdefault("overrides", {"data_dir": str(tmp_path)})
+    return book.plan_run("tiny", notebooks_dir=dummy_notebooks, out=tmp_path / "out", cache=tmp_path / "cache", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+# ---------------------------------------------------------------------------------------------
+
+
+def test_overrides_are_parsed_as_yaml():
+    got = book.parse_overrides(["n=3", "models=[a, b/c]", "name=x", "flag=true", "ratio=0.5", "empty="])
+    assert got == {"n": 3, "models": ["a", "b/c"], "name": "x", "flag": True, "ratio": 0.5, "empty": ""}
+    with pytest.raises(LayerwiseError, match="name=value"):
+        book.parse_overrides(["n_points"])
+
+
+def test_resolution_order_common_then_chapter_then_overrides():
+    declared = {"profile": "'tiny'", "preset": "'tiny'", "n": "1", "device": "'auto'"}
+    sections = {"common": {"preset": "small", "n": 2, "device": "cpu", "other": 9}, "01_x": {"n": 3}}
+    params, dropped = book.resolve_parameters("gpu", sections, "01_x", declared, {"device": "cuda"})
+    # profile name always comes from the profile, chapter section beats common, -p beats both
+    assert params == {"profile": "gpu", "preset": "small", "n": 3, "device": "cuda"}
+    assert dropped == ["other"]
+    with pytest.raises(LayerwiseError, match="not declared"):
+        book.resolve_parameters("gpu", {"common": {}, "01_x": {"typo": 1}}, "01_x", declared, {})
+
+
+def test_plan_reads_declared_parameters_and_profile(dummy_notebooks, tmp_path):
+    (plan,) = _plan(dummy_notebooks, tmp_path, overrides={"data_dir": str(tmp_path), "seed": 7})
+    assert plan.chapter == DUMMY
+    p = plan.parameters
+    assert p["profile"] == "tiny" and p["n_points"] == 4 and p["device"] == "cpu" and p["seed"] == 7
+    assert "not_in_dummy" not in p and plan.skipped_common == ["not_in_dummy"]
+    assert p["cache_dir"] == str((tmp_path / "cache").resolve())
+    assert p["data_dir"] == str(tmp_path.resolve())
+    assert plan.output == tmp_path / "out" / "notebooks" / f"{DUMMY}.ipynb"
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line, naming the fix
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_chapter_lists_known(dummy_notebooks, tmp_path):
+    with pytest.raises(LayerwiseError, match=r"unknown chapter '42_nope': use one of 99_dummy"):
+        _plan(dummy_notebooks, tmp_path, chapters=["42_nope"])
+    # the NN prefix selects a chapter too
+    assert [p.chapter for p in _plan(dummy_notebooks, tmp_path, chapters=["99"])] == [DUMMY]
+
+
+def test_unknown_profile_lists_profiles(dummy_notebooks, tmp_path):
+    with pytest.raises(LayerwiseError, match=r"unknown profile 'huge': use one of broken, gpu, tiny"):
+        book.plan_run("huge", notebooks_dir=dummy_notebooks, out=tmp_path)
+
+
+def test_undeclared_override_is_an_error(dummy_notebooks, tmp_path):
+    with pytest.raises(LayerwiseError, match=r"-p n_pionts: no selected chapter declares"):
+        _plan(dummy_notebooks, tmp_path, overrides={"n_pionts": 3})
+
+
+def test_profile_section_with_undeclared_key_is_an_error(dummy_notebooks, tmp_path):
+    with pytest.raises(LayerwiseError, match=r"no_such_parameter not declared"):
+        book.plan_run("broken", notebooks_dir=dummy_notebooks, out=tmp_path,
+                      overrides={"data_dir": str(tmp_path)})
+
+
+def test_missing_data_dir_is_an_error(dummy_notebooks, tmp_path, monkeypatch):
+    # an explicit data_dir must exist, whatever the profile
+    with pytest.raises(LayerwiseError, match=r"chapter 99_dummy: data directory .*nowhere.* does not exist"):
+        _plan(dummy_notebooks, tmp_path, overrides={"data_dir": str(tmp_path / "nowhere")})
+    monkeypatch.setenv("LAYERWISE_DATA_DIR", str(tmp_path / "gone"))
+    # the tiny profile generates its data: no data directory needed, data_dir stays ""
+    (plan,) = _plan(dummy_notebooks, tmp_path, overrides={})
+    assert plan.parameters.get("data_dir", "") == ""
+    # the gpu profile requires one: the error names the variable to set
+    with pytest.raises(LayerwiseError, match=r"data directory .*gone.* LAYERWISE_DATA_DIR"):
+        book.plan_run("gpu", notebooks_dir=dummy_notebooks, out=tmp_path)
+
+
+def test_cli_prints_one_line_error(dummy_notebooks, tmp_path, capsys):
+    rc = book.main(["run", "--profile", "tiny", "--notebooks", str(dummy_notebooks), "--out", str(tmp_path),
+                    "--chapters", "07_compression"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: unknown chapter '07_compression': use one of 99_dummy")
+
+
+def test_publish_refuses_other_profiles(tmp_path):
+    with pytest.raises(LayerwiseError, match="only the 'gpu' profile is published"):
+        book.publish("tiny", out=tmp_path, book_dir=tmp_path / "book")
+
+
+# ---------------------------------------------------------------------------------------------
+# skip if unchanged
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_changes_with_source_parameters_and_library():
+    base = book.fingerprint("x = 1", {"n": 1}, "lib1")
+    assert base == book.fingerprint("x = 1", {"n": 1}, "lib1")
+    assert base != book.fingerprint("x = 2", {"n": 1}, "lib1")
+    assert base != book.fingerprint("x = 1", {"n": 2}, "lib1")
+    assert base != book.fingerprint("x = 1", {"n": 1}, "lib2")
+
+
+def test_unchanged_chapter_is_skipped_without_running(dummy_notebooks, tmp_path):
+    (plan,) = _plan(dummy_notebooks, tmp_path)
+    plan.output.parent.mkdir(parents=True)
+    plan.output.write_text("{}")
+    plan.stamp.write_text(json.dumps({"fingerprint": plan.fingerprint}))
+    assert book.is_up_to_date(plan)
+    # no kernel starts: a run would overwrite the fake output
+    status = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp_path / "out", cache=tmp_path / "cache",
+                      overrides={"data_dir": str(tmp_path)}, progress=False)
+    assert status == {DUMMY: "skipped"} and plan.output.read_text() == "{}"
+    # a changed parameter makes it stale
+    (changed,) = _plan(dummy_notebooks, tmp_path, overrides={"data_dir": str(tmp_path), "n_points": 9})
+    assert changed.fingerprint != plan.fingerprint and not book.is_up_to_date(changed)
+
+
+# ---------------------------------------------------------------------------------------------
+# table of contents
+# ---------------------------------------------------------------------------------------------
+
+
+def test_toc_lists_intro_chapters_and_pages(tmp_path):
+    (tmp_path / "chapters").mkdir()
+    for name in ["intro.md", "run_on_gpu.md", "chapters/01_b.ipynb", "chapters/00_a.ipynb"]:
+        (tmp_path / name).write_text("")
+    toc = book.make_toc(tmp_path)
+    assert toc["root"] == "intro"
+    assert toc["parts"][0]["chapters"] == [{"file": "chapters/00_a"}, {"file": "chapters/01_b"}]
+    assert toc["parts"][1]["chapters"] == [{"file": "run_on_gpu"}]
+    (tmp_path / "intro.md").unlink()
+    with pytest.raises(LayerwiseError, match="intro.md"):
+        book.make_toc(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the real thing: papermill runs the dummy chapter, jupyter-book builds its site
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, dummy_notebooks):
+    tmp = tmp_path_factory.mktemp("book")
+    status = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp / "out", cache=tmp / "cache",
+                      overrides={"data_dir": str(tmp), "n_points": 3}, progress=False)
+    return tmp, status
+
+
+@pytest.mark.slow
+def test_run_executes_chapter_with_banner_and_stamp(executed, dummy_notebooks):
+    tmp, status = executed
+    assert status == {DUMMY: "ran"}
+    nb = nbformat.read(str(tmp / "out" / "notebooks" / f"{DUMMY}.ipynb"), as_version=4)
+    banner = nb.cells[0]
+    assert banner.cell_type == "markdown" and "nbval-skip" in banner.metadata.tags
+    assert "`tiny` profile" in banner.source and "controlled triplet" in banner.source
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.tags)
+    assert "n_points = 3" in injected.source and 'profile = "tiny"' in injected.source
+    prov = next(c for c in nb.cells if "provenance" in c.metadata.tags)
+    assert "nbval-skip" in prov.metadata.tags and "provenance" in json.dumps(prov.outputs)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure was not displayed inline"
+    # the chapter wrote its artefact into the cache the runner gave it
+    assert json.loads((tmp / "cache" / "dummy" / "tiny.json").read_text()) == {"n_points": 3, "sum": 3.0}
+    stamp = json.loads((tmp / "out" / "notebooks" / f"{DUMMY}.stamp.json").read_text())
+    assert stamp["parameters"]["n_points"] == 3
+    # unchanged: skipped the second time
+    again = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp / "out", cache=tmp / "cache", overrides={"data_dir": str(tmp), "n_points": 3},
+                     progress=False)
+    assert again == {DUMMY: "skipped"}
+
+
+@pytest.mark.slow
+def test_build_site_renders_chapter_with_local_mathjax(executed):
+    tmp, _ = executed
+    index = book.build_site("tiny", out=tmp / "out")
+    page = (index.parent / "chapters" / f"{DUMMY}.html").read_text()
+    assert "Produced by the" in page and "(tiny profile)" in page
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
+    assert (index.parent / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert '<img alt="_images/' in page or "_images/" in page
+    # the root config describes the published book and was not touched
+    assert not (book.BOOK_DIR / "chapters" / f"{DUMMY}.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_refresh_reference_resets_machine_paths(executed, dummy_notebooks, tmp_path):
+    tmp, _ = executed
+    (ref,) = book.refresh_reference(chapters=[DUMMY], dest=tmp_path, notebooks_dir=dummy_notebooks,
+                                    out=tmp / "out", run_first=False)
+    nb = nbformat.read(str(ref), as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.tags)
+    assert 'cache_dir = ""' in injected.source and 'data_dir = ""' in injected.source

@@ -1,0 +1,289 @@
+"""Tests for layerwise.sampling on tiny random-weight (and one briefly trained) Llama models."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from layerwise.config import LayerwiseError
+from layerwise.models import LoadedModel, ModelSpec, Family, wrap
+from layerwise import sampling as S
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_sampling", ROOT / "benchmarks" / "bench_sampling.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_sampling"] = bench  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
+reference = bench.reference_diffusion_generate
+
+VOCAB = 97
+MASK = VOCAB - 1
+
+
+def tiny_llama(causal: bool, *, vocab: int = VOCAB, d: int = 32, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=4, vocab_size=vocab, max_position_embeddings=256,
+                      tie_word_embeddings=False, attn_implementation="sdpa")
+    cfg.is_causal = causal
+    m = LlamaForCausalLM(cfg).eval()
+    # random init (std 0.02) gives near-uniform logits; a larger head makes argmax/ranking non-trivial
+    with torch.no_grad():
+        m.lm_head.weight.mul_(20)
+    return m
+
+
+def roll_left(model: LlamaForCausalLM) -> LlamaForCausalLM:
+    """A copy whose logits at position i are the original's at i + 1: a model with shifted logits."""
+    m = copy.deepcopy(model)
+    m.model.norm.register_forward_hook(lambda _mod, _inp, out: torch.roll(out, -1, dims=1))
+    return m
+
+
+@pytest.fixture(scope="module")
+def dlm() -> LoadedModel:
+    return wrap(tiny_llama(False), None, "dlm", mask_token_id=MASK)
+
+
+@pytest.fixture(scope="module")
+def ar() -> LoadedModel:
+    return wrap(tiny_llama(True, seed=1), None, "ar")
+
+
+def prompts(b: int, p: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, MASK, (b, p), generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ diffusion sampler ----------
+
+
+@pytest.mark.parametrize("b,p,gen,steps,blk,remasking,shifted", [
+    (1, 7, 16, 16, 4, "low_confidence", False),
+    (3, 5, 12, 6, 6, "low_confidence", False),     # 2 tokens per step
+    (2, 9, 10, 20, 5, "low_confidence", True),      # more steps than tokens: some steps unmask nothing
+    (4, 6, 8, 8, 8, "random", False),
+    (2, 4, 12, 9, 4, "random", True),               # uneven tokens per step
+])
+def test_fast_sampler_equals_reference(b, p, gen, steps, blk, remasking, shifted):
+    model = tiny_llama(False, seed=p)
+    lm = wrap(roll_left(model) if shifted else model, None, "ar2dlm" if shifted else "dlm", mask_token_id=MASK)
+    x = prompts(b, p, seed=b)
+    kw = dict(gen_length=gen, steps=steps, block_length=blk, remasking=remasking)
+    fast = S.diffusion_generate(lm, x, generator=torch.Generator().manual_seed(3), **kw)
+    ref = reference(lm.model, x, mask_id=MASK, shifted=shifted, generator=torch.Generator().manual_seed(3), **kw)
+    assert fast.shape == (b, gen)
+    assert not (fast == MASK).any()
+    assert torch.equal(fast, ref)
+
+
+def test_fast_equals_reference_with_left_padding(dlm):
+    x = prompts(3, 8, seed=5)
+    am = torch.ones_like(x)
+    am[0, :3] = 0
+    am[2, :5] = 0
+    x[am == 0] = 0  # pad id
+    kw = dict(gen_length=12, steps=12, block_length=4)
+    fast = S.diffusion_generate(dlm, x, am, **kw)
+    assert torch.equal(fast, reference(dlm.model, x, am, mask_id=MASK, **kw))
+    # the padding is really ignored: the padded row generates what the unpadded prompt generates
+    alone = S.diffusion_generate(dlm, x[2:, 5:], **kw)
+    assert torch.equal(fast[2:], alone)
+
+
+def test_shifted_logits_are_aligned(dlm):
+    """A model whose logits are shifted by one, declared ar2dlm, samples and scores exactly like the
+    unshifted original; declared dlm (no alignment), it does not."""
+    rolled = roll_left(dlm.model)
+    shifted = wrap(rolled, None, "ar2dlm", mask_token_id=MASK)
+    wrong = wrap(rolled, None, "dlm", mask_token_id=MASK)
+    x = prompts(2, 6, seed=9)
+    kw = dict(gen_length=8, steps=8, block_length=4)
+    assert torch.equal(S.diffusion_generate(shifted, x, **kw), S.diffusion_generate(dlm, x, **kw))
+    assert not torch.equal(S.diffusion_generate(wrong, x, **kw), S.diffusion_generate(dlm, x, **kw))
+    ctx, cont = [[5, 6, 7, 8]], [[9, 10, 11]]
+    a = S.diffusion_loglikelihood(dlm, ctx, cont, n_samples=8, batch_size=4)[0]
+    b = S.diffusion_loglikelihood(shifted, ctx, cont, n_samples=8, batch_size=4)[0]
+    c = S.diffusion_loglikelihood(wrong, ctx, cont, n_samples=8, batch_size=4)[0]
+    assert a == pytest.approx(b, rel=1e-5) and abs(a - c) > 1e-3
+
+
+def test_temperature_sampling_is_seeded(dlm):
+    x = prompts(2, 5, seed=2)
+    kw = dict(gen_length=8, steps=8, block_length=8, temperature=1.0)
+    a = S.diffusion_generate(dlm, x, generator=torch.Generator().manual_seed(0), **kw)
+    b = S.diffusion_generate(dlm, x, generator=torch.Generator().manual_seed(0), **kw)
+    c = S.diffusion_generate(dlm, x, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_num_transfer_tokens_matches_llada():
+    m = torch.tensor([[1] * 7 + [0], [1] * 3 + [0] * 5, [0] * 8]).bool()
+    for steps in (1, 3, 4, 8):
+        got = S.num_transfer_tokens(m, steps)
+        assert torch.equal(got, bench._ref_get_num_transfer_tokens(m, steps))
+        assert torch.equal(got.sum(1), m.sum(1))
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(gen_length=10, steps=10, block_length=4), "not a multiple of block_length"),
+    (dict(gen_length=8, steps=3, block_length=4), "split evenly"),
+    (dict(gen_length=8, steps=8, block_length=4, remasking="entropy"), "unknown remasking"),
+    (dict(gen_length=8, steps=8, block_length=4, temperature=-1.0), "temperature"),
+])
+def test_diffusion_sampler_errors(dlm, kw, needle):
+    with pytest.raises(LayerwiseError, match=needle):
+        S.diffusion_generate(dlm, prompts(1, 4, 0), **kw)
+
+
+def test_missing_mask_token_is_an_error(dlm):
+    no_mask = LoadedModel(dlm.model, None, ModelSpec("x", Family.DLM, "llama", mask_token_id=None), dlm.adapter)
+    with pytest.raises(LayerwiseError, match="mask_token_id"):
+        S.diffusion_generate(no_mask, prompts(1, 4, 0), gen_length=4, steps=4, block_length=4)
+    with pytest.raises(LayerwiseError, match="mask_token_id"):
+        S.diffusion_loglikelihood(no_mask, [[1]], [[2]])
+    with pytest.raises(LayerwiseError, match="mask token"):
+        S.diffusion_generate(dlm, torch.tensor([[1, MASK, 2]]), gen_length=4, steps=4, block_length=4)
+
+
+# ------------------------------------------------------------------ AR --------------------------
+
+
+def test_ar_greedy_equals_argmax_loop(ar):
+    x = prompts(3, 6, seed=4)
+    am = torch.ones_like(x)
+    am[1, :2] = 0
+    x[am == 0] = 0
+    got = S.ar_generate(ar, x, am, max_new_tokens=5)
+    assert got.shape == (3, 5)
+    for r in range(3):
+        seq = x[r, am[r].bool()].tolist()
+        for _ in range(5):
+            seq.append(int(ar.model(torch.tensor([seq])).logits[0, -1].argmax()))
+        assert got[r].tolist() == seq[-5:]
+
+
+def test_ar_sampling_is_seeded_and_padded_after_eos(ar):
+    x = prompts(2, 4, seed=1)
+    a = S.ar_generate(ar, x, None, max_new_tokens=6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    b = S.ar_generate(ar, x, None, max_new_tokens=6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    greedy = S.ar_generate(ar, x[:1], None, max_new_tokens=6)
+    eos = int(greedy[0, 0])  # stop right after the first token
+    out = S.ar_generate(ar, x[:1], None, max_new_tokens=6, eos_token_id=eos)
+    assert out.shape == (1, 6) and out[0].tolist() == [eos] * 6
+
+
+def test_ar_loglikelihood_equals_brute_force(ar):
+    ctxs = [[3, 4, 5], [7], [1, 2, 3, 4, 5, 6]]
+    conts = [[6, 7], [8, 9, 10, 11], [12]]
+    got = S.ar_loglikelihood(ar, ctxs, conts, batch_size=2)
+    for (ll, greedy), a, c in zip(got, ctxs, conts):
+        want, all_greedy = 0.0, True
+        for j, tok in enumerate(c):
+            lp = F.log_softmax(ar.model(torch.tensor([a + c[:j]])).logits[0, -1].double(), -1)
+            want += float(lp[tok])
+            all_greedy &= int(lp.argmax()) == tok
+        assert ll == pytest.approx(want, abs=1e-4)
+        assert greedy == all_greedy
+    # a greedy continuation is recognised as such
+    cont = S.ar_generate(ar, torch.tensor([[3, 4, 5]]), None, max_new_tokens=3)[0].tolist()
+    assert S.loglikelihood(ar, [[3, 4, 5]], [cont])[0][1] is True
+
+
+def test_rolling_loglikelihood_ar_matches_one_window(ar):
+    doc = prompts(1, 12, seed=7)[0].tolist()
+    whole = S.rolling_loglikelihood(ar, doc, max_length=64, prefix_token_id=0)
+    assert whole == pytest.approx(S.ar_loglikelihood(ar, [[0]], [doc])[0][0], abs=1e-4)
+    windowed = S.rolling_loglikelihood(ar, doc, max_length=5, prefix_token_id=0)
+    assert math.isfinite(windowed) and windowed != pytest.approx(whole, abs=1e-6)
+
+
+# ------------------------------------------------------------------ diffusion likelihood ---------
+
+
+def test_diffusion_loglikelihood_finite_deterministic_and_converges(dlm):
+    ctx, cont = [[3, 4, 5, 6]], [[7, 8, 9, 10, 11]]
+    one = S.diffusion_loglikelihood(dlm, ctx, cont, n_samples=8, batch_size=3, seed=0)[0]
+    assert math.isfinite(one) and one < 0
+    assert one == S.diffusion_loglikelihood(dlm, ctx, cont, n_samples=8, batch_size=3, seed=0)[0]
+    few = torch.tensor([S.diffusion_loglikelihood(dlm, ctx, cont, n_samples=2, batch_size=2, seed=s)[0]
+                        for s in range(12)])
+    many = torch.tensor([S.diffusion_loglikelihood(dlm, ctx, cont, n_samples=32, batch_size=32, seed=s)[0]
+                         for s in range(12)])
+    assert many.var() < few.var() / 4
+
+
+def train_copy_dlm(steps: int = 150) -> LoadedModel:
+    """A tiny dlm briefly trained (LLaDA's objective) on sequences that repeat one token: a masked position
+    must be the sequence's token, so the right continuation of ``[t] * n`` is ``[t] * m``."""
+    torch.manual_seed(0)
+    model = tiny_llama(False, vocab=24, d=32, layers=2).train()
+    with torch.no_grad():
+        model.lm_head.weight.div_(20)
+    mask = 23
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        x = torch.randint(0, 20, (32, 1)).repeat(1, 12)
+        t = torch.rand(32, 1) * 0.9 + 0.05
+        m = torch.rand(32, 12) < t
+        logits = model(torch.where(m, mask, x)).logits
+        loss = (F.cross_entropy(logits.transpose(1, 2), x, reduction="none") * m / t).sum() / x.numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return wrap(model.eval(), None, "dlm", mask_token_id=mask)
+
+
+def test_diffusion_loglikelihood_ranks_planted_continuation():
+    lm = train_copy_dlm()
+    ctxs = [[5] * 6, [5] * 6, [11] * 4, [11] * 4]
+    conts = [[5] * 3, [9] * 3, [11] * 2, [2, 11]]
+    res = S.loglikelihood(lm, ctxs, conts, n_samples=16, batch_size=16)
+    assert res[0][0] > res[1][0] and res[2][0] > res[3][0]
+    assert [g for _, g in res] == [True, False, True, False]
+    assert all(math.isfinite(ll) for ll, _ in res)
+    # the sampler fills the masks with the planted token, end to end through generate()'s engine
+    out = S.diffusion_generate(lm, torch.tensor([[7] * 5]), gen_length=4, steps=4, block_length=2)
+    assert out.tolist() == [[7] * 4]
+
+
+# ------------------------------------------------------------------ text in, text out -----------
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(VOCAB - 3)]
+    vocab = {w: i for i, w in enumerate(words + ["<|endoftext|>", "<|pad|>", "<|mask|>"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                  mask_token="<|mask|>")
+    assert tok.mask_token_id == MASK
+    return tok
+
+
+def test_generate_text_for_both_families(ar, dlm):
+    tok = tiny_tokenizer()
+    lm_ar = wrap(ar.model, tok, "ar")
+    lm_d = wrap(dlm.model, tok, "dlm")
+    texts = ["w1 w2 w3", "w4 w5 w6 w7 w8"]
+    for lm in (lm_ar, lm_d):
+        out = S.generate(lm, texts, max_new_tokens=6, batch_size=2, progress=False)
+        assert len(out) == 2 and all(isinstance(o, str) for o in out)
+        # batched left padding gives what each prompt gives alone
+        assert out[0] == S.generate(lm, texts[:1], max_new_tokens=6, progress=False)[0]
+        first = out[1].split()[0]
+        cut = S.generate(lm, texts[1:], max_new_tokens=6, until=[first], progress=False)[0]
+        assert cut == out[1][:out[1].index(first)]
+    with pytest.raises(LayerwiseError, match="not a multiple"):
+        S.generate(lm_d, texts, max_new_tokens=6, block_length=4, steps=6, progress=False)
