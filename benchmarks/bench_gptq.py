@@ -78,8 +78,12 @@ def main() -> None:
 
     # first-call time of each block (after capture) = start of that block's processing
     starts: dict[int, list[float]] = {}
-    hooks = [b.register_forward_pre_hook(lambda _m, _a, i=i: (sync(dev), starts.setdefault(i, []).append(time.perf_counter())))
-             for i, b in enumerate(lm.adapter.get_blocks(model))]
+
+    def stamp(i: int) -> None:  # a pre-hook must return None (anything else replaces the block's args)
+        sync(dev)
+        starts.setdefault(i, []).append(time.perf_counter())
+
+    hooks = [b.register_forward_pre_hook(lambda _m, _a, i=i: stamp(i)) for i, b in enumerate(lm.adapter.get_blocks(model))]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     weights_gb = torch.cuda.memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
@@ -103,7 +107,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()})"
     row = {
         "config": "tiny" if args.tiny else "llada-8b-shape", "device": device_name, "dtype": str(dtype).split(".")[-1],
-        "params_B": round(n_params / 1e9, 3), "layers_total": n_layers, "layers_measured": k,
+        "params_B": float(f"{n_params / 1e9:.4g}"), "layers_total": n_layers, "layers_measured": k,
         "calib_tokens": f"{args.nsamples}x{args.seqlen}", "bits": args.bits, "group_size": args.group_size,
         "act_order": args.act_order, "tf32": args.tf32, "build_s": round(t_build, 2),
         "capture_s": round(t_capture, 2), "mean_block_s": round(mean_block, 3),
@@ -122,7 +126,8 @@ def main() -> None:
     label = f"extrapolated from {k}/{n_layers} measured blocks" if k < n_layers else "measured, all blocks"
     md = [
         f"# GPTQ benchmark ({row['config']})", "",
-        f"{row['params_B']}B-parameter random-weight model, LLaDA-8B dimensions, {row['dtype']}, on {device_name}; "
+        f"{n_params / 1e9:.3g}B-parameter random-weight model, "
+        f"{'tiny smoke-test dimensions' if args.tiny else 'LLaDA-8B dimensions'}, {row['dtype']}, on {device_name}; "
         f"GPTQ {args.bits}-bit, group {args.group_size}, act_order={args.act_order}, calibration "
         f"{row['calib_tokens']} tokens, {args.batch_size} sequences per block forward.", "",
         "| quantity | value |", "|---|---|",

@@ -17,7 +17,7 @@ from layerwise.ablation import (
     longest_loop,
     random_control_channels,
     repeated_ngram_share,
-    repetition_effect,
+    ablation_effect,
     run_conditions,
     text_metrics,
 )
@@ -208,7 +208,7 @@ def test_run_conditions_and_effect_ci():
     df = run_conditions(lm, conds, prompts, greedy, answers=["1", "2", "3"], progress=False, max_new_tokens=5)
     assert isinstance(df, pd.DataFrame) and len(df) == len(conds) * 3
     assert {"rep_3", "loop_len", "correct", "text"} <= set(df.columns)
-    eff = repetition_effect(df, metric="rep_1", scope="all", n_boot=200)
+    eff = ablation_effect(df, metric="rep_1", scope="all", n_boot=200)
     assert eff.n_prompts == 3 and eff.n_draws == 2
     assert eff.ci[0] <= eff.diff + 1e-12 and eff.diff <= eff.ci[1] + 1e-12
     # the effect is outlier minus mean control, computed by hand from the table

@@ -215,3 +215,26 @@ def test_refresh_reference_resets_machine_paths(executed, dummy_notebooks, tmp_p
     nb = nbformat.read(str(ref), as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.tags)
     assert 'cache_dir = ""' in injected.source and 'data_dir = ""' in injected.source
+
+
+def test_declared_parameters_survive_quotes_in_comments():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('a = ""      # "" = the default\nb: int = 2\nc, d = 1, 2\nimport os\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    assert book.declared_parameters(nb) == {"a": '""', "b": "2"}
+    nb.cells[0].metadata["tags"] = []
+    with pytest.raises(LayerwiseError, match="no cell tagged 'parameters'"):
+        book.declared_parameters(nb, "01_x")
+
+
+def test_root_toc_describes_existing_pages_of_the_published_book():
+    import yaml
+
+    toc = yaml.safe_load((book.REPO_ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
+    for f in files:
+        assert any((book.BOOK_DIR / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), \
+            f"_toc.yml lists {f} but book/ has no such page: run `layerwise-book run --profile gpu --publish`"

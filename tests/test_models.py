@@ -187,6 +187,8 @@ def test_diffusion_gemma_adapter():
     assert ad.name == "diffusion_gemma" and ad.noise == "uniform"
     assert ad.num_layers(m) == ad.config_num_layers(m) == 2
     assert ad.layer_config(m) is m.config.text_config
+    # full-attention layers share k and v (v_proj is None): the role is left out there
+    assert [set(ad.block_linears(b)) for b in ad.get_blocks(m)] == [set(M._LLAMA_LINEARS), set(M._LLAMA_LINEARS) - {"v"}]
     ids = _ids()
     rec = _capture(m, ad, ids)
     assert rec["logits"][0].shape == (2, T, V)
@@ -272,7 +274,7 @@ def test_llada_patches_make_from_pretrained_and_forward_work(tmp_path, pair_llad
     M.patch_llada_class(Fresh)
     m = Fresh.from_pretrained(tmp_path).eval()
     cfg = LA.LLaDALikeConfig.from_pretrained(tmp_path)
-    del cfg.use_cache
+    cfg.__dict__.pop("use_cache", None)  # as LLaDAConfig: no use_cache at all
     m.config = cfg
     with pytest.raises(AttributeError, match="use_cache"):
         m(input_ids=_ids())

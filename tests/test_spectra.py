@@ -18,7 +18,6 @@ from layerwise.config import LayerwiseError
 from layerwise.models import wrap
 from layerwise.spectra import (
     alpha_hill,
-    bootstrap_mean_diff,
     eigenvalues,
     fit_power_law,
     layer_alpha,
@@ -140,12 +139,3 @@ def test_model_alpha_hill_on_tiny_llama():
     ks = model_alpha_hill(lm, method="ks", progress=False)
     assert (ks.ks <= 1).all() and len(ks) == len(df)
 
-
-def test_bootstrap_mean_diff():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(3.0, 0.5, 200), rng.normal(4.0, 0.5, 150)
-    d, (lo, hi) = bootstrap_mean_diff(a, b, n_boot=500)
-    assert d == pytest.approx(a.mean() - b.mean())
-    assert lo < d < hi and hi < 0  # the difference of -1 is clearly resolved
-    with pytest.raises(LayerwiseError):
-        bootstrap_mean_diff([], b)

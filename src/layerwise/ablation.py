@@ -12,7 +12,7 @@ gives the intervention and the measurements:
 - text statistics (``textstats`` section): repeated n-gram share (rep-n), distinct-n, the longest
   loop (longest contiguous span made of one unit repeated at least twice), and arithmetic exact
   match.
-- :func:`run_conditions` / :func:`repetition_effect`: generate under each condition and compare the
+- :func:`run_conditions` / :func:`ablation_effect`: generate under each condition and compare the
   outlier ablation with the control draws, with a bootstrap CI over prompts and draws.
 
 Shapes: hidden states are ``[batch, seq, d_model]``; channel statistics ``[d_model]`` or
@@ -422,9 +422,9 @@ class Effect:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def repetition_effect(df: pd.DataFrame, *, metric: str = "rep_3", scope: str = "early", n_boot: int = 2000,
+def ablation_effect(df: pd.DataFrame, *, metric: str = "rep_3", scope: str = "early", n_boot: int = 2000,
                       seed: int = 0, level: float = 0.95) -> Effect:
-    """How much more ``metric`` the outlier ablation gives than the random-channel control.
+    """How much more ``metric`` (repetition, accuracy...) the outlier ablation gives than the control.
 
     Two-level percentile bootstrap: prompts are resampled, and so are control draws (each draw is
     one random channel), so the CI covers both the prompt sample and the choice of control channel.

@@ -166,14 +166,26 @@ def read_chapter(path: str | os.PathLike):
 
 
 def declared_parameters(nb, chapter: str = "") -> dict[str, str]:
-    """Names (and default source text) declared in the notebook's cell tagged ``parameters``."""
-    # papermill's own introspection: the same parser whose unknown-parameter warning we make an error
-    from papermill.inspection import _infer_parameters
+    """Names (and default source text) assigned at top level in the cell tagged ``parameters``."""
+    import ast
 
-    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
         raise LayerwiseError(f"chapter {chapter or '?'} has no cell tagged 'parameters': tag one "
                              '(# %% tags=["parameters"])')
-    return {p.name: p.default for p in _infer_parameters(nb, name="python3", language="python")}
+    # ast, not papermill's inspection: its line regex drops e.g. `x = ""  # "" = default`
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as e:
+        raise LayerwiseError(f"chapter {chapter or '?'}: its parameters cell is not valid Python "
+                             f"(line {e.lineno}: {e.msg}): fix it") from None
+    out: dict[str, str] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                out[t.id] = ast.get_source_segment(cell.source, node.value) if node.value is not None else ""
+    return out
 
 
 @dataclass
@@ -425,18 +437,6 @@ def run(profile: str, *, chapters: Sequence[str] | None = None, overrides: Mappi
 # ---------------------------------------------------------------------------------------------
 
 
-def _first_heading(path: Path) -> str | None:
-    if path.suffix == ".ipynb":
-        import nbformat
-
-        for c in nbformat.read(str(path), as_version=4).cells:
-            if c.cell_type == "markdown":
-                m = re.search(r"^# (.+)$", c.source, re.M)
-                if m:
-                    return m.group(1).strip()
-    return None
-
-
 def make_toc(source_dir: str | os.PathLike) -> dict[str, Any]:
     """The jupyter-book toc of a book folder: ``intro``, the chapters in ``chapters/``, other pages.
 
@@ -580,12 +580,21 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def provenance(profile: str = "", models: Any = None, *, display: bool = True, **params: Any) -> dict[str, Any]:
-    """Record and show what produced this notebook: profile, models, device, versions, commit, time.
+class Provenance(dict):
+    """What produced a notebook; shown as a markdown table when it is a cell's last expression."""
 
-    ``models`` may be hub ids / triplet names (list), a ``{name: id}`` mapping, or a ``{name:
-    LoadedModel}`` mapping. Extra keyword arguments (e.g. ``preset=``, ``device=``, ``seed=``) are
-    recorded as given. Displays a small markdown table in a notebook and returns the same facts.
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in self.items())
+        return f"| provenance | |\n|---|---|\n{rows}\n"
+
+
+def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenance:
+    """Record what produced this notebook: profile, models, device, versions, commit, time.
+
+    Call it as the last expression of the cell tagged ``provenance`` (the runner tags that cell
+    ``nbval-skip``); the notebook shows a table. ``models`` may be hub ids / triplet names (list), a
+    ``{name: id}`` mapping, or a ``{name: LoadedModel}`` mapping. Extra keyword arguments (e.g.
+    ``preset=``, ``device=``, ``seed=``) are recorded as given.
     """
     import warnings
 
@@ -599,7 +608,7 @@ def provenance(profile: str = "", models: Any = None, *, display: bool = True, *
         import tqdm.auto  # noqa: F401
 
     if isinstance(models, Mapping):
-        models_d = {str(k): getattr(getattr(v, "spec", None), "model_id", v) for k, v in models.items()}
+        models_d = {str(k): str(getattr(getattr(v, "spec", None), "model_id", v)) for k, v in models.items()}
     elif models:
         models_d = {str(m): str(m) for m in models}
     else:
@@ -610,30 +619,15 @@ def provenance(profile: str = "", models: Any = None, *, display: bool = True, *
         tf_version = transformers.__version__
     except ImportError:
         tf_version = "not installed"
-    facts: dict[str, Any] = {
+    return Provenance({
         "profile": profile or "?",
         "models": ", ".join(f"{k} ({v})" if k != v else k for k, v in models_d.items()) or "(none given)",
-        **{k: v for k, v in params.items()},
+        **params,
         "device": _device_text(params.get("device", "auto")),
         "layerwise": __version__, "commit": _git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "transformers": tf_version,
         "run at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    }
-    if display:
-        rows = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in facts.items())
-        text = f"| provenance | |\n|---|---|\n{rows}"
-        try:
-            from IPython import get_ipython
-            from IPython.display import Markdown
-            from IPython.display import display as ip_display
-
-            if get_ipython() is not None:
-                ip_display(Markdown(text))
-            else:
-                print(text)
-        except ImportError:
-            print(text)
-    return facts
+    })
 
 
 # ---------------------------------------------------------------------------------------------

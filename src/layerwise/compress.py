@@ -652,6 +652,16 @@ def preserved(lm: LoadedModel, snap: dict[tuple[int, str], torch.Tensor] | None 
         restore(lm, snap)
 
 
+@contextlib.contextmanager
+def compressed(lm: LoadedModel, apply: Callable[[], Any],
+               snap: dict[tuple[int, str], torch.Tensor] | None = None) -> Iterator[Any]:
+    """Context manager: ``apply()`` (e.g. ``lambda: quantize(lm, "gptq", 3, calib_ids=c)``) on entry,
+    the original weights back on exit; yields what ``apply`` returned. An ``evals.retention``
+    intervention: ``{"gptq3": lambda: compressed(lm, lambda: quantize(...), snap)}``."""
+    with preserved(lm, snap):
+        yield apply()
+
+
 def relative_error(y: torch.Tensor, y_ref: torch.Tensor) -> float:
     """``||y - y_ref|| / ||y_ref||`` (Frobenius), used to compare layer outputs."""
     return ((y.float() - y_ref.float()).norm() / y_ref.float().norm().clamp_min(1e-12)).item()
@@ -661,5 +671,5 @@ __all__ = [
     "LinearStats", "BlockInputs", "calibration_inputs", "capture_block_inputs", "blockwise",
     "resolve_group_size", "rtn_quantize_weight", "gptq_quantize_weight", "magnitude_mask", "wanda_mask",
     "sparsegpt_prune_weight", "quantize", "prune", "block_param_counts", "owl_outlier_ratios",
-    "allocate_sparsity", "snapshot", "restore", "preserved", "relative_error", "SCHEMES",
+    "allocate_sparsity", "snapshot", "restore", "preserved", "compressed", "relative_error", "SCHEMES",
 ]

@@ -334,7 +334,7 @@ class DataSpec:
     arith_frac: float = 0.04
     #: synthetic corpus size (stories); ignored for gutenberg
     synthetic_docs: int = 4000
-    #: bytes of training text the BPE is trained on (gutenberg: the first ~50 MB)
+    #: characters of training text the BPE is trained on (its head; gutenberg: the first ~50 MB)
     tokenizer_train_bytes: int = 50_000_000
     #: gutenberg only: cap on decompressed training characters (None = the whole file)
     max_train_chars: int | None = None
@@ -415,6 +415,15 @@ def _cached_array(path: Path, build: Any, progress: bool) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+def _head(pieces: list[str], max_chars: int) -> list[str]:
+    """The leading pieces holding about ``max_chars`` characters (what the BPE is trained on)."""
+    total, k = 0, 0
+    while k < len(pieces) and total < max_chars:
+        total += len(pieces[k])
+        k += 1
+    return pieces[:k]
+
+
 def _split_docs(text: str) -> list[str]:
     """Paragraph pieces (each keeps its trailing separator) so that encode_batch can parallelise."""
     pieces = text.split("\n\n")
@@ -441,7 +450,7 @@ def prepare(spec: DataSpec, *, data_dir: str | os.PathLike | None = None,
             return [d + EOT for d in synthetic_documents(spec.synthetic_docs, spec.seed, "train")]
 
         def tok_texts() -> list[str]:
-            return corpus_pieces()
+            return _head(corpus_pieces(), spec.tokenizer_train_bytes)
         info.update(synthetic_docs=spec.synthetic_docs)
     else:
         train_file = data_file(GUTENBERG_TRAIN, data_dir)

@@ -123,13 +123,15 @@ class LLaDALikeBlock(nn.Module):
         self.ff_proj = nn.Linear(d, cfg.mlp_hidden_size, bias=False)
         self.up_proj = nn.Linear(d, cfg.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(cfg.mlp_hidden_size, d, bias=False)
-        self.register_buffer("inv_freq", _inv_freq(hd, cfg.rope_theta), persistent=False)
+        # like LLaDA's RotaryEmbedding (a plain-dict cache, no buffer): built on use, so loading on
+        # the meta device cannot leave it uninitialised
+        self.head_dim, self.rope_theta = hd, cfg.rope_theta
 
     def forward(self, x: torch.Tensor, attention_bias: torch.Tensor | None = None,
                 layer_past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, None]:
         h = self.attn_norm(x)
         q, k, v = _split_heads(self.q_proj(h), self.k_proj(h), self.v_proj(h), self.n_heads, self.n_kv)
-        q, k = _rope(q, k, self.inv_freq)
+        q, k = _rope(q, k, _inv_freq(self.head_dim, self.rope_theta))
         x = x + self.attn_out(_sdpa(q, k, v, attention_bias))
         h = self.ff_norm(x)
         x = x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))

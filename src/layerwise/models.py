@@ -215,8 +215,12 @@ class LayerAdapter:
         return get_path(block, self.mlp_input)
 
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
-        """Role -> Linear for one block, in execution order (q, k, v, o, gate, up, down)."""
-        return {role: get_path(block, p) for role, p in self.linears.items()}
+        """Role -> Linear for one block, in execution order (q, k, v, o, gate, up, down).
+
+        A role whose module is None in this block is left out (DiffusionGemma's full-attention layers
+        share keys and values: ``v_proj is None`` there)."""
+        mods = {role: get_path(block, p) for role, p in self.linears.items()}
+        return {role: m for role, m in mods.items() if m is not None}
 
     def named_linears(self, model: nn.Module) -> Iterator[tuple[int, str, nn.Linear]]:
         """(layer index, role, module) for every Linear of every block."""
@@ -624,6 +628,35 @@ def patch_dream_class(cls: type) -> type:
     return cls
 
 
+def reset_rope_buffers(model: nn.Module) -> int:
+    """Recompute every rotary embedding's ``inv_freq`` ``[head_dim/2]`` after loading; returns how many.
+
+    transformers 5 builds models on the meta device and then materialises non-persistent buffers
+    without values; its own ``_init_weights`` refills rotary buffers only for modules that define
+    ``compute_default_rope_parameters``, which Dream's ``DreamRotaryEmbedding`` does not, and Dream's
+    ``_init_weights`` skips them. Without this the RoPE frequencies are uninitialised memory and every
+    logit is wrong (no error is raised).
+    """
+    n = 0
+    for mod in model.modules():
+        buf = getattr(mod, "inv_freq", None)
+        if not isinstance(buf, torch.Tensor) or buf.device.type == "meta":
+            continue
+        fn = getattr(mod, "rope_init_fn", None) or compute_default_rope_parameters
+        cfg = getattr(mod, "config", None) or model.config
+        inv, scale = fn(cfg, buf.device, **(getattr(mod, "rope_kwargs", None) or {}))
+        mod.register_buffer("inv_freq", inv.to(buf.device), persistent=False)
+        if isinstance(getattr(mod, "original_inv_freq", None), torch.Tensor):
+            mod.original_inv_freq = mod.inv_freq
+        mod.attention_scaling = scale
+        n += 1
+    return n
+
+
+def _patch_dream_model(model: nn.Module) -> None:
+    reset_rope_buffers(model)
+
+
 @dataclass(frozen=True)
 class Patch:
     """Load-time fixes for one remote-code family: class-level (before from_pretrained), config-level
@@ -637,7 +670,7 @@ class Patch:
 PATCHES: dict[str, Patch] = {
     "llada": Patch(cls=patch_llada_class, config=patch_llada_config,
                    model=lambda m: patch_llada_config(m.config)),
-    "dream": Patch(cls=patch_dream_class),
+    "dream": Patch(cls=patch_dream_class, model=_patch_dream_model),
 }
 
 #: kept for callers of the first draft: adapter name -> model-level fix

@@ -882,3 +882,35 @@ def record_channels(lm: LoadedModel, where: str = "attn_input", per_call: bool =
 def accumulator_numel(accs: dict[str, _ChannelAccumulator]) -> int:
     """Total number of elements held by channel accumulators (for memory tests / benchmarks)."""
     return sum(a.numel() for a in accs.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Confidence intervals over sequences (for the chapters' result files)
+# ---------------------------------------------------------------------------------------------
+
+
+def paired_bootstrap(statistic: Callable[..., float], *per_sequence: np.ndarray, n_boot: int = 2000,
+                     seed: int = 0, level: float = 0.95, paired: bool = True) -> tuple[float, tuple[float, float]]:
+    """``statistic(*arrays)`` and its percentile bootstrap interval, resampling *sequences*.
+
+    Each array is ``[n_seqs, ...]`` (e.g. the ``per_sequence`` of :class:`LayerSimilarity`). With
+    ``paired=True`` all arrays hold the same sequences in the same order (models fed the same
+    ``input_ids``) and one resample of sequence indices is applied to all, keeping the pairing;
+    with ``paired=False`` (models with different tokenizers see different windows) each array is
+    resampled independently.
+    """
+    n = [a.shape[0] for a in per_sequence]
+    if paired and len(set(n)) != 1:
+        raise LayerwiseError(f"per-sequence arrays have different numbers of sequences {n}: run every model on "
+                             "the same input_ids with keep_per_sequence=True, or pass paired=False")
+    rng = np.random.default_rng(seed)
+    value = float(statistic(*per_sequence))
+    boots = []
+    for _ in range(n_boot):
+        if paired:
+            idx = rng.integers(0, n[0], size=n[0])
+            boots.append(statistic(*(a[idx] for a in per_sequence)))
+        else:
+            boots.append(statistic(*(a[rng.integers(0, len(a), size=len(a))] for a in per_sequence)))
+    lo, hi = np.quantile(np.asarray(boots, dtype=float), [(1 - level) / 2, (1 + level) / 2])
+    return value, (float(lo), float(hi))

@@ -85,17 +85,19 @@ def _none_if_full(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask
 
 
-def _model_logits(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """``model(ids).logits`` without a KV cache (it would only cost memory and copies here)."""
-    return model(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits
+def _model_logits(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  **kw: Any) -> torch.Tensor:
+    """``model(ids).logits``; without a KV cache unless ``kw`` asks for one (it would only cost memory)."""
+    kw.setdefault("use_cache", False)
+    return model(input_ids=ids, attention_mask=attention_mask, **kw).logits
 
 
 @contextlib.contextmanager
 def sliced_lm_head(lm: LoadedModel) -> Iterator[Any]:
     """Reversibly make the LM head run only on chosen sequence positions.
 
-    Yields a function ``logits_at(ids [B, L], attention_mask, positions [K]) -> [B, K, V]`` that runs the
-    full model but feeds the LM head only ``hidden[:, positions]`` (a forward pre-hook on
+    Yields a function ``logits_at(ids [B, L], attention_mask, positions [K], **model_kwargs) -> [B, K, V]``
+    that runs the model on ``ids`` but feeds the LM head only ``hidden[:, positions]`` (a forward pre-hook on
     ``adapter.get_lm_head``). Models whose head is not called as a module (tied weights used through
     ``F.linear``) still work: the full logits are then sliced afterwards.
     """
@@ -110,10 +112,11 @@ def sliced_lm_head(lm: LoadedModel) -> Iterator[Any]:
 
     handle = head.register_forward_pre_hook(pre_hook)
 
-    def logits_at(ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+    def logits_at(ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+                  **kw: Any) -> torch.Tensor:
         state["pos"] = positions
         try:
-            logits = _model_logits(lm.model, ids, attention_mask)
+            logits = _model_logits(lm.model, ids, attention_mask, **kw)
         finally:
             state["pos"] = None
         if logits.shape[1] != positions.numel():  # the head bypassed the hook: slice afterwards
@@ -143,6 +146,14 @@ def num_transfer_tokens(block_mask: torch.Tensor, steps: int) -> torch.Tensor:
     return (n // steps + extra).to(torch.int64)
 
 
+def _rand(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+          generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform [0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator can
+    then drive a GPU model, and gives the same numbers on any device)."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, dtype=dtype, device=where, generator=generator).to(device)
+
+
 def add_gumbel_noise(logits: torch.Tensor, temperature: float,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Gumbel-max perturbation, so that argmax samples from softmax(logits / temperature).
@@ -153,7 +164,7 @@ def add_gumbel_noise(logits: torch.Tensor, temperature: float,
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    noise = _rand(tuple(logits.shape), torch.float64, logits.device, generator)
     return logits.exp() / (-torch.log(noise)) ** temperature
 
 
@@ -214,7 +225,7 @@ def _prepare_canvas(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: to
 def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        *, gen_length: int, steps: int, block_length: int, temperature: float = 0.0,
                        remasking: str = "low_confidence", generator: torch.Generator | None = None,
-                       progress: bool = False) -> torch.Tensor:
+                       prefix_cache: bool = False, progress: bool = False) -> torch.Tensor:
     """Masked-diffusion generation with LLaDA's semi-autoregressive sampler.
 
     Args:
@@ -228,6 +239,11 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
         remasking: ``"low_confidence"`` unmasks the still-masked block positions whose argmax token has
             the highest probability; ``"random"`` picks them uniformly at random.
         generator: source of randomness for temperature and random remasking (seeded runs repeat).
+        prefix_cache: APPROXIMATE, off by default. Fast-dLLM's prefix cache: at the first step of each
+            block the whole sequence runs and the keys/values of everything before the block are kept;
+            the block's other steps run only the block and what follows it. Outputs change (the cached
+            prefix no longer sees the newest tokens), so measure accuracy against the exact sampler
+            before relying on it. Needs a transformers model with a ``Cache`` (Llama/Qwen2 naming).
         progress: show a progress bar over steps.
 
     Returns:
@@ -243,6 +259,13 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
     dev = x.device
     shifted = lm.family.shifted_logits
     num_blocks = gen_length // block_length
+    if prefix_cache:
+        if lm.adapter.name != "llama":
+            raise LayerwiseError(
+                f"prefix_cache=True needs a transformers model with a KV Cache (Llama/Qwen2 naming); "
+                f"{lm.adapter.name!r} models are not supported: use prefix_cache=False"
+            )
+        from transformers import DynamicCache
     bar = tqdm(total=num_blocks * spb, desc="diffusion sampling", disable=not progress, leave=False)
     with sliced_lm_head(lm) as logits_at:
         for blk in range(num_blocks):
@@ -252,16 +275,27 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             # one host sync per block: the per-step k is needed as a Python int by topk
             ntt = num_transfer_tokens(x[:, start:start + block_length] == mid, spb)
             k_max = ntt.max(dim=0).values.tolist()
+            keep_len = int(raw_pos[0])  # cached prefix length: everything before the first raw position
+            cache = None
             for i in range(spb):
                 masked = x[:, start:start + block_length] == mid  # [B, Lb]
-                logits = logits_at(x, am, raw_pos)  # [B, Lb, V], aligned to the block
+                if not prefix_cache:
+                    logits = logits_at(x, am, raw_pos)  # [B, Lb, V], aligned to the block
+                elif i == 0:  # full pass that also fills the cache; keep only the prefix's keys/values
+                    cache = DynamicCache(config=lm.model.config)
+                    logits = logits_at(x, am, raw_pos, past_key_values=cache, use_cache=True)
+                    cache.crop(keep_len - cache.get_seq_length())
+                else:  # the block and its suffix only, attending to the cached prefix
+                    logits = logits_at(x[:, keep_len:], am, raw_pos - keep_len, past_key_values=cache,
+                                       use_cache=True)
+                    cache.crop(keep_len - cache.get_seq_length())
                 x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)  # [B, Lb]
                 if remasking == "low_confidence":
                     # float64 softmax of the same rows as the reference, so the ranking is identical
                     conf = F.softmax(logits.to(torch.float64), dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
                 else:
                     # draw over the whole canvas as the reference does, so a shared generator agrees
-                    conf = torch.rand((b, x.shape[1]), device=dev, generator=generator)[:, start:start + block_length]
+                    conf = _rand((b, x.shape[1]), torch.float32, dev, generator)[:, start:start + block_length]
                 conf = torch.where(masked, conf, torch.full_like(conf, -math.inf))
                 k = ntt[:, i:i + 1]  # [B, 1]
                 top = conf.topk(k_max[i], dim=1).indices  # [B, k_max]; rows use their first k entries

@@ -32,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -193,20 +192,21 @@ def layer_alpha(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"alpha": g.mean(), "n_modules": g.size()}).reset_index()
 
 
-def bootstrap_mean_diff(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """``mean(a) - mean(b)`` with a percentile bootstrap CI, resampling each group independently.
 
-    Used for "DLM minus AR mean alpha" where ``a`` / ``b`` are per-module alphas of two models
-    (modules are the resampling unit). Returns ``(difference, (lo, hi))``.
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size == 0 or b.size == 0:
-        raise LayerwiseError("bootstrap_mean_diff needs at least one finite value in each group")
-    rng = np.random.default_rng(seed)
-    ma = a[rng.integers(0, a.size, (n_boot, a.size))].mean(1)
-    mb = b[rng.integers(0, b.size, (n_boot, b.size))].mean(1)
-    q = (1 - level) / 2
-    d = ma - mb
-    return float(a.mean() - b.mean()), (float(np.quantile(d, q)), float(np.quantile(d, 1 - q)))
+def checkpoint_alpha_hill(checkpoints: dict[int, str], *, method: Method = "fixed", fraction: float = 0.5,
+                          k: int | None = None, min_tail: int = 10, device: str | torch.device = "auto",
+                          progress: bool = True) -> pd.DataFrame:
+    """alpha-Hill of every matrix at each training checkpoint: ``{step: checkpoint dir}`` in, the
+    :func:`model_alpha_hill` table with a ``step`` column out. Checkpoints are loaded one at a time
+    (``layerwise.models.load``) and freed before the next."""
+    from .models import load
+
+    frames = []
+    for step, path in tqdm(sorted(checkpoints.items()), desc="checkpoints", disable=not progress):
+        lm = load(str(path), device=device, dtype="float32")
+        frames.append(model_alpha_hill(lm, method=method, fraction=fraction, k=k, min_tail=min_tail,
+                                       progress=False).assign(step=step))
+        del lm
+    if not frames:
+        raise LayerwiseError("no checkpoints given: pass {step: path} of saved models (e.g. the triplet's snapshots/)")
+    return pd.concat(frames, ignore_index=True)

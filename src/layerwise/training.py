@@ -124,12 +124,14 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # the README default / CI / nbval: synthetic corpus, ~1 minute per model on 2 CPU cores
     "tiny": Preset(name="tiny", data=D.DataSpec(source="synthetic", vocab_size=512, seq_len=128,
-                                                 synthetic_docs=4000, arith_frac=0.04),
+                                                 synthetic_docs=4000, arith_frac=0.04,
+                                                 tokenizer_train_bytes=500_000),
                    d_model=64, n_layers=4, n_heads=4, d_mlp=176, tokens=600_000, batch_size=16,
                    micro_batch=16, lr=3e-3, ckpt_every=50, log_every=5),
     # the test suite: seconds per model
     "test": Preset(name="test", data=D.DataSpec(source="synthetic", vocab_size=320, seq_len=32,
-                                                 synthetic_docs=300, arith_frac=0.05),
+                                                 synthetic_docs=300, arith_frac=0.05,
+                                                 tokenizer_train_bytes=50_000),
                    d_model=32, n_layers=2, n_heads=2, d_mlp=64, tokens=40 * 8 * 32, batch_size=8,
                    micro_batch=4, lr=1e-2, warmup_frac=0.1, ckpt_every=10, log_every=2, val_seqs=8),
     # the published book: Gutenberg, 12 layers, >= 100M tokens per model on one H100

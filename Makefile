@@ -1,0 +1,35 @@
+# The two commands of the README. Each creates .venv (if needed) and installs the project from its
+# own files: torch first (torch==2.13.0 is the CPU wheel this project is tested with; on a machine
+# whose pip would fetch a CUDA build, pass TORCH_INSTALL="torch --index-url https://download.pytorch.org/whl/cpu"),
+# then `pip install -e '.[all]'`.
+#
+#   make book   run every chapter on the tiny profile, then build its site: _build/tiny/html/index.html
+#   make test   unit tests + nbval over the reference notebooks in tests/notebooks/
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_INSTALL ?= torch==2.13.0
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.layerwise-installed
+PYTEST_ARGS ?=
+
+.PHONY: book test install clean-book
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_INSTALL)
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $(INSTALLED)
+
+book: $(INSTALLED)
+	$(BIN)/python -m layerwise.book run --profile tiny --build
+
+# pytest exits 5 when it collects no test: reported, not a failure
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) tests/; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean-book:
+	rm -rf _build

@@ -1,0 +1,201 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Layer-wise similarity
+#
+# **Paper A's claim.** In a native diffusion LM (LLaDA-8B) consecutive layers change the hidden state
+# less than in an autoregressive LM (Qwen2.5-7B): the cosine similarity between the hidden states
+# before and after a block is higher, especially in the **early** layers. The AR-initialised diffusion
+# model (Dream-7B) keeps an AR-like profile. Paper A uses this redundancy to skip 6 of 32 layers
+# (18.75% of the FLOPs) with > 90% of the benchmark scores kept (chapter 3).
+#
+# **What we measure.** For a model with $L$ blocks, $h_0$ is the input of block 0 (the embeddings) and
+# $h_{l+1}$ the raw output of block $l$ (taken by hooks on the blocks themselves:
+# `output_hidden_states` would give the *normed* last state instead). For each held-out sequence $s$
+# and block $l$,
+#
+# $$c_s(l) = \frac{1}{T}\sum_{t=1}^{T} \cos\big(h_l(s,t),\, h_{l+1}(s,t)\big),$$
+#
+# and the figure shows the mean of $c_s(l)$ over sequences with a band of $\pm$ one standard deviation
+# over sequences. $1 - c(l)$ is ShortGPT's *block influence*. Diffusion models are also measured on
+# inputs where a fraction of the tokens is replaced by the mask token (as they see them while
+# generating; paper B does the same).
+#
+# **Summary numbers** (result file): the *early-layer similarity* of a model is the mean of $c_s(l)$
+# over the first third of the blocks, $l < \lceil L/3 \rceil$; we report DLM minus AR with a 95%
+# bootstrap interval over sequences, and whether the AR-initialised model's profile is closer to the
+# AR model's than to the DLM's (mean absolute difference over layers).
+
+# %% tags=["parameters"]
+profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
+preset = "tiny"       # triplet preset trained or loaded when `models` is empty
+models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+device = "auto"
+seed = 0
+n_seqs = 16           # held-out sequences per model
+seq_len = 64          # tokens per sequence
+batch_size = 8
+mask_ratios = [0.0, 0.25, 0.5]   # diffusion models only; 0.0 = clean text
+n_boot = 1000         # bootstrap resamples for the intervals
+results_dir = ""      # "" = <cache>/results/<profile>
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+
+provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed,
+           n_seqs=n_seqs, seq_len=seq_len)
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from layerwise import plots
+from layerwise.data import eval_sequences
+from layerwise.probes import layer_similarity, paired_bootstrap
+from layerwise.results import metric, save_result
+from layerwise.subjects import load_subjects
+
+plots.style()
+subjects = load_subjects(models, preset, data_dir=data_dir, cache_dir=cache_dir, device=device)
+source = preset if not models else "gutenberg"
+# models with one tokenizer (the triplet) see the very same sequences: intervals are then paired
+same_inputs = len({type(lm.tokenizer).__name__ + str(len(lm.tokenizer)) for lm in subjects.values()}) == 1
+print({name: f"{lm.family.value}, {lm.num_layers} layers" for name, lm in subjects.items()})
+
+# %% [markdown]
+# ## Clean held-out text
+
+# %%
+sims = {}
+for name, lm in subjects.items():
+    ids = eval_sequences(lm.tokenizer, source, n_seqs, seq_len, data_dir=data_dir or None, seed=seed,
+                         cache_dir=cache_dir or None)
+    for ratio in (mask_ratios if lm.family.is_diffusion else [0.0]):
+        sims[name, ratio] = layer_similarity(lm, ids, mask_ratio=ratio, batch_size=batch_size,
+                                             generator=torch.Generator().manual_seed(seed), keep_per_sequence=True)
+
+fig, ax = plt.subplots()
+for name, lm in subjects.items():
+    r = sims[name, 0.0]
+    plots.line_with_band(ax, np.arange(len(r.mean)), r.mean, r.std, label=name)
+plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$, mean over sequences", xlabel="block $l$")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# *Figure 1: cosine similarity between the input and the raw output of each block, on clean held-out
+# text, per model; line = mean over sequences, band = ± one standard deviation over sequences.
+# Higher = the block changes the hidden state less (more redundant).*
+
+# %% [markdown]
+# ## Diffusion models on partly masked input
+
+# %%
+diff = [n for n, lm in subjects.items() if lm.family.is_diffusion]
+fig, axes = plt.subplots(1, max(len(diff), 1), figsize=(4.2 * max(len(diff), 1), 3.6), squeeze=False, sharey=True)
+for ax, name in zip(axes[0], diff):
+    for k, ratio in enumerate(mask_ratios):
+        r = sims[name, ratio]
+        plots.line_with_band(ax, np.arange(len(r.mean)), r.mean, r.std, label=f"{ratio:.0%} masked",
+                             color=plt.cm.viridis(k / max(len(mask_ratios) - 1, 1)), linestyle="-")
+    plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$", xlabel="block $l$", title=name)
+    ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# *Figure 2: the same similarity for the diffusion models when a fraction of each sequence's tokens
+# (uniformly chosen, seeded) is replaced by the mask token; band = ± one standard deviation over
+# sequences.*
+
+# %%
+table = pd.concat([r.to_frame() for r in sims.values()], ignore_index=True)
+display(Markdown(table.pivot_table(index="layer", columns=["model", "mask_ratio"], values="cos_mean")
+                 .round(4).to_markdown()))
+
+# %% [markdown]
+# *Table 1: mean similarity per block (rows), model and mask ratio (columns).*
+#
+# ## Early layers: diffusion minus autoregressive
+
+# %%
+def early_mean(per_seq: np.ndarray) -> np.ndarray:
+    """Per-sequence mean over the first third of the blocks: [n_seqs, L] -> [n_seqs]."""
+    return per_seq[:, : math.ceil(per_seq.shape[1] / 3)].mean(1)
+
+
+by_family = {}
+for name, lm in subjects.items():
+    by_family.setdefault(lm.family.value, name)  # the first model of each family is its representative
+metrics, rows = {}, []
+for name in subjects:
+    v, ci = paired_bootstrap(lambda p: early_mean(p).mean(), sims[name, 0.0].per_sequence, n_boot=n_boot, seed=seed)
+    rows.append({"model": name, "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
+    metrics[f"early_similarity_{name}"] = metric(v, ci, model=name, note="mean cos over the first third of blocks")
+if "dlm" in by_family and "ar" in by_family:
+    d, a = sims[by_family["dlm"], 0.0].per_sequence, sims[by_family["ar"], 0.0].per_sequence
+    v, ci = paired_bootstrap(lambda x, y: early_mean(x).mean() - early_mean(y).mean(), d, a, n_boot=n_boot,
+                             seed=seed, paired=same_inputs)
+    metrics["early_similarity_dlm_minus_ar"] = metric(
+        v, ci, model=f"{by_family['dlm']} - {by_family['ar']}", note="paper A: > 0")
+    rows.append({"model": "dlm - ar", "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
+if {"dlm", "ar", "ar2dlm"} <= set(by_family):
+    d, a, m = (sims[by_family[f], 0.0].per_sequence for f in ("dlm", "ar", "ar2dlm"))
+    if d.shape[1] == a.shape[1] == m.shape[1]:
+        def closer_to_ar(d_, a_, m_):
+            prof = lambda p: p.mean(0)  # noqa: E731
+            return np.abs(prof(m_) - prof(d_)).mean() - np.abs(prof(m_) - prof(a_)).mean()
+
+        v, ci = paired_bootstrap(closer_to_ar, d, a, m, n_boot=n_boot, seed=seed, paired=same_inputs)
+        metrics["ar2dlm_closer_to_ar"] = metric(
+            v, ci, model=by_family["ar2dlm"],
+            note="mean |profile(ar2dlm) - profile(dlm)| - mean |profile(ar2dlm) - profile(ar)|; paper A: > 0")
+        rows.append({"model": "ar2dlm: dist to dlm - dist to ar", "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
+summary = pd.DataFrame(rows)
+display(Markdown(summary.round(4).to_markdown(index=False)))
+
+# %% [markdown]
+# *Table 2: early-layer similarity per model and the differences the claims ledger reads, with 95%
+# percentile-bootstrap intervals over sequences (paired when the models read the same sequences).*
+
+# %%
+path = save_result(
+    "01_layer_similarity", profile=profile, results_dir=results_dir or None, cache=cache_dir or None,
+    models={n: lm.spec.model_id for n, lm in subjects.items()}, metrics=metrics,
+    data={"profiles": table.to_dict(orient="records"), "n_seqs": n_seqs, "seq_len": seq_len})
+print(f"wrote {path.name}")
+
+# %% [markdown]
+# ## Run it yourself
+#
+# On a GPU node with hub access, the paper's models (LLaDA-8B-Base, Dream-v0-Base-7B, Qwen2.5-7B,
+# Llama-3.1-8B; settings in `notebooks/profiles/paper.yaml`):
+#
+# ```bash
+# python -m layerwise.book run --profile paper --chapters 01_layer_similarity
+# # or directly with papermill, after converting the py:percent source:
+# jupytext --to ipynb notebooks/01_layer_similarity.py -o /tmp/01.ipynb
+# papermill /tmp/01.ipynb 01_out.ipynb -p profile paper \
+#   -p models '["GSAI-ML/LLaDA-8B-Base", "Dream-org/Dream-v0-Base-7B", "Qwen/Qwen2.5-7B"]' \
+#   -p n_seqs 128 -p seq_len 1024 -p batch_size 8 -p device cuda
+# ```
+#
+# On Colab: open `https://colab.research.google.com/github/<owner>/<repo>/blob/main/book/01_layer_similarity.ipynb`,
+# `pip install "layerwise[all] @ git+https://github.com/<owner>/<repo>"`, set the parameters cell and run all.

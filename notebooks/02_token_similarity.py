@@ -1,0 +1,207 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Token-wise similarity and recency bias
+#
+# **Paper A's claim.** An autoregressive LM builds each token's representation mostly from its recent
+# left context ("recency bias"), so representations of nearby tokens are much more alike than those of
+# distant tokens. A native diffusion LM (LLaDA-8B), trained to denoise the whole sequence, has more
+# global representations: similarity decays less with distance. Dream-7B, initialised from an AR model,
+# keeps an AR-like pattern. **Paper B (Fig. 3)** shows the per-token cosine between consecutive layers
+# as distributions: in LLaDA's early layers nearly every token has $\cos(h_l, h_{l+1})$ close to 1.
+#
+# **Definitions.** $h_s(i)$ is the hidden state of token $i$ at state $s$ ($s = 0$: embeddings,
+# $s = l+1$: raw output of block $l$). To remove the component every token shares (massive
+# activations make *all* raw cosines close to 1), each sequence's mean hidden state is subtracted:
+# $\tilde h_s(i) = h_s(i) - \frac{1}{T}\sum_j h_s(j)$. For distance $d = 1..D$,
+#
+# $$\mathrm{sim}_s(d) = \operatorname{mean}_{\text{seq},\ i \ge d} \cos\big(\tilde h_s(i), \tilde h_s(i-d)\big).$$
+#
+# **Recency measure** (the number in the result file): the near-minus-far gap
+#
+# $$R_s = \mathrm{sim}_s(1) - \operatorname{mean}_{d = \lceil D/2 \rceil}^{D} \mathrm{sim}_s(d),$$
+#
+# computed per sequence and averaged. A large $R_s$ means adjacent tokens are much more alike than
+# far-apart ones (recency bias); $R_s \approx 0$ means similarity does not depend on distance. A
+# model's recency is the mean of $R_s$ over the block outputs $s = 1..L$; we report DLM minus AR with a
+# 95% bootstrap interval over sequences (paper A: < 0).
+
+# %% tags=["parameters"]
+profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
+preset = "tiny"       # triplet preset trained or loaded when `models` is empty
+models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+device = "auto"
+seed = 0
+n_seqs = 16           # held-out sequences per model
+seq_len = 64          # tokens per sequence (> max_distance)
+max_distance = 16     # D: largest token distance
+batch_size = 8
+mask_ratio = 0.0      # diffusion models: fraction of tokens replaced by the mask token (paper B Fig. 3 masks)
+bins = 100            # histogram bins of per-token cosines over [-1, 1]
+n_boot = 1000
+results_dir = ""      # "" = <cache>/results/<profile>
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+
+provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed,
+           n_seqs=n_seqs, seq_len=seq_len, max_distance=max_distance)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from layerwise import plots
+from layerwise.data import eval_sequences
+from layerwise.probes import paired_bootstrap, token_similarity
+from layerwise.results import metric, save_result
+from layerwise.subjects import load_subjects
+
+plots.style()
+subjects = load_subjects(models, preset, data_dir=data_dir, cache_dir=cache_dir, device=device)
+source = preset if not models else "gutenberg"
+same_inputs = len({type(lm.tokenizer).__name__ + str(len(lm.tokenizer)) for lm in subjects.values()}) == 1
+
+res = {}
+for name, lm in subjects.items():
+    ids = eval_sequences(lm.tokenizer, source, n_seqs, seq_len, data_dir=data_dir or None, seed=seed,
+                         cache_dir=cache_dir or None)
+    res[name] = token_similarity(lm, ids, max_distance=max_distance, batch_size=batch_size, bins=bins,
+                                 mask_ratio=mask_ratio if lm.family.is_diffusion else 0.0,
+                                 generator=torch.Generator().manual_seed(seed), keep_per_sequence=True)
+
+# %% [markdown]
+# ## Similarity against token distance
+
+# %%
+names = list(res)
+fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
+d = np.arange(1, max_distance + 1)
+for ax, name in zip(axes[0], names):
+    r = res[name]
+    S = r.sim_centered.shape[0]
+    for s in range(1, S):
+        ax.plot(d, r.sim_centered[s], color=plt.cm.viridis((s - 1) / max(S - 2, 1)), lw=1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("token distance $d$")
+    ax.set_title(name)
+axes[0, 0].set_ylabel(r"$\mathrm{sim}_s(d)$ (centred cosine)")
+sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(1, S - 1))
+fig.colorbar(sm, ax=axes[0].tolist(), label="state $s$ (block output)")
+plt.show()
+
+# %% [markdown]
+# *Figure 1: mean cosine between (sequence-centred) token representations $d$ tokens apart, against $d$
+# (log scale), one line per block output, coloured from the first (dark) to the last block (yellow).
+# Steep curves = recency bias.*
+
+# %%
+fig, ax = plt.subplots()
+for name, r in res.items():
+    plots.line_with_band(ax, np.arange(1, len(r.recency)), r.recency[1:], r.recency_std[1:], label=name)
+plots.label_layers(ax, ylabel=r"recency $R_s = \mathrm{sim}(1) - \mathrm{mean}_{far}\,\mathrm{sim}(d)$",
+                   xlabel="state $s$ (output of block $s-1$)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# *Figure 2: the recency measure per block output; line = mean over sequences, band = ± one standard
+# deviation over sequences. Higher = stronger recency bias.*
+
+# %% [markdown]
+# ## Per-token cosine between consecutive layers (paper B Fig. 3)
+
+# %%
+fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
+for ax, name in zip(axes[0], names):
+    r = res[name]
+    dens = r.cos_hist / np.maximum(r.cos_hist.sum(1, keepdims=True), 1)
+    im = ax.imshow(dens.T, origin="lower", aspect="auto", cmap="magma",
+                   extent=[-0.5, dens.shape[0] - 0.5, r.bin_edges[0], r.bin_edges[-1]])
+    ax.set_xlabel("block $l$")
+    ax.set_title(name)
+axes[0, 0].set_ylabel(r"per-token $\cos(h_l, h_{l+1})$")
+fig.colorbar(im, ax=axes[0].tolist(), label="share of tokens per bin")
+plt.show()
+
+# %% [markdown]
+# *Figure 3: distribution over tokens of the cosine between a token's hidden state before and after
+# each block (columns = blocks, colour = share of the block's tokens in each cosine bin).*
+
+# %%
+q = pd.concat([pd.DataFrame(r.cos_quantiles((0.1, 0.5, 0.9)), columns=["q10", "median", "q90"])
+               .assign(model=n, block=np.arange(r.cos_hist.shape[0])) for n, r in res.items()])
+display(Markdown(q.pivot_table(index="block", columns="model", values="median").round(4).to_markdown()))
+
+# %% [markdown]
+# *Table 1: median per-token cosine between consecutive layers, per block and model.*
+#
+# ## Recency per model
+
+# %%
+def model_recency(p: np.ndarray) -> float:
+    """Mean over block outputs (states 1..L) and sequences of the per-sequence recency: [n, L+1] -> float."""
+    return float(p[:, 1:].mean())
+
+
+by_family = {}
+for name, lm in subjects.items():
+    by_family.setdefault(lm.family.value, name)
+metrics, rows = {}, []
+for name, r in res.items():
+    v, ci = paired_bootstrap(model_recency, r.per_sequence_recency, n_boot=n_boot, seed=seed)
+    metrics[f"recency_{name}"] = metric(v, ci, model=name, note="mean near-minus-far gap over block outputs")
+    rows.append({"model": name, "recency": v, "ci_low": ci[0], "ci_high": ci[1]})
+if "dlm" in by_family and "ar" in by_family:
+    v, ci = paired_bootstrap(lambda x, y: model_recency(x) - model_recency(y),
+                             res[by_family["dlm"]].per_sequence_recency, res[by_family["ar"]].per_sequence_recency,
+                             n_boot=n_boot, seed=seed, paired=same_inputs)
+    metrics["recency_dlm_minus_ar"] = metric(v, ci, model=f"{by_family['dlm']} - {by_family['ar']}",
+                                             note="paper A: < 0 (less recency bias in the DLM)")
+    rows.append({"model": "dlm - ar", "recency": v, "ci_low": ci[0], "ci_high": ci[1]})
+display(Markdown(pd.DataFrame(rows).round(4).to_markdown(index=False)))
+
+# %% [markdown]
+# *Table 2: the recency measure per model and the DLM-minus-AR difference the claims ledger reads,
+# with 95% percentile-bootstrap intervals over sequences.*
+
+# %%
+path = save_result(
+    "02_token_similarity", profile=profile, results_dir=results_dir or None, cache=cache_dir or None,
+    models={n: lm.spec.model_id for n, lm in subjects.items()}, metrics=metrics,
+    data={"similarity": pd.concat([r.to_frame() for r in res.values()]).to_dict(orient="records"),
+          "recency": pd.concat([r.recency_frame() for r in res.values()]).to_dict(orient="records"),
+          "cos_quantiles": q.to_dict(orient="records"), "max_distance": max_distance, "mask_ratio": mask_ratio})
+print(f"wrote {path.name}")
+
+# %% [markdown]
+# ## Run it yourself
+#
+# On a GPU node with hub access (settings in `notebooks/profiles/paper.yaml`):
+#
+# ```bash
+# python -m layerwise.book run --profile paper --chapters 02_token_similarity
+# # or with papermill directly:
+# jupytext --to ipynb notebooks/02_token_similarity.py -o /tmp/02.ipynb
+# papermill /tmp/02.ipynb 02_out.ipynb -p profile paper \
+#   -p models '["GSAI-ML/LLaDA-8B-Base", "Dream-org/Dream-v0-Base-7B", "Qwen/Qwen2.5-7B"]' \
+#   -p n_seqs 128 -p seq_len 1024 -p max_distance 256 -p device cuda
+# ```
+#
+# On Colab: open `https://colab.research.google.com/github/<owner>/<repo>/blob/main/book/02_token_similarity.ipynb`,
+# `pip install "layerwise[all] @ git+https://github.com/<owner>/<repo>"`, set the parameters cell and run all.

@@ -1,0 +1,273 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Static layer skipping
+#
+# **Paper A's claim.** Diffusion LMs build redundant early-layer representations: statically skipping
+# 6 of LLaDA-8B's 32 layers (**18.75% of the FLOPs**) keeps **93-97%** of its GSM8K, MATH-500 and
+# HumanEval scores, while the AR model (Qwen2.5-7B) *collapses* under the same skipping, and the
+# AR-initialised diffusion model (Dream-7B) behaves like the AR one.
+#
+# **What we measure.** For every model and every way of choosing the blocks to skip, the
+# *retention* of each metric (the skipped model's score as a fraction of the unmodified model's)
+# against the number of skipped blocks, from 0 to a third of the depth:
+#
+# - **strategies** (`layerwise.skipping.select_layers`; the first and last blocks are never skipped):
+#   `redundant` (ShortGPT: lowest block influence $BI_l = 1 - \cos(h_l, h_{l+1})$, measured on
+#   held-out text), `early` (a contiguous run right after block 0), `late` (a contiguous run right
+#   before the last block), `uniform` (evenly spaced), `random` (seeded, averaged over draws);
+# - **metrics**: the generation task (held-out arithmetic, exact match: our GSM8K analogue, decoded
+#   greedily for `ar`, by the masked-diffusion sampler for `dlm`/`ar2dlm`), held-out loss (bits per
+#   byte, rolling log-likelihood; the Monte-Carlo ELBO for diffusion models) and one multiple-choice
+#   task (accuracy from log-likelihoods);
+# - **retention**: $\text{score}_{\text{skip}} / \text{score}_{\text{full}}$ for higher-is-better
+#   metrics and $\text{loss}_{\text{full}} / \text{loss}_{\text{skip}}$ for losses, with a 95% paired
+#   bootstrap interval over items (`layerwise.evals.retention`). A metric whose unmodified score is
+#   not significantly above chance (one-sided binomial test, 5%) is flagged: retaining a chance-level
+#   score means nothing.
+# - **FLOPs reduction**: the share of a forward pass's FLOPs the skipped blocks account for
+#   (`layerwise.skipping.flops_fraction`, LM head included; paper A's 18.75% is $k/L$).
+#
+# Skipping acts on the model in memory (a reversible context manager) and lm-eval evaluates that
+# same object, so one loaded model and one tokenised copy of each task serve every configuration.
+
+# %% tags=["parameters"]
+profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
+preset = "tiny"       # triplet preset trained or loaded when `models` is empty
+models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+device = "auto"
+seed = 0
+strategies = ["redundant", "early", "late", "uniform", "random"]
+random_draws = 3              # seeds averaged for the `random` strategy
+max_skip = 0                  # largest number of skipped blocks; 0 = a third of the depth (at least 1)
+target_fraction = 0.1875      # paper A's configuration: 6 of 32 layers
+headline_strategy = "early"   # the strategy whose retention at ~18.75% goes to the claims ledger
+generation_task = "lw_arithmetic"
+likelihood_tasks = ["lw_gutenberg", "lw_arc_easy"]
+limit = 16                    # items per task (the same items for every configuration)
+gen_length = 16               # tokens generated per answer (the diffusion sampler's gen_length)
+batch_size = 16
+mc_samples = 8                # Monte-Carlo samples per diffusion log-likelihood (LLaDA uses 128)
+diffusion_steps = 16          # diffusion sampler steps (= gen_length: one token per step)
+influence_seqs = 8            # held-out sequences for the block influence of `redundant`
+influence_len = 64
+n_boot = 500                  # bootstrap resamples for the intervals
+flops_seq_len = 256           # sequence length at which FLOPs fractions are counted
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+
+provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed)
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from layerwise import plots
+from layerwise.data import eval_sequences
+from layerwise.evals import TaskParams, load_tasks, retention
+from layerwise.results import metric, save_result
+from layerwise.skipping import block_influence, flops_fraction, select_layers, skip_layers
+from layerwise.subjects import load_subjects
+
+plots.style()
+subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
+                         device=device)
+tasks = load_tasks([generation_task, *likelihood_tasks], data_dir=data_dir or None, cache_dir=cache_dir or None,
+                   seed=seed, params=TaskParams(gutenberg_chars=600))
+print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
+
+# %% [markdown]
+# ## Which blocks each strategy skips
+#
+# `redundant` needs the block influence of each block on held-out text; the other strategies depend
+# only on the depth. Configurations that coincide (e.g. `uniform` and one `random` draw) are
+# evaluated once.
+
+# %%
+configs = []  # one row per (model, strategy, draw, k): the skipped blocks and their FLOPs share
+for name, lm in subjects.items():
+    L = lm.num_layers
+    k_max = max_skip or max(1, L // 3)
+    ids = eval_sequences(lm.tokenizer, preset, influence_seqs, influence_len, data_dir=data_dir or None,
+                         cache_dir=cache_dir or None, seed=seed).to(lm.device)
+    influence = block_influence(lm, ids, batch_size=batch_size)
+    for strategy in strategies:
+        for draw in range(random_draws if strategy == "random" else 1):
+            for k in range(0, k_max + 1):
+                idx = select_layers(strategy, k, L, influence=influence, seed=seed + draw)
+                configs.append({"model": name, "family": lm.family.value, "layers": L, "strategy": strategy,
+                                "draw": draw, "k": k, "skipped": tuple(idx),
+                                "flops_reduction": flops_fraction(lm, idx, seq_len=flops_seq_len)})
+configs = pd.DataFrame(configs)
+display(configs[configs.k > 0].drop_duplicates(["model", "strategy", "k", "skipped"])
+        .pivot_table(index=["model", "strategy"], columns="k", values="skipped", aggfunc="first"))
+
+# %% [markdown]
+# ## Evaluating every configuration
+#
+# One call of `layerwise.evals.retention` per model: the unmodified model first, then every distinct
+# set of skipped blocks, on the same items, with the same Monte-Carlo seeds.
+
+# %%
+tables = []
+for name, lm in subjects.items():
+    distinct = sorted({s for s in configs[configs.model == name].skipped if s}, key=lambda s: (len(s), s))
+    interventions = {str(list(s)): (lambda s=s, lm=lm: skip_layers(lm, list(s))) for s in distinct}
+    t = retention(lm, interventions, tasks, limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot,
+                  max_gen_toks=gen_length, sampler_kwargs={"steps": diffusion_steps},
+                  loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed})
+    tables.append(t.assign(model=name))
+evals = pd.concat(tables, ignore_index=True)
+evals["skipped"] = evals.intervention.map(lambda s: () if s == "unmodified" else tuple(json.loads(s)))
+
+# the metrics followed in the figures (one per task): exact match, bits per byte, accuracy; where a
+# task has several answer filters (GSM8K: strict-match, flexible-extract) the last one is kept
+FOLLOW = {generation_task: "exact_match", "lw_gutenberg": "bits_per_byte"}
+evals = evals[evals.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
+evals = evals.drop_duplicates(["model", "intervention", "task", "metric"], keep="last")
+results = configs.merge(evals, on=["model", "skipped"], how="left")
+results["label"] = results.task + " " + results.metric
+
+# %% [markdown]
+# ## Unmodified models
+#
+# The baseline every retention is relative to, with the chance level and whether the baseline is
+# significantly above it (a metric that is not is marked *meaningless* in what follows).
+
+# %%
+base = results[(results.k == 0)].drop_duplicates(["model", "label"])
+display(base[["model", "family", "task", "metric", "n", "baseline", "chance", "baseline_p", "meaningful"]]
+        .round(4).reset_index(drop=True))
+
+# %% [markdown]
+# ## Retention against FLOPs reduction
+#
+# Mean over random draws for `random` (the band spans the draws). The dashed vertical line is paper
+# A's 18.75%; the marked point on each line is the configuration closest to it; the dotted horizontal
+# line is 90% retention. Hollow markers: the baseline is not above chance, so retention is meaningless.
+
+# %%
+curve = (results.groupby(["model", "strategy", "k", "label"], as_index=False)
+         .agg(flops_reduction=("flops_reduction", "mean"), retention=("retention", "mean"),
+              lo=("retention", "min"), hi=("retention", "max"), ci_low=("ci_low", "mean"),
+              ci_high=("ci_high", "mean"), meaningful=("meaningful", "all"), layers=("layers", "first")))
+labels = list(dict.fromkeys(results.label))
+fig, axes = plt.subplots(len(labels), len(strategies), figsize=(3.1 * len(strategies), 2.6 * len(labels)),
+                         sharex=True, sharey="row", squeeze=False)
+for r, label in enumerate(labels):
+    for c, strategy in enumerate(strategies):
+        ax = axes[r, c]
+        for name in subjects:
+            d = curve[(curve.model == name) & (curve.strategy == strategy) & (curve.label == label)].sort_values("k")
+            if d.empty:
+                continue
+            x = 100 * d.flops_reduction
+            color = plots.model_color(name)
+            ax.plot(x, d.retention, plots.model_linestyle(name), color=color, marker="o",
+                    mfc=color if d.meaningful.all() else "white", label=name)
+            band_lo, band_hi = (d.lo, d.hi) if strategy == "random" else (d.ci_low, d.ci_high)
+            ax.fill_between(x, band_lo, band_hi, color=color, alpha=0.15, lw=0)
+            star = d.iloc[(d.k / d.layers - target_fraction).abs().argmin()]
+            ax.plot(100 * star.flops_reduction, star.retention, marker="*", ms=13, color=color, mec="black")
+        ax.axvline(100 * target_fraction, color="grey", ls="--", lw=1)
+        ax.axhline(0.9, color="grey", ls=":", lw=1)
+        if r == 0:
+            ax.set_title(strategy)
+        if r == len(labels) - 1:
+            ax.set_xlabel("FLOPs reduction (%)")
+        if c == 0:
+            ax.set_ylabel(f"retention\n({label})")
+axes[0, -1].legend(fontsize=8)
+fig.suptitle("Retention of each metric against the FLOPs removed by skipping blocks")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Retention (skipped / unmodified; for bits per byte, unmodified / skipped) of the
+# generation task, held-out loss and a multiple-choice task (rows) for each block-selection strategy
+# (columns), against the share of forward FLOPs removed, for each model. Bands: 95% paired-bootstrap
+# intervals (for `random`, the range over draws). Stars: the configuration closest to paper A's 6 of
+# 32 layers (dashed line).
+
+# %% [markdown]
+# ## At paper A's configuration
+#
+# The configuration closest to $k/L$ = 18.75% for each model, on the generation task, for every
+# strategy; the `headline_strategy` row is what the claims ledger reads.
+
+# %%
+gen = curve[curve.label.str.startswith(generation_task)]
+at_target = []
+for (name, strategy), d in gen.groupby(["model", "strategy"]):
+    row = d.iloc[(d.k / d.layers - target_fraction).abs().argmin()]
+    at_target.append(row)
+at_target = pd.DataFrame(at_target).reset_index(drop=True)
+at_target["family"] = at_target.model.map(lambda n: subjects[n].family.value)
+display(at_target[["model", "family", "strategy", "k", "layers", "flops_reduction", "retention", "ci_low", "ci_high",
+                   "meaningful"]].round(3))
+
+# %% [markdown]
+# ## Result file
+
+# %%
+ledger_metrics = {}
+headline = at_target[at_target.strategy == headline_strategy]
+for _, row in headline.iterrows():
+    note = (f"{generation_task} exact match, strategy {headline_strategy}, {row.k} of {row.layers} blocks skipped "
+            f"({100 * row.flops_reduction:.1f}% of FLOPs), {limit} items"
+            + ("" if row.meaningful else "; baseline not above chance: retention meaningless"))
+    m = metric(row.retention, (row.ci_low, row.ci_high), model=row.model, note=note, meaningful=bool(row.meaningful),
+               k=int(row.k), layers=int(row.layers), flops_reduction=row.flops_reduction)
+    ledger_metrics[f"retention_at_18.75pct__{row.model}"] = m
+    ledger_metrics.setdefault(f"retention_at_18.75pct_{row.family}", m)  # first model of each family
+path = save_result(
+    "03_layer_skipping", profile=profile, metrics=ledger_metrics,
+    models={n: lm.spec.model_id for n, lm in subjects.items()},
+    data={"curve": curve.to_dict(orient="records"), "at_target": at_target.to_dict(orient="records"),
+          "configs": configs.assign(skipped=configs.skipped.map(list)).to_dict(orient="records"),
+          "params": {"limit": limit, "mc_samples": mc_samples, "diffusion_steps": diffusion_steps, "n_boot": n_boot,
+                     "tasks": [generation_task, *likelihood_tasks], "headline_strategy": headline_strategy}},
+    cache=cache_dir or None)
+display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
+                           if v["value"] is not None and v["ci"] and None not in v["ci"] else f"- `{k}`: {v['value']}"
+                           for k, v in ledger_metrics.items())))
+
+# %% [markdown]
+# ## Speed: does skipping k of L blocks make generation L/(L-k) faster?
+#
+# FLOPs are not wall-clock time. `benchmarks/bench_skipping.py` times the diffusion sampler with
+# and without skipping on a GPU-preset-shaped model (and an 8B-shaped one) and compares the
+# speed-up with the ideal $L/(L-k)$; its table is in `benchmarks/results/bench_skipping.md`.
+#
+# ## Run it yourself
+#
+# The tiny profile (this page's defaults) runs on a laptop CPU in about a minute once the tiny
+# triplet is trained. The published numbers come from the `gpu` profile; the paper's models:
+#
+# ```bash
+# python -m layerwise.book run --profile paper --chapters 03_layer_skipping
+# # or directly, e.g. LLaDA against Qwen2.5 on GSM8K and ARC-Easy, skipping up to 10 of 32 blocks:
+# jupytext --to ipynb notebooks/03_layer_skipping.py -o /tmp/03.ipynb
+# papermill /tmp/03.ipynb /tmp/03.out.ipynb -p profile paper \
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "Qwen/Qwen2.5-7B", "Dream-org/Dream-v0-Base-7B"],
+#        "generation_task": "lw_gsm8k", "likelihood_tasks": ["lw_gutenberg", "lw_arc_easy"],
+#        "limit": 200, "mc_samples": 128, "gen_length": 256, "diffusion_steps": 256, "max_skip": 10,
+#        "batch_size": 8}'
+# ```

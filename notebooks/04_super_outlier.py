@@ -1,0 +1,295 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The super-outlier
+#
+# **Paper B's claim.** In LLaDA-8B the attention input of the early blocks (the normed hidden state
+# that enters q/k/v, "QKV input") is dominated by **one channel**, orders of magnitude larger than
+# the rest, the same channel in every early block and at every token position (Fig. 1-2); it stays
+# there at every denoising step of a diffusion generation (appendix B.3). Llama-3.1-8B has massive
+# activations too, but not this collapse of the early layers around a single channel.
+#
+# **What we measure.** On held-out text, per block and per channel, the mean $|x|$ and max $|x|$ over
+# all tokens at the attention input and in the residual stream (`layerwise.probes.channel_stats`,
+# streamed on the device: memory is layers x channels, not tokens). From these:
+#
+# - the **top-5 channels** of each block and the **dominant channel** (largest max $|x|$);
+# - the **super-outlier**: the dominant channel overall, and in how many blocks it is the dominant one;
+# - the **outlier ratio** of a block: max $|x|$ of its dominant channel over that of its median
+#   channel; its $\log_{10}$, averaged over the early blocks, is the number the claims ledger compares
+#   (diffusion minus AR, with a bootstrap interval over groups of sequences);
+# - the **token share**: the fraction of tokens whose largest channel is the super-outlier (is it the
+#   same channel at every position?);
+# - for the diffusion models, the same statistics at **every denoising step** of a generation
+#   (`layerwise.probes.record_channels` around `layerwise.sampling.diffusion_generate`).
+
+# %% tags=["parameters"]
+profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
+preset = "tiny"       # triplet preset trained or loaded when `models` is empty
+models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+device = "auto"
+seed = 0
+n_seqs = 16                 # held-out sequences for the channel statistics
+seq_len = 128
+batch_size = 8
+n_groups = 8                # sequences are split into this many groups for the intervals
+early_frac = 1 / 3          # "early layers" = the first round(early_frac * depth) blocks (at least 1)
+top_k = 5                   # channels shown per block (paper B Fig. 1-2: top 5)
+gen_prompts = 2             # diffusion generations recorded step by step (appendix B.3)
+prompt_len = 32             # prompt tokens taken from held-out text
+gen_length = 32             # tokens generated (the sampler's gen_length)
+diffusion_steps = 32        # denoising steps (one token per step at gen_length = steps)
+block_length = 32           # the sampler's block length (a divisor of gen_length)
+n_boot = 1000               # bootstrap resamples for the intervals
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+
+provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from layerwise import plots
+from layerwise.data import eval_sequences
+from layerwise.models import Family
+from layerwise.probes import channel_stats, paired_bootstrap, record_channels
+from layerwise.results import metric, save_result
+from layerwise.sampling import diffusion_generate
+from layerwise.subjects import load_subjects
+
+plots.style()
+subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
+                         device=device)
+print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
+
+# %% [markdown]
+# ## Channel statistics on held-out text
+#
+# One streamed pass per model over all sequences (for the figures), and one per group of sequences
+# (for the intervals).
+
+# %%
+stats, groups, inputs = {}, {}, {}
+for name, lm in subjects.items():
+    ids = eval_sequences(lm.tokenizer, preset, n_seqs, seq_len, data_dir=data_dir or None,
+                         cache_dir=cache_dir or None, seed=seed)
+    inputs[name] = ids
+    stats[name] = channel_stats(lm, ids, where=("attn_input", "residual"), batch_size=batch_size)
+    groups[name] = [channel_stats(lm, ids[g::n_groups], where="attn_input", batch_size=batch_size)["attn_input"]
+                    for g in range(min(n_groups, n_seqs))]
+summary = pd.DataFrame([{"model": name, "family": subjects[name].family.value, **st[w].summary()}
+                        for name, st in stats.items() for w in ("attn_input", "residual")])
+display(summary.drop(columns=["layers_dominated"]).round(3))
+
+# %% [markdown]
+# ## Top channels across depth (paper B Fig. 1-2)
+
+# %%
+fig, axes = plt.subplots(1, len(subjects), figsize=(4.3 * len(subjects), 3.6), squeeze=False, sharey=True)
+for ax, name in zip(axes[0], subjects):
+    s = stats[name]["attn_input"]
+    L = s.num_layers
+    top = np.argsort(-s.max_abs, axis=1)[:, :top_k]  # [L, k] channels by max |x|
+    for r in range(top_k):
+        ax.plot(np.arange(L), s.max_abs[np.arange(L), top[:, r]], marker="o", ms=4, lw=1,
+                alpha=1.0 if r == 0 else 0.6, label=f"rank {r + 1}")
+    ax.plot(np.arange(L), np.median(s.max_abs, 1), "k:", label="median channel")
+    for layer in range(L):
+        ax.annotate(str(top[layer, 0]), (layer, s.max_abs[layer, top[layer, 0]]), textcoords="offset points",
+                    xytext=(0, 5), ha="center", fontsize=7)
+    ax.set_yscale("log")
+    plots.label_layers(ax, ylabel="max |x| at the attention input" if ax is axes[0, 0] else "",
+                       title=f"{name} (super-outlier: channel {s.super_outlier})")
+axes[0, -1].legend(fontsize=7)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** The largest max $|x|$ over held-out tokens at the attention input of each block (rank 1
+# to 5 by magnitude; log scale) and the median channel's (dotted), per model. The number above each
+# block is the index of its dominant channel: one index repeated across blocks is the super-outlier.
+
+# %%
+fig, axes = plt.subplots(1, len(subjects), figsize=(4.3 * len(subjects), 3.4), squeeze=False, sharey=True)
+for ax, name in zip(axes[0], subjects):
+    s = stats[name]["attn_input"]
+    L, d = s.mean_abs.shape
+    for layer in range(L):
+        ax.scatter(np.full(d, layer), s.mean_abs[layer], s=7, facecolors="none", edgecolors="black",
+                   linewidths=0.3, alpha=0.6, rasterized=True)
+    ax.plot(np.arange(L), s.mean_abs[:, s.super_outlier], "o", color=plots.model_color(name),
+            label=f"channel {s.super_outlier}")
+    ax.plot(np.arange(L), np.median(s.mean_abs, 1), "_", color="red", ms=14, mew=2, label="median")
+    ax.set_yscale("log")
+    plots.label_layers(ax, ylabel="mean |x| at the attention input" if ax is axes[0, 0] else "", title=name)
+    ax.legend(fontsize=7)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Every channel's mean $|x|$ at the attention input of each block (open circles; log
+# scale), the super-outlier channel highlighted, and the median channel (red bar).
+
+# %% [markdown]
+# ## How dominant, and at how many positions
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+for name in subjects:
+    s = stats[name]["attn_input"]
+    L = s.num_layers
+    x = np.arange(L)
+    per_group = np.stack([g.outlier_ratio for g in groups[name]])  # [groups, L]
+    lo, hi = np.quantile(per_group, [0.1, 0.9], axis=0)
+    c, ls = plots.model_color(name), plots.model_linestyle(name)
+    ax1.plot(x, s.outlier_ratio, marker="o", color=c, ls=ls, label=name)
+    ax1.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+    ax2.plot(x, s.token_share, marker="o", color=c, ls=ls, label=name)
+ax1.set_yscale("log")
+plots.label_layers(ax1, ylabel="outlier ratio (dominant / median max |x|)")
+plots.label_layers(ax2, ylabel="share of tokens whose top channel\nis the super-outlier")
+ax2.set_ylim(-0.02, 1.02)
+ax1.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Left: the outlier ratio of each block (max $|x|$ of its dominant channel over the
+# median channel's; log scale) on all sequences, with the 10-90% range over groups of sequences
+# (band). Right: the fraction of held-out tokens whose largest-magnitude channel at the attention
+# input is the model's super-outlier; 1 means the same channel dominates at every position.
+
+# %%
+per_layer = pd.concat([stats[n][w].to_frame() for n in subjects for w in ("attn_input", "residual")],
+                      ignore_index=True)
+display(per_layer[per_layer["where"] == "attn_input"]
+        .drop(columns=["where", "top5_mean_abs"]).round(3).reset_index(drop=True))
+
+# %% [markdown]
+# ## Along a diffusion generation (paper B appendix B.3)
+#
+# The diffusion models generate `gen_length` tokens after a held-out prompt while the recorder keeps
+# each denoising step's per-channel mean $|x|$ at the attention input. We follow the super-outlier
+# found on held-out text and the median channel.
+
+# %%
+steps_rows, traces = [], {}
+for name, lm in subjects.items():
+    if not lm.family.is_diffusion:
+        continue
+    prompt = inputs[name][:gen_prompts, :prompt_len].to(lm.device)
+    with record_channels(lm, "attn_input") as rec:
+        diffusion_generate(lm, prompt, gen_length=gen_length, steps=diffusion_steps, block_length=block_length)
+    mean_abs, max_abs = rec.stacked()  # [steps, L, d]
+    so = stats[name]["attn_input"].super_outlier
+    traces[name] = (mean_abs, so)
+    dominant = max_abs.argmax(-1)  # [steps, L]
+    for layer in range(lm.num_layers):
+        steps_rows.append({"model": name, "layer": layer, "steps": mean_abs.shape[0],
+                           "share_of_steps_dominated": float((dominant[:, layer] == so).mean()),
+                           "outlier_mean_abs_min": float(mean_abs[:, layer, so].min()),
+                           "outlier_mean_abs_max": float(mean_abs[:, layer, so].max()),
+                           "median_channel_mean_abs": float(np.median(mean_abs[:, layer, :]))})
+steps_table = pd.DataFrame(steps_rows)
+
+if traces:
+    fig, axes = plt.subplots(1, len(traces), figsize=(4.8 * len(traces), 3.5), squeeze=False, sharey=True)
+    for ax, (name, (mean_abs, so)) in zip(axes[0], traces.items()):
+        steps = np.arange(1, mean_abs.shape[0] + 1)
+        cmap = plt.get_cmap("viridis", mean_abs.shape[1])
+        for layer in range(mean_abs.shape[1]):
+            ax.plot(steps, mean_abs[:, layer, so], color=cmap(layer), label=f"block {layer}")
+            ax.plot(steps, np.median(mean_abs[:, layer, :], -1), color=cmap(layer), ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("denoising step")
+        ax.set_ylabel(f"mean |x| of channel {so}" if ax is axes[0, 0] else "")
+        ax.set_title(name)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+    display(Markdown("**Figure.** Mean $|x|$ of the super-outlier channel at the attention input of each "
+                     "block (solid) and of the median channel (dotted; log scale) at every denoising step "
+                     f"of {gen_prompts} generations of {gen_length} tokens in {diffusion_steps} steps."))
+    display(steps_table.round(3))
+
+# %% [markdown]
+# ## Result file
+#
+# The ledger number: the mean over the early blocks of $\log_{10}$(outlier ratio), diffusion model
+# minus AR model. The interval resamples groups of sequences (paired when the models read the same
+# token ids, i.e. share a tokenizer).
+
+# %%
+def early_log_ratio(ratios: np.ndarray) -> float:
+    """Mean over the early blocks of log10(outlier ratio); ``ratios``: [L] or [groups, L]."""
+    L = ratios.shape[-1]
+    n_early = max(1, round(L * early_frac))
+    return np.log10(ratios[..., :n_early]).mean(-1)
+
+
+group_values = {n: early_log_ratio(np.stack([g.outlier_ratio for g in groups[n]])) for n in subjects}  # [groups]
+ledger_metrics = {}
+for name, lm in subjects.items():
+    v, ci = paired_bootstrap(np.mean, group_values[name], n_boot=n_boot, seed=seed)
+    ledger_metrics[f"early_outlier_ratio__{name}"] = metric(
+        v, ci, model=name, note="mean over early blocks of log10(max|x| dominant / median channel), attention input")
+    s = stats[name]["attn_input"]
+    ledger_metrics[f"super_outlier_channel__{name}"] = metric(
+        s.super_outlier, model=name, note=f"dominant in {int(s.layers_dominated.sum())} of {s.num_layers} blocks",
+        layers_dominated=s.layers_dominated.tolist(), max_token_share=float(s.token_share.max()))
+by_family = {f: [n for n, lm in subjects.items() if lm.family is f] for f in Family}
+for fam in (Family.DLM, Family.AR2DLM):
+    for dname in by_family[fam]:
+        for aname in by_family[Family.AR]:
+            same = bool(inputs[dname].shape == inputs[aname].shape and (inputs[dname] == inputs[aname]).all())
+            v, ci = paired_bootstrap(lambda a, b: float(np.mean(a) - np.mean(b)), group_values[dname],
+                                     group_values[aname], n_boot=n_boot, seed=seed, paired=same)
+            m = metric(v, ci, model=f"{dname} - {aname}",
+                       note="difference of mean early-block log10 outlier ratios at the attention input; "
+                            f"bootstrap over {len(group_values[dname])} groups of sequences")
+            ledger_metrics.setdefault(f"early_outlier_ratio_{fam.value}_minus_ar", m)
+            ledger_metrics[f"early_outlier_ratio_diff__{dname}__{aname}"] = m
+
+path = save_result(
+    "04_super_outlier", profile=profile, metrics=ledger_metrics,
+    models={n: lm.spec.model_id for n, lm in subjects.items()},
+    data={"summary": summary.to_dict(orient="records"), "per_layer": per_layer.to_dict(orient="records"),
+          "diffusion_steps": steps_table.to_dict(orient="records"),
+          "params": {"n_seqs": n_seqs, "seq_len": seq_len, "n_groups": n_groups, "early_frac": early_frac,
+                     "gen_length": gen_length, "diffusion_steps": diffusion_steps, "n_boot": n_boot}},
+    cache=cache_dir or None)
+display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f}" + (f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v["ci"] else "")
+                           for k, v in ledger_metrics.items() if v["value"] is not None)))
+
+# %% [markdown]
+# ## Run it yourself
+#
+# The tiny profile runs on a CPU in well under a minute once the tiny triplet is trained. Paper B's
+# setting on the 8B models (100k tokens take a few minutes on one H100; the accumulators stay
+# layers x hidden size):
+#
+# ```bash
+# python -m layerwise.book run --profile paper --chapters 04_super_outlier
+# # or directly:
+# jupytext --to ipynb notebooks/04_super_outlier.py -o /tmp/04.ipynb
+# papermill /tmp/04.ipynb /tmp/04.out.ipynb -p profile paper -p device cuda \
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"],
+#        "preset": "gpu", "n_seqs": 64, "seq_len": 2048, "batch_size": 4, "gen_length": 128,
+#        "diffusion_steps": 128, "block_length": 32, "prompt_len": 256}'
+# ```

@@ -1,0 +1,363 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Compression: quantization, pruning, and where to put the sparsity
+#
+# **Paper B's claims (section 3).** Diffusion LMs are surprisingly robust to compression: under
+# **3-bit GPTQ**, LLaDA-8B loses only **1.8%** of its GSM8K accuracy where Llama-3.1-8B loses
+# **64.7%**. And the best place for sparsity *reverses* between the families: at **50% average
+# sparsity**, giving early layers more sparsity than late ones ("earlier is sparser") beats the
+# reverse allocation by **+8.4%** for LLaDA but loses **-8.4%** for Llama. Paper B links both to
+# the collapsed, redundant early layers of diffusion models (chapters on layer similarity and the
+# super-outlier).
+#
+# **What we measure**, for each model of the controlled triplet (`ar`, `dlm`, `ar2dlm`: same data,
+# tokenizer, architecture and initial weights) or any models given by id:
+#
+# - **retention against bits**: GPTQ and round-to-nearest (RTN, the same per-group asymmetric
+#   min-max grid, no error feedback) at 2, 3, 4 and 8 bits, fake-quantized (dequantized weights in the
+#   model's dtype);
+# - **retention against sparsity**: magnitude, Wanda ($|W_{ij}|\,\lVert X_j\rVert_2$ per output row)
+#   and SparseGPT (OBS updates with the layer Hessian) at 10-70% unstructured sparsity;
+# - **allocation at 50% average sparsity**: uniform, *earlier is sparser* and *deeper is sparser*
+#   (a linear ramp of $\pm\varepsilon$ over depth, paper B), OWL (outlier-weighted) and AlphaPruning
+#   (alpha-Hill), all with the same parameter-weighted average; the **early-minus-late effect** is the
+#   retention of "earlier is sparser" relative to "deeper is sparser", with a paired bootstrap interval;
+# - **diffusion-aware calibration**: diffusion models are calibrated on partially masked inputs
+#   ($t \sim U[0,1]$ per sequence, each token masked with probability $t$), as they are at sampling
+#   time; we compare this with plain, unmasked calibration.
+#
+# Retention is the compressed model's metric over the unmodified model's (for losses: unmodified
+# over compressed) on the same items, with 95% paired-bootstrap intervals (`layerwise.evals`). Every
+# method is `layerwise.compress`: one layer-by-layer calibration loop (block inputs captured once, then
+# block by block: statistics, compression, post-compression outputs for the next block), so an 8B
+# model needs one block's activations in memory at a time.
+
+# %% tags=["parameters"]
+profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
+preset = "tiny"       # triplet preset trained or loaded when `models` is empty
+models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+device = "auto"
+seed = 0
+tasks = ["lw_gutenberg"]       # evaluation tasks; retention of `headline_task` goes to the ledger
+headline_task = "lw_gutenberg"
+limit = 16                     # items per task (the same items for every configuration)
+bits = [2, 3, 4, 8]
+quant_methods = ["gptq", "rtn"]
+group_size = 128               # falls back to the full row / a divisor for small dimensions
+sparsities = [0.1, 0.3, 0.5, 0.7]
+prune_methods = ["magnitude", "wanda", "sparsegpt"]
+allocation_average = 0.5       # paper B's average sparsity for the allocation comparison
+allocation_epsilon = 0.1       # ramp / AlphaPruning half-range: sparsity in [s - eps, s + eps]
+allocation_schemes = ["uniform", "earlier_sparser", "deeper_sparser", "owl", "alpha"]
+allocation_method = "wanda"    # the pruning method used for the allocation comparison
+owl_m, owl_lambda = 5.0, 0.08  # OWL outlier threshold (x mean score) and sparsity half-range
+calib_seqs = 16                # calibration sequences (paper: 128 x 2048 tokens)
+calib_len = 64
+diffusion_calibration = True   # diffusion models: calibrate on masked inputs (paper B)
+batch_size = 16
+gen_length = 16                # generation tasks: tokens per answer / diffusion steps
+mc_samples = 8                 # Monte-Carlo samples per diffusion log-likelihood (LLaDA uses 128)
+n_boot = 500
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+
+provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+
+from layerwise import compress, plots
+from layerwise.data import calibration_sequences
+from layerwise.evals import load_tasks, retention, retention_table
+from layerwise.results import metric, save_result
+from layerwise.spectra import model_alpha_hill
+from layerwise.subjects import load_subjects
+
+plots.style()
+subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
+                         device=device)
+taskset = load_tasks(tasks, data_dir=data_dir or None, cache_dir=cache_dir or None, seed=seed)
+print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
+
+# %% [markdown]
+# ## Calibration data and the per-layer sparsity of each allocation
+#
+# Calibration windows are held-out text disjoint from the evaluation items
+# (`data.calibration_sequences`). The allocations need no pruning yet: OWL needs the Wanda scores of
+# the unmodified model (one pass of the calibration loop), AlphaPruning the alpha-Hill of every
+# weight matrix (`spectra.model_alpha_hill`, averaged per block).
+
+# %%
+calib, calib_plain, allocations = {}, {}, {}
+for name, lm in subjects.items():
+    ids = calibration_sequences(lm.tokenizer, preset, calib_seqs, calib_len, data_dir=data_dir or None,
+                                cache_dir=cache_dir or None, seed=seed)
+    calib_plain[name] = compress.calibration_inputs(lm, ids, diffusion_masking=False)
+    calib[name] = compress.calibration_inputs(lm, ids, seed=seed,
+                                              diffusion_masking=diffusion_calibration and lm.family.is_diffusion)
+    alphas = model_alpha_hill(lm, progress=False) if "alpha" in allocation_schemes else None
+    allocations[name] = {
+        scheme: compress.allocate_sparsity(lm, allocation_average, scheme, epsilon=allocation_epsilon,
+                                           calib_ids=calib[name], owl_m=owl_m, owl_lambda=owl_lambda, alphas=alphas,
+                                           batch_size=batch_size, progress=False)
+        for scheme in allocation_schemes}
+
+fig, axes = plt.subplots(1, len(subjects), figsize=(3.6 * len(subjects), 2.8), sharey=True, squeeze=False)
+for ax, (name, per) in zip(axes[0], allocations.items()):
+    for scheme, s in per.items():
+        ax.plot(range(len(s)), 100 * np.array(s), marker="o", ms=3, label=scheme)
+    ax.set_title(name)
+    ax.set_xlabel("block")
+axes[0, 0].set_ylabel("sparsity (%)")
+axes[0, -1].legend(fontsize=7)
+fig.suptitle(f"Per-block sparsity of each allocation at {100 * allocation_average:.0f}% average")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Sparsity assigned to each block by each allocation scheme, per model; every scheme's
+# parameter-weighted mean is the same average (asserted by `compress.allocate_sparsity`).
+
+# %% [markdown]
+# ## Evaluating every configuration
+#
+# Each configuration is a reversible intervention (`compress.compressed`): the block weights are
+# snapshotted to the CPU once per model, compressed on entry, restored on exit, so one loaded model
+# and one tokenised copy of each task serve every configuration.
+
+# %%
+def configurations(name, lm, snap):
+    """name -> (description, intervention factory) for one model."""
+    c = calib[name]
+    out = {}
+    for m in quant_methods:
+        for b in bits:
+            out[f"{m}-{b}bit"] = (dict(kind="quant", method=m, bits=b), lambda m=m, b=b: compress.compressed(
+                lm, lambda: compress.quantize(lm, m, b, group_size, calib_ids=c, batch_size=batch_size,
+                                              progress=False), snap))
+    for m in prune_methods:
+        for s in sparsities:
+            out[f"{m}-{s:.2f}"] = (dict(kind="prune", method=m, sparsity=s), lambda m=m, s=s: compress.compressed(
+                lm, lambda: compress.prune(lm, m, s, calib_ids=c, batch_size=batch_size, progress=False), snap))
+    for scheme, per in allocations[name].items():
+        out[f"alloc-{scheme}"] = (dict(kind="alloc", method=allocation_method, scheme=scheme,
+                                       sparsity=allocation_average),
+                                  lambda per=per: compress.compressed(lm, lambda: compress.prune(
+                                      lm, allocation_method, per, calib_ids=c, batch_size=batch_size,
+                                      progress=False), snap))
+    if lm.family.is_diffusion and diffusion_calibration:  # the same 3-bit GPTQ, calibrated without masks
+        out["gptq-3bit-plain-calib"] = (dict(kind="calib", method="gptq", bits=3), lambda: compress.compressed(
+            lm, lambda: compress.quantize(lm, "gptq", 3, group_size, calib_ids=calib_plain[name],
+                                          batch_size=batch_size, progress=False), snap))
+    return out
+
+
+tables, all_runs, described = [], {}, []
+for name, lm in subjects.items():
+    snap = compress.snapshot(lm)
+    confs = configurations(name, lm, snap)
+    t, runs = retention(lm, {k: f for k, (_, f) in confs.items()}, taskset, limit=limit, batch_size=batch_size,
+                        seed=seed, n_boot=n_boot, return_runs=True, max_gen_toks=gen_length,
+                        sampler_kwargs={"steps": gen_length},
+                        loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed})
+    tables.append(t.assign(model=name, family=lm.family.value))
+    all_runs[name] = runs
+    described += [{"model": name, "intervention": k, **d} for k, (d, _) in confs.items()]
+    del snap
+
+FOLLOW = {"lw_gutenberg": "bits_per_byte", "lw_arithmetic": "exact_match", "lw_gsm8k": "exact_match"}
+evals = pd.concat(tables, ignore_index=True)
+evals = evals[evals.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
+evals = evals.drop_duplicates(["model", "intervention", "task", "metric"], keep="last")
+results = evals.merge(pd.DataFrame(described), on=["model", "intervention"], how="left")
+results["label"] = results.task + " " + results.metric
+head = results[results.task == headline_task]
+
+# %% [markdown]
+# ## Unmodified models
+#
+# The baselines all retentions are relative to (a metric whose baseline is not significantly above
+# chance is flagged: retaining a chance-level score means nothing).
+
+# %%
+display(results[results.intervention == "unmodified"][["model", "family", "task", "metric", "n", "baseline",
+                                                        "chance", "meaningful"]].round(4).reset_index(drop=True))
+
+# %% [markdown]
+# ## Retention against bits: GPTQ vs round-to-nearest
+
+# %%
+def retention_panel(kind, x, xlabel, title):
+    labels = list(dict.fromkeys(results.label))
+    fig, axes = plt.subplots(len(labels), len(subjects), figsize=(3.6 * len(subjects), 2.8 * len(labels)),
+                             sharex=True, sharey="row", squeeze=False)
+    for r, label in enumerate(labels):
+        for c, name in enumerate(subjects):
+            ax = axes[r, c]
+            d = results[(results.kind == kind) & (results.model == name) & (results.label == label)]
+            for m, g in d.groupby("method"):
+                g = g.sort_values(x)
+                xs = 100 * g[x] if x == "sparsity" else g[x]
+                ax.plot(xs, g.retention, marker="o", label=m)
+                ax.fill_between(xs, g.ci_low, g.ci_high, alpha=0.15, lw=0)
+            ax.axhline(1.0, color="grey", ls=":", lw=1)
+            if r == 0:
+                ax.set_title(name, color=plots.model_color(name))
+            if r == len(labels) - 1:
+                ax.set_xlabel(xlabel)
+            if c == 0:
+                ax.set_ylabel(f"retention\n({label})")
+    axes[0, -1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.show()
+
+
+retention_panel("quant", "bits", "bits per weight", "Retention under weight quantization")
+
+# %% [markdown]
+# **Figure.** Retention (unmodified / quantized for losses, quantized / unmodified for scores) against
+# the bits per weight, GPTQ and RTN on the same per-group grid, per model (columns) and metric (rows).
+# Bands: 95% paired-bootstrap intervals over items.
+
+# %%
+quant = head[head.kind == "quant"].pivot_table(index=["model", "method"], columns="bits", values="retention")
+display(quant.round(3))
+
+# %% [markdown]
+# ## Retention against sparsity: magnitude, Wanda, SparseGPT
+
+# %%
+retention_panel("prune", "sparsity", "unstructured sparsity (%)", "Retention under pruning")
+
+# %% [markdown]
+# **Figure.** Retention against the fraction of block weights pruned (uniform over blocks), per
+# pruning method and model; bands are 95% paired-bootstrap intervals.
+
+# %%
+display(head[head.kind == "prune"].pivot_table(index=["model", "method"], columns="sparsity",
+                                               values="retention").round(3))
+
+# %% [markdown]
+# ## Where to put the sparsity: allocation at 50% average
+#
+# Paper B's comparison is "earlier is sparser" against "deeper is sparser". We report each scheme's
+# retention against the unmodified model, and the **early-minus-late effect**: the retention of the
+# early-sparse model *relative to the late-sparse one* (paired bootstrap over the same items), minus 1,
+# in percent. Paper B: +8.4% for LLaDA, -8.4% for Llama.
+
+# %%
+alloc = head[head.kind == "alloc"]
+fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(allocation_schemes) * len(subjects) / 2, 3.2))
+width = 0.8 / len(subjects)
+for j, name in enumerate(subjects):
+    d = alloc[alloc.model == name].set_index("scheme").reindex(allocation_schemes)
+    xs = np.arange(len(allocation_schemes)) + j * width
+    ax.bar(xs, d.retention, width, color=plots.model_color(name), label=name,
+           yerr=[d.retention - d.ci_low, d.ci_high - d.retention], capsize=2)
+ax.set_xticks(np.arange(len(allocation_schemes)) + width * (len(subjects) - 1) / 2, allocation_schemes)
+ax.set_ylabel(f"retention ({headline_task})")
+ax.set_title(f"{allocation_method} at {100 * allocation_average:.0f}% average sparsity")
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Retention of each allocation scheme at the same average sparsity, per model, with 95%
+# paired-bootstrap intervals.
+
+# %%
+effects = []
+for name in subjects:
+    runs = all_runs[name]
+    t = retention_table(runs["alloc-deeper_sparser"], {"early": runs["alloc-earlier_sparser"]}, n_boot=n_boot,
+                        seed=seed)
+    t = t[t.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
+    for _, r in t.iterrows():
+        effects.append({"model": name, "family": subjects[name].family.value, "task": r.task, "metric": r.metric,
+                        "early_minus_late_pct": 100 * (r.retention - 1), "ci_low": 100 * (r.ci_low - 1),
+                        "ci_high": 100 * (r.ci_high - 1)})
+effects = pd.DataFrame(effects)
+display(effects.round(2))
+
+# %% [markdown]
+# ## Diffusion-aware vs plain calibration
+#
+# For diffusion models, 3-bit GPTQ calibrated on masked inputs (the default above) against the same
+# GPTQ calibrated on the unmasked text.
+
+# %%
+calib_cmp = head[((head.kind == "calib") | ((head.kind == "quant") & (head.method == "gptq") & (head.bits == 3)))
+                 & head.family.isin(["dlm", "ar2dlm"])]
+calib_cmp = calib_cmp.assign(calibration=np.where(calib_cmp.kind == "calib", "plain", "diffusion-aware"))
+display(calib_cmp[["model", "calibration", "retention", "ci_low", "ci_high"]].round(3).reset_index(drop=True))
+
+# %% [markdown]
+# ## Result file
+
+# %%
+ledger = {}
+for _, r in head[(head.kind == "quant") & (head.method == "gptq") & (head.bits == 3)].iterrows():
+    m = metric(100 * (r.retention - 1), (100 * (r.ci_low - 1), 100 * (r.ci_high - 1)), model=r.model,
+               note=f"3-bit GPTQ, change in {r.label} retention (%), {r.n} items"
+               + ("" if r.meaningful else "; baseline not above chance: meaningless"))
+    ledger[f"gptq3_change_pct__{r.model}"] = m
+    ledger.setdefault(f"gptq3_change_pct_{r.family}", m)
+for _, r in effects[effects.task == headline_task].iterrows():
+    m = metric(r.early_minus_late_pct, (r.ci_low, r.ci_high), model=r.model,
+               note=f"{allocation_method} at {allocation_average:.0%} average sparsity, epsilon {allocation_epsilon}: "
+                    f"earlier-is-sparser relative to deeper-is-sparser, {r.metric} (%)")
+    ledger[f"early_minus_late_pct__{r.model}"] = m
+    ledger.setdefault(f"early_minus_late_pct_{r.family}", m)
+path = save_result(
+    "07_compression", profile=profile, metrics=ledger,
+    models={n: lm.spec.model_id for n, lm in subjects.items()},
+    data={"results": results.drop(columns=["label"]).to_dict(orient="records"),
+          "early_minus_late": effects.to_dict(orient="records"),
+          "allocations": {n: a for n, a in allocations.items()},
+          "params": {"tasks": tasks, "limit": limit, "calib": [calib_seqs, calib_len], "group_size": group_size,
+                     "diffusion_calibration": diffusion_calibration, "allocation_epsilon": allocation_epsilon,
+                     "allocation_method": allocation_method, "mc_samples": mc_samples, "n_boot": n_boot}},
+    cache=cache_dir or None)
+display(Markdown("\n".join(f"- `{k}`: {v['value']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
+                           if v["value"] is not None and v["ci"] and None not in v["ci"] else f"- `{k}`: {v['value']}"
+                           for k, v in ledger.items())))
+
+# %% [markdown]
+# ## Speed
+#
+# `benchmarks/bench_gptq.py` quantizes an 8B-shaped random-weight model (LLaDA-8B dimensions) with
+# GPTQ on 128 x 2048 calibration tokens on one H100; time and peak memory are in
+# `benchmarks/results/bench_gptq.md`.
+#
+# ## Run it yourself
+#
+# The tiny profile (this page's defaults) runs on a CPU once the tiny triplet is trained. The
+# published numbers come from the `gpu` profile; the paper's models (GSM8K as in paper B):
+#
+# ```bash
+# python -m layerwise.book run --profile paper --chapters 07_compression
+# # or directly:
+# jupytext --to ipynb notebooks/07_compression.py -o /tmp/07.ipynb
+# papermill /tmp/07.ipynb /tmp/07.out.ipynb -p profile paper \
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"],
+#        "tasks": ["lw_gsm8k", "lw_gutenberg"], "headline_task": "lw_gsm8k", "limit": 200,
+#        "calib_seqs": 128, "calib_len": 2048, "gen_length": 256, "mc_samples": 128, "batch_size": 8}'
+# ```

@@ -1,0 +1,170 @@
+"""The triplet's training: end to end on CPU, attention direction, resumption, metadata, errors.
+
+Uses the ``test`` preset (2 layers, d 32, 40 steps of 8 x 32 tokens) so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from layerwise import data as D
+from layerwise import training as T
+from layerwise.config import LayerwiseError
+from layerwise.models import META_FILE, Family, load
+from layerwise.subjects import load_subjects
+
+PRESET = T.get_preset("test")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def td(cache: Path) -> D.TrainData:
+    return D.prepare(PRESET.data, cache_dir=cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def triplet(cache: Path, td: D.TrainData) -> dict[str, Path]:
+    return T.ensure_triplet("test", cache_dir=cache, device="cpu", progress=False)
+
+
+def _meta(p: Path) -> dict:
+    return json.loads((p / META_FILE).read_text())
+
+
+def test_triplet_trains_end_to_end_and_losses_fall(triplet: dict[str, Path], td: D.TrainData) -> None:
+    assert list(triplet) == ["ar", "dlm", "ar2dlm"]
+    metas = {o: _meta(p) for o, p in triplet.items()}
+    for o, p in triplet.items():
+        log = T.read_log(p)
+        losses = [r["loss"] for r in log]
+        assert all(math.isfinite(x) for x in losses)
+        assert metas[o]["complete"] and metas[o]["objective"] == o
+        # the trained model beats the same architecture at its (shared) initialisation on held-out data
+        init = T.init_model(PRESET, td.tokenizer, o)
+        val0 = T.validation_loss(o, init, td.tokenizer, PRESET, torch.device("cpu"))
+        assert metas[o]["val_loss"] < val0 - 0.3, (o, metas[o]["val_loss"], val0)
+        if o != "ar2dlm":  # ar2dlm has only 10 noisy steps; its check is the held-out loss above
+            k = 3
+            assert sum(losses[-k:]) / k < sum(losses[:k]) / k - 0.3, (o, losses)
+    # same total budget, same data, same config; ar2dlm's own share is the last 25%
+    assert len({m["tokens_seen"] for m in metas.values()}) == 1
+    assert metas["ar2dlm"]["own_tokens"] == metas["ar"]["tokens_seen"] - T.get_preset("test").branch_step * \
+        PRESET.batch_size * PRESET.seq_len
+    assert len({m["config_hash"] for m in metas.values()}) == 1
+    assert len({m["data"]["order_digest"] for m in metas.values()}) == 1
+    # ar2dlm's log continues the ar run's token axis from the branch point
+    assert T.read_log(triplet["ar2dlm"])[0]["tokens"] > T.read_log(triplet["ar"])[-1]["tokens"] * 0.75
+
+
+def test_same_initial_weights_for_all_objectives(td: D.TrainData) -> None:
+    sds = [T.init_model(PRESET, td.tokenizer, o).state_dict() for o in T.OBJECTIVES]
+    for sd in sds[1:]:
+        assert all(torch.equal(sd[k], sds[0][k]) for k in sds[0])
+    other = T.init_model(T.get_preset("test", seed=1), td.tokenizer, "ar").state_dict()
+    assert not torch.equal(other["model.layers.0.mlp.up_proj.weight"], sds[0]["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_ar2dlm_starts_from_the_ar_snapshot_at_the_branch_point(triplet: dict[str, Path]) -> None:
+    snap = triplet["ar"] / "snapshots" / f"step_{PRESET.branch_step}"
+    assert _meta(snap)["global_step"] == PRESET.branch_step == round(0.75 * PRESET.total_steps)
+    snaps = sorted(int(p.name.split("_")[1]) for p in (triplet["ar"] / "snapshots").iterdir())
+    assert snaps == PRESET.snapshot_steps() and snaps[-1] == PRESET.total_steps
+    assert _meta(triplet["ar2dlm"])["steps"] == PRESET.total_steps - PRESET.branch_step
+    w_snap = load_file(snap / "model.safetensors")
+    w_final = load_file(triplet["ar2dlm"] / "model.safetensors")
+    w_dlm = load_file(triplet["dlm"] / "model.safetensors")
+    key = "model.layers.1.self_attn.q_proj.weight"
+    # a few steps from the snapshot stay much closer to it than an independently trained dlm
+    assert (w_final[key] - w_snap[key]).norm() < (w_dlm[key] - w_snap[key]).norm()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_dlm_position0_sees_the_last_token_and_ar_does_not(triplet: dict[str, Path], attn: str) -> None:
+    from transformers import LlamaForCausalLM
+
+    ids = D.eval_sequences(_tok(triplet), "test", 1, 16)
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 7) % 200
+    for o, bidirectional in [("ar", False), ("dlm", True), ("ar2dlm", True)]:
+        m = LlamaForCausalLM.from_pretrained(triplet[o], attn_implementation=attn).eval()
+        assert m.config.is_causal is (not bidirectional)
+        with torch.no_grad():
+            a, b = m(ids).logits[0, 0], m(changed).logits[0, 0]
+        assert (not torch.allclose(a, b, atol=1e-6)) is bidirectional, (o, attn)
+
+
+def _tok(triplet: dict[str, Path]):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(triplet["ar"])
+
+
+def test_checkpoints_load_through_models_and_subjects(triplet: dict[str, Path], cache: Path) -> None:
+    lm = load(str(triplet["ar2dlm"]), device="cpu")
+    assert lm.family is Family.AR2DLM and lm.spec.shifted_logits
+    assert lm.spec.mask_token_id == lm.tokenizer.mask_token_id is not None
+    subj = load_subjects([], "test", cache_dir=cache, device="cpu", progress=False)
+    assert list(subj) == ["ar", "dlm", "ar2dlm"]
+    assert [s.family for s in subj.values()] == [Family.AR, Family.DLM, Family.AR2DLM]
+    assert subj["dlm"].model.config.is_causal is False and subj["ar"].model.config.is_causal is True
+    by_path = load_subjects([str(triplet["dlm"])], "test", device="cpu")
+    assert list(by_path) == [str(triplet["dlm"])] and by_path[str(triplet["dlm"])].family is Family.DLM
+    # cached: ensure_triplet does not retrain (the log is untouched)
+    before = (triplet["ar"] / "train_log.jsonl").read_bytes()
+    T.ensure_triplet("test", cache_dir=cache, progress=False)
+    assert (triplet["ar"] / "train_log.jsonl").read_bytes() == before
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, td: D.TrainData) -> None:
+    p = T.get_preset("test", tokens=14 * 8 * 32, ckpt_every=4, log_every=1)
+    full = T.train("dlm", p, cache_dir=tmp_path / "a", progress=False, train_data=td, device="cpu")
+    part = T.train("dlm", p, cache_dir=tmp_path / "b", progress=False, train_data=td, device="cpu", stop_after=6)
+    assert not part.complete and part.steps == 6
+    # a killed job may have logged past its last checkpoint: fake such lines, they must be dropped
+    with (part.path / "train_log.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 7, "loss": 99.0}) + "\n")
+    resumed = T.train("dlm", p, cache_dir=tmp_path / "b", progress=False, train_data=td, device="cpu")
+    assert resumed.complete and resumed.steps == full.steps == p.total_steps
+    ma, mb = _meta(full.path), _meta(resumed.path)
+    assert ma["data"]["order_digest"] == mb["data"]["order_digest"]
+    assert [r["step"] for r in T.read_log(full.path)] == [r["step"] for r in T.read_log(resumed.path)]
+    assert [r["loss"] for r in T.read_log(full.path)] == [r["loss"] for r in T.read_log(resumed.path)]
+    wa, wb = load_file(full.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_errors_name_the_fix(tmp_path: Path, td: D.TrainData) -> None:
+    with pytest.raises(LayerwiseError, match="unknown objective"):
+        T.train("gpt", "test", cache_dir=tmp_path)
+    with pytest.raises(LayerwiseError, match="unknown preset"):
+        T.ensure_triplet("huge", cache_dir=tmp_path)
+    with pytest.raises(LayerwiseError, match="unknown preset field"):
+        T.get_preset("test", n_layer=3)
+    with pytest.raises(LayerwiseError, match="train objective 'ar' first"):
+        T.train("ar2dlm", "test", cache_dir=tmp_path, train_data=td, progress=False)
+    with pytest.raises(LayerwiseError, match="multiple of micro_batch"):
+        T.get_preset("test", micro_batch=3)
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    no_mask = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(td.tokenizer.backend_tokenizer.to_str()),
+                                      eos_token=D.EOT, pad_token=D.PAD)
+    bad = D.TrainData(td.spec, no_mask, td.text_rows, td.arith_rows, td.info)
+    with pytest.raises(LayerwiseError, match="no mask token"):
+        T.train("dlm", "test", cache_dir=tmp_path, train_data=bad, progress=False)
+
+
+def test_cli_reports_the_cached_triplet(triplet: dict[str, Path], cache: Path, capsys) -> None:
+    T.main(["--preset", "test", "--objective", "all", "--cache-dir", str(cache), "--no-progress"])
+    out = capsys.readouterr().out
+    assert all(f"{o}: {triplet[o]}" in out for o in T.OBJECTIVES)
