@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import math
 import torch
 import torch.nn.functional as F
 
@@ -95,10 +95,10 @@ def reference_diffusion_generate(model, prompt, attention_mask=None, *, steps, g
             else:
                 raise NotImplementedError(remasking)
 
-            x0_p[:, prompt.shape[1] + (num_block + 1) * block_length:] = -np.inf
+            x0_p[:, prompt.shape[1] + (num_block + 1) * block_length:] = -math.inf
 
             x0 = torch.where(mask_index, x0, x)
-            confidence = torch.where(mask_index, x0_p, -np.inf)
+            confidence = torch.where(mask_index, x0_p, -math.inf)
 
             transfer_index = torch.zeros_like(x0, dtype=torch.bool, device=x0.device)
             for j in range(confidence.shape[0]):
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="time only this many blocks at the same total sequence length (prompt grows to keep "
                          "prompt + generation equal; per-step cost does not depend on the block index) and "
                          "scale s/sample to the full gen_length. 0 = the full run")
+    ap.add_argument("--prefix-cache", action="store_true",
+                    help="also time the APPROXIMATE opt-in prefix cache (prefix_cache=True) and report the share "
+                         "of its tokens equal to the exact sampler's")
     ap.add_argument("--out", default="", help="results file stem (default benchmarks/results/sampling[_tiny])")
     args = ap.parse_args(argv)
 
@@ -241,6 +244,15 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"reference sampler: out of memory at batch {b}")
         if fast is None and ref is None:
             break
+        if args.prefix_cache and fast is not None:
+            try:
+                t, peak, approx = _time(lambda: diffusion_generate(lm, prompt, prefix_cache=True, **settings), device)
+                row.update(cache_s_per_sample=t * scale / b, cache_samples_per_s=b / (t * scale), cache_peak_gib=peak,
+                           cache_token_agreement=float((approx.cpu() == fast.cpu()).float().mean()))
+            except RuntimeError as e:
+                if not _is_oom(e):
+                    raise
+                print(f"prefix cache: out of memory at batch {b}")
         if fast is not None and ref is not None:
             row["identical_tokens"] = bool(torch.equal(fast.cpu(), ref.cpu()))
             row["differing_tokens"] = int((fast.cpu() != ref.cpu()).sum())
@@ -249,17 +261,27 @@ def main(argv: list[str] | None = None) -> None:
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         del ref, fast
 
-    import pandas as pd
+    # csv + a hand-formatted markdown table: the GPU image may lack pandas/tabulate
+    import csv
 
-    df = pd.DataFrame(rows)
-    ref_best = df["ref_samples_per_s"].max() if "ref_samples_per_s" in df else float("nan")
-    fast_best = df["fast_samples_per_s"].max() if "fast_samples_per_s" in df else float("nan")
+    def best(key: str) -> float:
+        vals = [r[key] for r in rows if key in r]
+        return max(vals) if vals else float("nan")
+
+    ref_best, fast_best = best("ref_samples_per_s"), best("fast_samples_per_s")
     stem = Path(args.out) if args.out else RESULTS / ("sampling_tiny" if args.tiny else "sampling")
     stem.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(stem.with_suffix(".csv"), index=False)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
     cols = [c for c in ["batch", "ref_s_per_sample", "fast_s_per_sample", "ref_samples_per_s", "fast_samples_per_s",
-                        "speedup", "identical_tokens", "differing_tokens", "ref_peak_gib", "fast_peak_gib"] if c in df]
-    table = df[cols].to_markdown(index=False, floatfmt=".3f")
+                        "speedup", "identical_tokens", "differing_tokens", "ref_peak_gib", "fast_peak_gib",
+                        "cache_s_per_sample", "cache_token_agreement"] if c in keys]
+    fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                      + ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows])
     md = (f"# Diffusion sampler benchmark\n\nDevice: {dev_name}. Model: bidirectional Llama, {shape.layers} layers, "
           f"d {shape.d}, {shape.heads} heads, MLP {shape.mlp}, vocab {shape.vocab}, random {str(dtype)[6:]} weights. "
           f"Settings: prompt {shape.prompt}, gen_length {shape.gen_length}, steps {shape.steps}, block_length "
@@ -267,7 +289,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{' (s/sample scaled to the full run; sequence length kept)' if nb < nb_full else ''}.\n\n"
           f"{table}\n\nBest samples/s: reference {ref_best:.3f}, fast {fast_best:.3f} "
           f"(ratio {fast_best / ref_best:.2f}x).\n\nCommand: `python benchmarks/bench_sampling.py"
-          f"{' --tiny' if args.tiny else ''}{f' --time-blocks {args.time_blocks}' if args.time_blocks else ''}`\n")
+          f"{' --tiny' if args.tiny else ''}{f' --time-blocks {args.time_blocks}' if args.time_blocks else ''}"
+          f"{' --prefix-cache' if args.prefix_cache else ''}`. The cache_* columns (if present) are the opt-in, "
+          "approximate prefix KV cache; cache_token_agreement is the share of its tokens equal to the exact "
+          "sampler's.\n")
     stem.with_suffix(".md").write_text(md)
     print()
     print(md)

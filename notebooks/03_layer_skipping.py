@@ -64,6 +64,7 @@ diffusion_steps = 16          # diffusion sampler steps (= gen_length: one token
 influence_seqs = 8            # held-out sequences for the block influence of `redundant`
 influence_len = 64
 n_boot = 500                  # bootstrap resamples for the intervals
+gutenberg_chars = 400         # characters per held-out Gutenberg passage (whole paragraphs)
 flops_seq_len = 256           # sequence length at which FLOPs fractions are counted
 
 # %% tags=["provenance"]
@@ -90,7 +91,7 @@ plots.style()
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
 tasks = load_tasks([generation_task, *likelihood_tasks], data_dir=data_dir or None, cache_dir=cache_dir or None,
-                   seed=seed, params=TaskParams(gutenberg_chars=600))
+                   seed=seed, params=TaskParams(gutenberg_chars=gutenberg_chars))
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]

@@ -29,6 +29,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -304,6 +305,19 @@ def plan_run(profile: str, *, chapters: Sequence[str] | None = None, overrides: 
         plans.append(Plan(ch, known[ch], nbs[ch], params, fingerprint(text, params, library),
                           outdir / f"{ch}.ipynb", outdir / f"{ch}.stamp.json", dropped))
     return plans
+
+
+class _QuietPapermill(logging.Filter):
+    """Drop papermill's parameter warnings: the runner checks parameters itself (with ast), and
+    papermill's line parser misreads lines like ``x = ""  # "" = default``, warning wrongly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Passed unknown parameter") or msg.startswith("Unable to parse line"))
+
+
+for _name in ("papermill", "papermill.translators"):
+    logging.getLogger(_name).addFilter(_QuietPapermill())
 
 
 @contextmanager
@@ -678,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     try:
         if args.command == "run":
+            if args.publish and args.profile != PUBLISHED_PROFILE:  # say so before hours of running
+                publish(args.profile, out=args.out)
             run(args.profile, chapters=args.chapters, overrides=parse_overrides(args.param), out=args.out,
                 notebooks_dir=args.notebooks, profiles_dir=args.profiles_dir, cache=args.cache_dir,
                 force=args.force, kernel=args.kernel, progress=progress)

@@ -177,14 +177,10 @@ def _input_device(lm: LoadedModel) -> torch.device:
 
 
 def _forward(lm: LoadedModel, ids: torch.Tensor, am: torch.Tensor | None) -> None:
-    """One forward pass for its hooks' side effects; stops after the last block when asked to."""
-    kwargs: dict[str, Any] = {"input_ids": ids}
-    if am is not None:
-        kwargs["attention_mask"] = am
-    if getattr(lm.model.config, "use_cache", None) is not None:
-        kwargs["use_cache"] = False
+    """One forward pass (through the adapter's ``logits``) for its hooks' side effects; stops after the
+    last block when asked to."""
     try:
-        lm.model(**kwargs)
+        lm.logits(ids, am)
     except _StopForward:
         pass
 

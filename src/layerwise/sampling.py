@@ -85,11 +85,14 @@ def _none_if_full(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask
 
 
-def _model_logits(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor | None,
+def _model_logits(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   **kw: Any) -> torch.Tensor:
-    """``model(ids).logits``; without a KV cache unless ``kw`` asks for one (it would only cost memory)."""
+    """Logits ``[B, T, V]`` through the adapter (``lm.logits`` hides each architecture's mask and cache
+    conventions); with ``kw`` (a KV cache for the opt-in prefix cache) the model is called directly."""
+    if not kw:
+        return lm.logits(ids, attention_mask)
     kw.setdefault("use_cache", False)
-    return model(input_ids=ids, attention_mask=attention_mask, **kw).logits
+    return lm.model(input_ids=ids, attention_mask=attention_mask, **kw).logits
 
 
 @contextlib.contextmanager
@@ -116,7 +119,7 @@ def sliced_lm_head(lm: LoadedModel) -> Iterator[Any]:
                   **kw: Any) -> torch.Tensor:
         state["pos"] = positions
         try:
-            logits = _model_logits(lm.model, ids, attention_mask, **kw)
+            logits = _model_logits(lm, ids, attention_mask, **kw)
         finally:
             state["pos"] = None
         if logits.shape[1] != positions.numel():  # the head bypassed the hook: slice afterwards
@@ -464,7 +467,7 @@ def ar_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
         for r, q in enumerate(inputs):
             ids[r, :len(q)] = torch.tensor(q)
             am[r, :len(q)] = 1
-        logits = _model_logits(lm.model, ids.to(dev), _none_if_full(am.to(dev)))
+        logits = _model_logits(lm, ids.to(dev), _none_if_full(am.to(dev)))
         for r, (a, c) in enumerate(zip(ctxs, conts)):
             lp = F.log_softmax(logits[r, len(a) - 1:len(a) - 1 + len(c)].float(), dim=-1)  # [T, V]
             tgt = torch.tensor(list(c), device=dev)

@@ -61,11 +61,12 @@ def skip_layers(lm: LoadedModel, indices: Sequence[int]) -> Iterator[list[int]]:
     if not skip:
         yield skip
         return
-    cfg = model.config
+    cfg = ad.layer_config(model)  # may be a sub-config (e.g. DiffusionGemma's text_config)
+    n_attr = ad.num_layers_attr.rpartition(".")[2]
     kept = [b for i, b in enumerate(blocks) if i not in set(skip)]
     # saved state, restored in `finally`
     old_idx: list[tuple[nn.Module, Any]] = []
-    old_cfg = {k: getattr(cfg, k, _MISSING) for k in (ad.num_layers_attr, "layer_types")}
+    old_cfg = {k: getattr(cfg, k, _MISSING) for k in (n_attr, "layer_types")}
     try:
         new_list = nn.ModuleList(kept)
         set_path(model, ad.blocks, new_list)
@@ -77,8 +78,8 @@ def skip_layers(lm: LoadedModel, indices: Sequence[int]) -> Iterator[list[int]]:
                     continue
                 old_idx.append((blk, old))
                 set_path(blk, ad.attn_layer_idx, j)
-        if old_cfg[ad.num_layers_attr] is not _MISSING:
-            setattr(cfg, ad.num_layers_attr, len(kept))
+        if old_cfg[n_attr] is not _MISSING:
+            setattr(cfg, n_attr, len(kept))
         lt = old_cfg["layer_types"]
         if isinstance(lt, (list, tuple)) and len(lt) == len(blocks):
             cfg.layer_types = type(lt)(lt[i] for i in range(len(blocks)) if i not in set(skip))

@@ -151,9 +151,10 @@ def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
     else:
         raise LayerwiseError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)} or pass a Preset")
     data_fields = {f.name for f in dataclasses.fields(D.DataSpec)}
-    top = {k: v for k, v in overrides.items() if k not in data_fields}
-    dat = {k: v for k, v in overrides.items() if k in data_fields}
-    bad = set(top) - {f.name for f in dataclasses.fields(Preset)}
+    preset_fields = {f.name for f in dataclasses.fields(Preset)}
+    top = {k: v for k, v in overrides.items() if k in preset_fields or k not in data_fields}
+    dat = {k: v for k, v in overrides.items() if k in data_fields}  # `seed` goes to both
+    bad = set(top) - preset_fields
     if bad:
         raise LayerwiseError(f"unknown preset field(s) {sorted(bad)}: Preset has "
                              f"{[f.name for f in dataclasses.fields(Preset)]} and DataSpec {sorted(data_fields)}")
@@ -460,6 +461,8 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
                             fused=dev.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, wsd_lambda(n_steps, warmup, p.decay_frac, p.min_lr_frac))
     step, order_digest = 0, D._sha("order", p.seed)
+    if objective == "ar2dlm":  # continue the ar run's digest: the same stream of batches overall
+        order_digest = json.loads((branch / META_FILE).read_text())["data"]["order_digest"]
     ckpt = run / "ckpt" / "state.pt"
     if ckpt.is_file():
         st = torch.load(ckpt, map_location=dev, weights_only=False)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every GPU benchmark in sequence (each under its own time limit), logs to logs/bench_*.log.
+# Usage on the GPU machine: setsid nohup bash scripts/gpu/benchmarks.sh > logs/bench.log 2>&1 < /dev/null &
+# Then poll: bash scripts/gpu/poll.sh
+cd "$(dirname "$0")/../.." || exit 1
+. scripts/gpu/env.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > logs/gpu.txt 2>&1
+run() {  # name timeout command...
+  local name=$1 t=$2; shift 2
+  echo "=== $name start $(date -u +%T)"
+  timeout "$t" "$@" > "logs/bench_$name.log" 2>&1; echo "=== $name rc=$? end $(date -u +%T)"
+}
+for b in ${BENCHES:-training probes sampling skipping gptq memory}; do
+  case $b in
+    training) run training 420 python3 benchmarks/bench_training.py ;;
+    probes)   run probes 300 python3 benchmarks/bench_probes.py ;;
+    sampling) run sampling 600 python3 benchmarks/bench_sampling.py ;;
+    skipping) run skipping 300 python3 benchmarks/bench_skipping.py ;;
+    gptq)     run gptq 600 python3 benchmarks/bench_gptq.py ${GPTQ_ARGS:-} ;;
+    memory)   run memory 300 python3 benchmarks/bench_8b_memory.py ;;
+  esac
+done
+echo "=== all done $(date -u +%T)"
