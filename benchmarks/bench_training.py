@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for c in compiles:
         for o in a.objectives.split(","):
             T.check_objective(o)
-            r = bench_one(preset, o, c, a.steps, a.warmup, dev, a.peak_flops)
+            with T.cpu_threads(preset.cpu_threads, dev):
+                r = bench_one(preset, o, c, a.steps, a.warmup, dev, a.peak_flops)
             rows.append(r)
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
             print(f"{o:7s} compile={c!s:5s} {r['tokens_per_s']:>12,.0f} tok/s  MFU {mfu}  step {r['step_s'] * 1e3:.1f} ms")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     head = (f"# Training throughput: preset `{preset.name}`\n\n"
             f"Device: {device_name()}; torch {torch.__version__}; batch {preset.batch_size} x {preset.seq_len} tokens, "
             f"{df.params.iloc[0]:,} parameters ({df.params_nonembedding.iloc[0]:,} non-embedding), "
-            f"{df.gflops_per_token.iloc[0]:.3f} GFLOP/token; MFU against {a.peak_flops:.3g} FLOP/s; "
+            f"{df.gflops_per_token.iloc[0]:.4g} GFLOP/token; MFU against {a.peak_flops:.3g} FLOP/s; "
             f"{a.steps} timed steps after {a.warmup} warm-up steps; random tokens.\n\n")
     stem.with_suffix(".md").write_text(head + show.to_markdown(index=False) + "\n")
     print(f"wrote {stem.with_suffix('.csv')} and .md")

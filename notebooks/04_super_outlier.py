@@ -41,6 +41,7 @@ data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
 cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
 device = "auto"
 seed = 0
+cpu_threads = 1             # torch threads on CPU: tiny models run fastest on one, on shared cores
 n_seqs = 16                 # held-out sequences for the channel statistics
 seq_len = 128
 batch_size = 8
@@ -63,9 +64,11 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
 from layerwise import plots
+from layerwise.config import resolve_device
 from layerwise.data import eval_sequences
 from layerwise.models import Family
 from layerwise.probes import channel_stats, paired_bootstrap, record_channels
@@ -74,6 +77,8 @@ from layerwise.sampling import diffusion_generate
 from layerwise.subjects import load_subjects
 
 plots.style()
+if resolve_device(device).type == "cpu":
+    torch.set_num_threads(cpu_threads)
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})

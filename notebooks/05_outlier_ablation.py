@@ -43,6 +43,7 @@ data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
 cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
 device = "auto"
 seed = 0
+cpu_threads = 1             # torch threads on CPU: tiny models run fastest on one, on shared cores
 stat_seqs = 8               # held-out sequences for finding the super-outlier
 stat_len = 128
 text_prompts = 8            # held-out text prompts continued under each condition
@@ -74,9 +75,11 @@ from functools import partial
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
 from layerwise import plots
+from layerwise.config import resolve_device
 from layerwise.ablation import (ablation_conditions, ablation_effect, channel_means, random_control_channels,
                                 run_conditions)
 from layerwise.data import arithmetic_heldout, eval_sequences
@@ -87,6 +90,8 @@ from layerwise.sampling import generate
 from layerwise.subjects import load_subjects
 
 plots.style()
+if resolve_device(device).type == "cpu":
+    torch.set_num_threads(cpu_threads)
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})

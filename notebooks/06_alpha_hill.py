@@ -43,6 +43,7 @@ data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
 cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
 device = "auto"
 seed = 0
+cpu_threads = 1             # torch threads on CPU: tiny models run fastest on one, on shared cores
 methods = ["fixed", "ks"]   # cut-off rules computed; the first is the headline
 fraction = 0.5              # `fixed`: share of the spectrum in the tail (0.5 = median xmin, AlphaPruning)
 min_tail = 10               # `ks`: fewest eigenvalues a tail may keep
@@ -59,9 +60,11 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import Markdown, display
 
 from layerwise import plots
+from layerwise.config import resolve_device
 from layerwise.models import Family
 from layerwise.probes import paired_bootstrap
 from layerwise.results import metric, save_result
@@ -69,6 +72,8 @@ from layerwise.spectra import checkpoint_alpha_hill, layer_alpha, model_alpha_hi
 from layerwise.subjects import load_subjects
 
 plots.style()
+if resolve_device(device).type == "cpu":
+    torch.set_num_threads(cpu_threads)
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})

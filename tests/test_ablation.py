@@ -27,6 +27,15 @@ from layerwise.models import wrap
 D, L, V = 32, 4, 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread when the CPU cores are shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_lm(causal: bool = True, seed: int = 0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(hidden_size=D, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4,

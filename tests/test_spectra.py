@@ -25,6 +25,15 @@ from layerwise.spectra import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread when the CPU cores are shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def pareto(n: int, alpha: float, xmin: float, g: torch.Generator) -> torch.Tensor:
     """Samples with density ~ x^-alpha above xmin (a Pareto law of shape alpha - 1)."""
     u = torch.rand(n, generator=g, dtype=torch.float64)
