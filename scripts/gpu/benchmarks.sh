@@ -12,11 +12,11 @@ run() {  # name timeout command...
 }
 for b in ${BENCHES:-training probes sampling skipping gptq memory}; do
   case $b in
-    training) run training 420 python3 benchmarks/bench_training.py ;;
+    training) run training 420 python3 benchmarks/bench_training.py --steps 120 ;;
     probes)   run probes 300 python3 benchmarks/bench_probes.py ;;
-    sampling) run sampling 600 python3 benchmarks/bench_sampling.py ;;
-    skipping) run skipping 300 python3 benchmarks/bench_skipping.py ;;
-    gptq)     run gptq 600 python3 benchmarks/bench_gptq.py ${GPTQ_ARGS:-} ;;
+    sampling) run sampling 600 python3 benchmarks/bench_sampling.py --time-blocks 2 --batches 1,8,32 --prefix-cache ;;
+    skipping) run skipping 420 python3 benchmarks/bench_skipping.py --shapes gpu,8b ;;
+    gptq)     run gptq 600 python3 benchmarks/bench_gptq.py ${GPTQ_ARGS:---layers 8} ;;
     memory)   run memory 300 python3 benchmarks/bench_8b_memory.py ;;
   esac
 done
