@@ -140,7 +140,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             f"{df.params.iloc[0]:,} parameters ({df.params_nonembedding.iloc[0]:,} non-embedding), "
             f"{df.gflops_per_token.iloc[0]:.4g} GFLOP/token; MFU against {a.peak_flops:.3g} FLOP/s; "
             f"{a.steps} timed steps after {a.warmup} warm-up steps; random tokens.\n\n")
-    stem.with_suffix(".md").write_text(head + show.to_markdown(index=False) + "\n")
+    try:
+        table = show.to_markdown(index=False)
+    except ImportError:  # pandas needs `tabulate` for this; the GPU image may lack it: plain pipe table
+        table = "\n".join(["| " + " | ".join(show.columns) + " |", "|" + "---|" * len(show.columns)]
+                          + ["| " + " | ".join(str(v) for v in r) + " |" for r in show.itertuples(index=False)])
+    stem.with_suffix(".md").write_text(head + table + "\n")
     print(f"wrote {stem.with_suffix('.csv')} and .md")
     return df
 

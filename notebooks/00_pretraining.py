@@ -49,7 +49,7 @@ data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
 cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
 device = "auto"
 seed = 0
-overrides = {}        # Preset field overrides for training, e.g. {"micro_batch": 32}; [] keeps the preset
+overrides = {}        # Preset field overrides for training, e.g. {"micro_batch": 32}; {} keeps the preset
 smooth = 5            # moving-average window (log points) for the loss curves
 
 # %% tags=["provenance"]
@@ -125,7 +125,7 @@ if paths:
     for o, df in logs.items():
         ax.plot(df.tokens / 1e6, df.loss.rolling(smooth, min_periods=1).mean(), color=plots.model_color(o),
                 ls=plots.model_linestyle(o), label=o)
-    ax.axvline(metas["ar2dlm"]["tokens_seen"] * p.branch_frac / 1e6, color="grey", lw=0.8, ls=":")
+    ax.axvline(p.branch_step * p.batch_size * p.seq_len / 1e6, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("training loss (nats / token)")
     ax.set_yscale("log")

@@ -50,7 +50,7 @@ text_prompts = 8            # held-out text prompts continued under each conditi
 prompt_len = 32             # prompt tokens
 gen_tokens = 32             # tokens generated per text prompt
 arith_items = 8             # held-out arithmetic problems
-arith_fewshot = 2           # solved problems in front of each question
+arith_fewshot = 1           # solved problems in front of each question (tiny: prompts stay < 128 tokens)
 answer_tokens = 8           # tokens generated per arithmetic answer
 diffusion_steps = 0         # denoising steps for the diffusion models; 0 = the model's default ratio
 batch_size = 8

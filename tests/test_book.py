@@ -163,7 +163,16 @@ def test_toc_lists_intro_chapters_and_pages(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory, dummy_notebooks):
+def fixed_library():
+    """Pin the library fingerprint for this module, so that an edit of src/ while the tests run (in a
+    shared checkout) does not make the second run of the same chapter look stale."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(book, "library_fingerprint", lambda: "pinned-for-the-test")
+        yield
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, dummy_notebooks, fixed_library):
     tmp = tmp_path_factory.mktemp("book")
     status = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp / "out", cache=tmp / "cache",
                       overrides={"data_dir": str(tmp), "n_points": 3}, progress=False)
@@ -171,7 +180,7 @@ def executed(tmp_path_factory, dummy_notebooks):
 
 
 @pytest.mark.slow
-def test_run_executes_chapter_with_banner_and_stamp(executed, dummy_notebooks):
+def test_run_executes_chapter_with_banner_and_stamp(executed, dummy_notebooks, fixed_library):
     tmp, status = executed
     assert status == {DUMMY: "ran"}
     nb = nbformat.read(str(tmp / "out" / "notebooks" / f"{DUMMY}.ipynb"), as_version=4)

@@ -20,6 +20,7 @@ from layerwise.models import META_FILE, Family, load
 from layerwise.subjects import load_subjects
 
 PRESET = T.get_preset("test")
+pytestmark = pytest.mark.slow  # trains (on CPU, in seconds): still part of CI
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,8 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, td: D.Trai
         f.write(json.dumps({"step": 7, "loss": 99.0}) + "\n")
     resumed = T.train("dlm", p, cache_dir=tmp_path / "b", progress=False, train_data=td, device="cpu")
     assert resumed.complete and resumed.steps == full.steps == p.total_steps
+    # an overridden budget trains into its own folder, never over the registered preset's
+    assert full.path.parent.name == f"test-{p.config_hash()[:8]}"
     ma, mb = _meta(full.path), _meta(resumed.path)
     assert ma["data"]["order_digest"] == mb["data"]["order_digest"]
     assert [r["step"] for r in T.read_log(full.path)] == [r["step"] for r in T.read_log(resumed.path)]

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs every GPU benchmark in sequence (each under its own time limit), logs to logs/bench_*.log.
-# Usage on the GPU machine: setsid nohup bash scripts/gpu/benchmarks.sh > logs/bench.log 2>&1 < /dev/null &
+# Runs every GPU benchmark in sequence (each under its own time limit), logs to runs/logs/bench_*.log.
+# Everything it writes lives in git-ignored runs/: a device call re-syncs tracked and untracked files.
+# Usage on the GPU machine: setsid nohup bash scripts/gpu/benchmarks.sh > runs/logs/bench.log 2>&1 < /dev/null &
 # Then poll: bash scripts/gpu/poll.sh
 cd "$(dirname "$0")/../.." || exit 1
 . scripts/gpu/env.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > logs/gpu.txt 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt 2>&1
 run() {  # name timeout command...
   local name=$1 t=$2; shift 2
   echo "=== $name start $(date -u +%T)"
-  timeout "$t" "$@" > "logs/bench_$name.log" 2>&1; echo "=== $name rc=$? end $(date -u +%T)"
+  timeout "$t" "$@" > "runs/logs/bench_$name.log" 2>&1; echo "=== $name rc=$? end $(date -u +%T)"
+  cp -r benchmarks/results/. runs/results/  # the tracked folder is overwritten by the next call's sync
 }
 for b in ${BENCHES:-training probes sampling skipping gptq memory}; do
   case $b in

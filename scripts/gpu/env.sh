@@ -9,4 +9,4 @@ export PATH=/tmp/site/bin:$PATH
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 export LAYERWISE_DATA_DIR=${LAYERWISE_DATA_DIR:-$PWD/.carry/data}
 export LAYERWISE_CACHE_DIR=${LAYERWISE_CACHE_DIR:-$PWD/.cache/layerwise}
-mkdir -p logs
+mkdir -p runs/logs runs/results

@@ -2,12 +2,12 @@
 # Poll a background GPU job: wait up to $1 seconds (default 240) for "all done" in $2 (default logs/bench.log),
 # print progress, and pack logs + results into $OUT for the trip back.
 cd "$(dirname "$0")/../.." || exit 1
-log=${2:-logs/bench.log}; end=$((SECONDS + ${1:-240}))
+log=${2:-runs/logs/bench.log}; end=$((SECONDS + ${1:-240}))
 while [ $SECONDS -lt $end ] && ! grep -q "all done" "$log" 2>/dev/null; do sleep 15; done
-cat "$log"; for f in logs/*.log; do echo "--- $f"; tail -n 4 "$f" | cut -c1-300; done
+cat "$log"; for f in runs/logs/*.log; do echo "--- $f"; tail -n 4 "$f" | cut -c1-300; done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results.tgz" logs benchmarks/results $(ls -d _build/gpu/notebooks 2>/dev/null) \
+  tar czf "$OUT/results.tgz" runs/logs runs/results $(ls -d _build/gpu/notebooks 2>/dev/null) \
     $(ls -d .cache/layerwise/results 2>/dev/null) $(find .cache/layerwise/triplet -name train_log.jsonl 2>/dev/null) 2>/dev/null
   ls -la "$OUT"
 fi

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
@@ -441,9 +442,11 @@ def ablation_effect(df: pd.DataFrame, *, metric: str = "rep_3", scope: str = "ea
     rng = np.random.default_rng(seed)
     pi = rng.integers(0, P, (n_boot, P))
     di = rng.integers(0, D, (n_boot, D))
-    c_b = np.stack([np.nanmean(c[di[b]][:, pi[b]], 0) for b in range(n_boot)])  # [B, P]
-    diffs = np.nanmean(o[pi] - c_b, 1)
+    with warnings.catch_warnings():  # NaN metrics (generations shorter than n) may empty a slice
+        warnings.simplefilter("ignore", RuntimeWarning)
+        c_b = np.stack([np.nanmean(c[di[b]][:, pi[b]], 0) for b in range(n_boot)])  # [B, P]
+        diffs = np.nanmean(o[pi] - c_b, 1)
+        diff = float(np.nanmean(o - np.nanmean(c, 0)))
     q = (1 - level) / 2
-    diff = float(np.nanmean(o - np.nanmean(c, 0)))
     return Effect(metric, scope, float(np.nanmean(o)), float(np.nanmean(c)), diff,
                   (float(np.nanquantile(diffs, q)), float(np.nanquantile(diffs, 1 - q))), P, D)

@@ -574,6 +574,10 @@ def refresh_reference(*, chapters: Sequence[str] | None = None, dest: str | os.P
         for c in nb.cells:
             if "injected-parameters" in c.metadata.get("tags", []):
                 c.source = _PATH_PARAM.sub(lambda m: f'{m.group(1)} = ""', c.source)
+        recorded = nb.metadata.get("papermill", {}).get("parameters", {})
+        for key in ("cache_dir", "data_dir"):
+            if key in recorded:
+                recorded[key] = ""
         path = dest / f"{ch}.ipynb"
         nbformat.write(nb, str(path))
         written.append(path)

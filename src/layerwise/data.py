@@ -23,7 +23,8 @@ import json
 import lzma
 import os
 import random
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 
@@ -477,7 +478,10 @@ def prepare(spec: DataSpec, *, data_dir: str | os.PathLike | None = None,
         tok = train_tokenizer(tok_texts(), spec.vocab_size)
         tmp = tok_dir.with_name(tok_dir.name + f".tmp{os.getpid()}")
         tok.save_pretrained(tmp)
-        tmp.replace(tok_dir) if not tok_dir.exists() else None
+        try:
+            tmp.replace(tok_dir)
+        except OSError:  # another process saved the same (byte-identical) tokenizer first
+            shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     tsha = tokenizer_sha(tokenizer)
 
@@ -559,7 +563,3 @@ def calibration_sequences(tokenizer: Any, preset_or_source: str, n_seqs: int, se
     stream (so calibration and evaluation windows differ)."""
     return eval_sequences(tokenizer, preset_or_source, n_seqs, seq_len, data_dir=data_dir,
                           seed=1_000_003 + seed, cache_dir=cache_dir)
-
-
-def spec_dict(spec: DataSpec) -> dict[str, Any]:
-    return asdict(spec)

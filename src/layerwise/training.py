@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
 import shutil
@@ -249,9 +248,10 @@ def diffusion_loss(model: torch.nn.Module, ids: torch.Tensor, mask_id: int, eps:
         logits, targets, m = logits[:, :-1], ids[:, 1:], masked[:, 1:]
     else:
         targets, m = ids, masked
-    weight = (1.0 / p).expand_as(m)[m]  # [M]
-    ce = F.cross_entropy(logits[m].float(), targets[m], reduction="none")  # [M]
-    return (ce * weight).sum() / (b * l)
+    # CE at every position, zero weight where unmasked: no boolean indexing, hence no host sync
+    # (a data-dependent shape) inside a compiled training step
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(m)
+    return (ce * m / p).sum() / (b * l)
 
 
 def objective_loss(objective: str, model: torch.nn.Module, ids: torch.Tensor, mask_id: int | None, eps: float,
@@ -287,7 +287,14 @@ def wsd_lambda(total: int, warmup: int, decay_frac: float, min_frac: float) -> C
 
 
 def triplet_dir(preset: str | Preset, cache_dir: str | os.PathLike | None = None) -> Path:
-    name = preset.name if isinstance(preset, Preset) else preset
+    """``<cache>/triplet/<preset name>``; a registered preset changed by overrides that alter its
+    config hash gets ``<name>-<hash8>``, so it never clobbers (or is mistaken for) the registered one."""
+    if isinstance(preset, Preset):
+        name = preset.name
+        if name in PRESETS and preset.config_hash() != PRESETS[name].config_hash():
+            name = f"{name}-{preset.config_hash()[:8]}"
+    else:
+        name = preset
     return _cache_dir(cache_dir) / "triplet" / name
 
 
@@ -423,8 +430,25 @@ def train(objective: str, preset: str | Preset = "tiny", *, data_dir: str | os.P
     run = run_dir(p, objective, cache_dir)
     if is_complete(run, p):
         return RunResult(run, json.loads((run / META_FILE).read_text())["steps"], True, read_log(run))
-    with cpu_threads(p.cpu_threads, dev):
+    run.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run), cpu_threads(p.cpu_threads, dev):
+        if is_complete(run, p):  # another process finished it while we waited for the lock
+            return RunResult(run, json.loads((run / META_FILE).read_text())["steps"], True, read_log(run))
         return _train(objective, p, run, dev, data_dir, cache_dir, progress, stop_after, peak_flops, train_data)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path):
+    """An exclusive advisory lock on ``<run>/.lock``: chapters executed in parallel that all call
+    ``ensure_triplet`` train each run once; the others wait, then load it."""
+    import fcntl
+
+    with open(run / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: str | os.PathLike | None,
@@ -510,7 +534,7 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
 
     bar = tqdm(total=n_steps, initial=step, desc=f"train {p.name}/{objective}", disable=not progress, unit="step")
     t_last, tok_since, done_now = time.perf_counter(), 0, 0
-    loss_acc = 0.0
+    loss_acc = torch.zeros((), device=dev)  # summed on device: no host sync except at log points
     while step < n_steps:
         if stop_after is not None and done_now >= stop_after:
             break
@@ -520,7 +544,7 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
         batch = td.rows(idx).to(dev, non_blocking=True)
         gen = _step_generator(p.seed, objective, g_step, dev)
         opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=dev)
         for mb in batch.split(p.micro_batch):
             with _autocast(dev):
                 loss = objective_loss(objective, fwd, mb, mask_id, p.eps, gen) / accum
@@ -532,7 +556,7 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
         step += 1
         done_now += 1
         tok_since += tokens_per_step
-        loss_acc += float(total)
+        loss_acc += total
         bar.update(1)
         if step % p.log_every == 0 or step == n_steps:
             if dev.type == "cuda":
@@ -541,14 +565,14 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
             tps = tok_since / max(now - t_last, 1e-9)
             n_avg = step % p.log_every or p.log_every
             rec = {"step": step, "global_step": g_step + 1, "tokens": (g_step + 1) * tokens_per_step,
-                   "loss": loss_acc / n_avg, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
+                   "loss": float(loss_acc) / n_avg, "lr": sched.get_last_lr()[0], "grad_norm": float(gnorm),
                    "tokens_per_s": tps,
                    "mfu": (tps * fpt / peak_flops) if (dev.type == "cuda" and peak_flops) else None}
             with log_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             log.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:,.0f}")
-            t_last, tok_since, loss_acc = now, 0, 0.0
+            t_last, tok_since, loss_acc = now, 0, torch.zeros((), device=dev)
         if step in snaps:
             snap = run / "snapshots" / f"step_{start_global + step}"
             _save_model(model, tok, snap, meta(step, False, snapshot=True))
