@@ -51,6 +51,8 @@ device = "auto"
 seed = 0
 overrides = {}        # Preset field overrides for training, e.g. {"micro_batch": 32}; {} keeps the preset
 smooth = 5            # moving-average window (log points) for the loss curves
+arith_items = 64      # held-out arithmetic problems per model (our GSM8K stand-in)
+arith_batch = 32      # generation batch size
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -171,6 +173,47 @@ if paths:
                      "on held-out text (fixed noise for the diffusion models). All three share the data-order "
                      f"digest `{metas['ar']['data']['order_digest'][:12]}`."))
 
+# %% [markdown]
+# ## Held-out arithmetic
+#
+# The arithmetic problems of the evaluation set never occur in training (tested). `ar` answers
+# greedily; `dlm` and `ar2dlm` with the masked-diffusion sampler (LLaDA's low-confidence remasking,
+# one token per step, temperature 0). Exact match on the first integer generated, through the
+# project's lm-eval task `lw_arithmetic` (`layerwise.evals.evaluate`). *Chance* is what a constant
+# guesser scores (the frequency of the commonest answer). The interval is a 95% Wilson interval.
+
+# %%
+from layerwise import evals
+from layerwise.models import load
+
+if paths:
+    arith_rows = []
+    for o in paths:
+        lm = load(str(paths[o]), device=device)
+        r = evals.evaluate(lm, ["lw_arithmetic"], limit=arith_items, batch_size=arith_batch, seed=seed,
+                           data_dir=data_dir or None, cache_dir=cache_dir or None)
+        key = next(k for k in r["metrics"]["lw_arithmetic"] if k.startswith("exact_match"))
+        k_ok, n = int(round(sum(r["items"]["lw_arithmetic"][key]))), r["n"]["lw_arithmetic"]
+        lo, hi = evals.wilson_interval(k_ok, n)
+        arith_rows.append({"model": o, "sampler": "greedy (AR)" if lm.family.value == "ar" else "masked diffusion",
+                           "accuracy": k_ok / n, "ci_low": lo, "ci_high": hi,
+                           "chance": r["chance"]["lw_arithmetic"][key], "items": n})
+        del lm
+    arith = pd.DataFrame(arith_rows).set_index("model")
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for i, (o, row) in enumerate(arith.iterrows()):
+        ax.bar(i, row.accuracy, color=plots.model_color(o), label=o)
+        ax.errorbar(i, row.accuracy, yerr=[[row.accuracy - row.ci_low], [row.ci_high - row.accuracy]], color="k", capsize=4)
+    ax.axhline(arith.chance.max(), color="grey", ls="--", lw=1, label="chance (constant guess)")
+    ax.set_xticks(range(len(arith)), arith.index)
+    ax.set_ylabel("exact match (fraction)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    plt.show()
+    display(Markdown(f"**Figure 3.** Held-out arithmetic accuracy per model ({arith_items} problems, 95% Wilson "
+                     "intervals); dashed: chance."))
+    display(arith.round(3))
+
 # %%
 if paths:
     out = save_result(
@@ -178,7 +221,10 @@ if paths:
         models={o: str(paths[o]) for o in paths},
         metrics={**{f"heldout_loss_{o}": metric(metas[o]["val_loss"], model=o, note="own objective, held-out text")
                     for o in paths},
-                 **{f"tokens_seen_{o}": metric(metas[o]["tokens_seen"], model=o) for o in paths}},
+                 **{f"tokens_seen_{o}": metric(metas[o]["tokens_seen"], model=o) for o in paths},
+                 **{f"arithmetic_accuracy_{o}": metric(r.accuracy, (r.ci_low, r.ci_high), model=o, chance=r.chance,
+                                                       note=f"held-out arithmetic, {r.sampler}, {r.items} items")
+                    for o, r in arith.iterrows()}},
         data={"preset": p.name, "config_hash": p.config_hash(), "table": table.reset_index().to_dict("records"),
               "logs": {o: logs[o][["tokens", "loss", "tokens_per_s"]].to_dict("list") for o in paths},
               "snapshots": {o: sorted(x.name for x in (run_dir(p, o, cache_dir or None) / "snapshots").glob("step_*"))

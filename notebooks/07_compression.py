@@ -326,6 +326,16 @@ for _, r in effects[effects.task == headline_task].iterrows():
                     f"earlier-is-sparser relative to deeper-is-sparser, {r.metric} (%)")
     ledger[f"early_minus_late_pct__{r.model}"] = m
     ledger.setdefault(f"early_minus_late_pct_{r.family}", m)
+# DLM minus AR difference of the 3-bit change; its interval combines the two intervals' half-widths in
+# quadrature (a normal approximation that treats the two models' bootstrap errors as independent)
+for fam in ("dlm", "ar2dlm"):
+    a, d = ledger.get("gptq3_change_pct_ar"), ledger.get(f"gptq3_change_pct_{fam}")
+    if a and d and a["value"] is not None and d["value"] is not None and a["ci"] and d["ci"]:
+        half = float(np.hypot((a["ci"][1] - a["ci"][0]) / 2, (d["ci"][1] - d["ci"][0]) / 2))
+        diff = d["value"] - a["value"]
+        ledger[f"gptq3_change_pct_{fam}_minus_ar"] = metric(
+            diff, (diff - half, diff + half), model=f"{d['model']} - {a['model']}",
+            note="3-bit GPTQ change (percentage points): positive = the diffusion model loses less")
 path = save_result(
     "07_compression", profile=profile, metrics=ledger,
     models={n: lm.spec.model_id for n, lm in subjects.items()},

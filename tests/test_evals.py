@@ -216,3 +216,14 @@ def test_wrapper_rejects_bad_input(tiny_ar):
         LayerwiseLM(tiny_ar.model)  # type: ignore[arg-type]
     with pytest.raises(LayerwiseError, match="batch_size"):
         LayerwiseLM(tiny_ar, batch_size=0)
+
+
+def test_wilson_interval_matches_scipy_and_edges():
+    from scipy.stats import binomtest
+
+    from layerwise.evals import wilson_interval
+    for k, n in [(0, 10), (3, 10), (10, 10), (40, 64)]:
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-6)
+    with pytest.raises(LayerwiseError):
+        wilson_interval(0, 0)

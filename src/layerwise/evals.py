@@ -644,6 +644,17 @@ def above_chance_pvalue(items: Sequence[float], chance: float | None) -> float:
     return float(binomtest(int(arr.sum()), int(arr.size), min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (well-behaved at 0 and n, unlike Wald)."""
+    if n <= 0:
+        raise LayerwiseError(f"a proportion needs n >= 1 trials, got n={n}")
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def retention_table(base: dict[str, Any], runs: Mapping[str, dict[str, Any]], *, n_boot: int = 1000, seed: int = 0,
                     alpha: float = 0.05) -> Any:
     """Retention of each run relative to ``base`` (outputs of :func:`evaluate` on the same items).
