@@ -491,6 +491,10 @@ def assemble_source(profile: str, out: str | os.PathLike | None = None, *, book_
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(book_dir, src, ignore=shutil.ignore_patterns("chapters", "_build", ".ipynb_checkpoints"))
     (src / "chapters").mkdir()
+    # prose pages include committed benchmark tables as ../benchmarks/results/*.md: keep that path valid
+    bench = base / "benchmarks" / "results"
+    shutil.rmtree(bench, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "benchmarks" / "results", bench, ignore=shutil.ignore_patterns("*.csv", "logs"))
     for nb in notebooks:
         shutil.copy2(nb, src / "chapters" / nb.name)
     cfg = yaml.safe_load(config.read_text()) or {}

@@ -13,6 +13,7 @@ import torch
 
 DATA_DIR_ENV = "LAYERWISE_DATA_DIR"
 CACHE_DIR_ENV = "LAYERWISE_CACHE_DIR"
+DTYPE_ENV = "LAYERWISE_DTYPE"  #: overrides what "auto" means (e.g. bfloat16 on CPU, to smoke-test bf16 paths)
 
 #: repository root when the package is used from a checkout (src/layerwise/config.py -> root)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``"auto"`` gives bfloat16 on CUDA and float32 on CPU."""
+    """``"auto"`` gives ``$LAYERWISE_DTYPE`` if set, else bfloat16 on CUDA and float32 on CPU."""
+    if (dtype is None or dtype == "auto") and os.environ.get(DTYPE_ENV):
+        dtype = os.environ[DTYPE_ENV]
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):

@@ -137,7 +137,7 @@ PRESETS: dict[str, Preset] = {
     "gpu": Preset(name="gpu", data=D.DataSpec(source="gutenberg", vocab_size=16384, seq_len=512, arith_frac=0.03,
                                                tokenizer_train_bytes=50_000_000),
                   d_model=512, n_layers=12, n_heads=8, d_mlp=1408, tokens=100_000_000, batch_size=128,
-                  micro_batch=64, lr=2e-3, warmup_frac=0.02, ckpt_every=200, log_every=10, val_seqs=64),
+                  micro_batch=128, lr=2e-3, warmup_frac=0.02, ckpt_every=200, log_every=10, val_seqs=64),
 }
 
 
