@@ -201,7 +201,7 @@ def channel_means(lm: LoadedModel, input_ids: torch.Tensor, *, attention_mask: t
             ids = input_ids[s:s + batch_size].to(dev)
             am = attention_mask[s:s + batch_size].to(dev) if attention_mask is not None else None
             cur["mask"] = am.to(torch.float64) if am is not None else None
-            lm.model(input_ids=ids, attention_mask=am)
+            lm.logits(ids, am)  # the adapter's forward: LLaDA / Dream / DiffusionGemma padding conventions
             count += am.sum() if am is not None else ids.numel()
     finally:
         for h in handles:

@@ -54,6 +54,7 @@ PUBLISHED_PROFILE = "gpu"
 KNOWN_CHAPTERS = (
     "00_pretraining", "01_layer_similarity", "02_token_similarity", "03_layer_skipping",
     "04_super_outlier", "05_outlier_ablation", "06_alpha_hill", "07_compression", "08_claims_ledger",
+    "09_performance",
 )
 #: top-level keys of a profile file that are runner flags, not parameter sections
 PROFILE_FLAGS = ("requires_data",)

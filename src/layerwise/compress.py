@@ -142,7 +142,8 @@ def _block_device(block: nn.Module) -> torch.device:
 @torch.no_grad()
 def capture_block_inputs(lm: LoadedModel, input_ids: torch.Tensor, *, batch_size: int = 8,
                          store_device: str | torch.device | None = None) -> BlockInputs:
-    """Run the model on ``input_ids`` ``[n, seq]`` up to block 0 and keep block 0's inputs."""
+    """Run the model (``lm.logits``, the adapter's forward) on ``input_ids`` ``[n, seq]`` up to block 0 and
+    keep block 0's inputs."""
     blocks = lm.adapter.get_blocks(lm.model)
     store = torch.device(store_device) if store_device is not None else lm.device
     cap = BlockInputs()
@@ -157,11 +158,8 @@ def capture_block_inputs(lm: LoadedModel, input_ids: torch.Tensor, *, batch_size
     handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for chunk in input_ids.split(batch_size):
-            try:
-                try:
-                    lm.model(input_ids=chunk.to(lm.device), use_cache=False)
-                except TypeError:  # remote code without a use_cache argument
-                    lm.model(input_ids=chunk.to(lm.device))
+            try:  # the adapter's forward hides LLaDA's / Dream's / DiffusionGemma's calling conventions
+                lm.logits(chunk)
             except _StopForward:
                 pass
     finally:
@@ -468,7 +466,7 @@ def quantize(lm: LoadedModel, method: QuantMethod = "gptq", bits: int = 4, group
 
     def fn(i: int, _b: nn.Module, linears: dict[str, nn.Linear], stats: dict[str, LinearStats]) -> bool:
         for role, lin in linears.items():
-            w_old = lin.weight.detach().float()
+            w_old = lin.weight.detach().float().clone()  # .float() is a no-op view in float32
             _write(lin, gptq_quantize_weight(w_old, stats[role].hessian, bits, group_size,
                                              act_order=act_order, damp=damp))
             _record(rows, i, role, lin, w_old)
@@ -516,7 +514,7 @@ def prune(lm: LoadedModel, method: PruneMethod = "wanda", sparsity: float | Sequ
 
     def fn(i: int, _b: nn.Module, linears: dict[str, nn.Linear], stats: dict[str, LinearStats]) -> bool:
         for role, lin in linears.items():
-            w_old = lin.weight.detach().float()
+            w_old = lin.weight.detach().float().clone()  # .float() is a no-op view in float32
             if method == "wanda":
                 new = w_old.masked_fill(wanda_mask(w_old, stats[role].col_norm, per[i], nm), 0.0)
             else:

@@ -5,7 +5,8 @@ threshold the paper says it lies on. The verdict follows from the metric's confi
 
 - **reproduced**: the whole interval lies on the paper's side of the threshold;
 - **not reproduced**: the whole interval lies on the other side;
-- **inconclusive**: the interval straddles the threshold, or the metric has no interval;
+- **inconclusive**: the interval straddles the threshold, or the metric has no value or no interval
+  (e.g. the retention of a baseline that is not above chance);
 - **not run**: the chapter's result file or the metric is missing.
 
 A claim with several parts (e.g. "DLM keeps > 90% *and* AR does not") is reproduced only when every
@@ -76,10 +77,10 @@ CLAIMS: tuple[Claim, ...] = (
 
 def part_verdict(part: Part, metric: dict[str, Any] | None) -> Verdict:
     """Verdict of one comparison from its metric entry (``{"value", "ci"}``) or None if missing."""
-    if metric is None or metric.get("value") is None:
+    if metric is None:
         return "not run"
-    ci = metric.get("ci")
-    if not ci or ci[0] is None or ci[1] is None:
+    ci = metric.get("ci")  # a metric written with no value (e.g. retention of a chance-level baseline) is inconclusive
+    if metric.get("value") is None or not ci or ci[0] is None or ci[1] is None:
         return "inconclusive"
     lo, hi = float(ci[0]), float(ci[1])
     if part.side == ">":

@@ -1,0 +1,542 @@
+"""The benchmark scripts' committed results as tidy frames, and the project's performance targets.
+
+The scripts in ``benchmarks/`` write ``benchmarks/results/<stem>.csv`` (the numbers) and ``<stem>.md``
+(a table plus, for most, the command that produced it); GPU runs are the published stems, CPU smoke
+runs end in ``_tiny``. This module reads them for the book's performance page (chapter
+``09_performance``): nothing here measures anything, and every number in :func:`targets_table` is a CSV
+cell or arithmetic on CSV cells (the targets themselves are the issues' numbers, kept in
+:data:`TARGETS`).
+
+Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
+
+- ``training``: one (objective, compile) training configuration of the gpu preset (``bench_training.py``);
+- ``probes``: one timed pass (plain forward / probe pass) of an 8B-shaped model; ``probes_memory``:
+  one token count of the channel-statistics memory check (``bench_probes.py``, one CSV split in two);
+- ``sampling``: one batch size of the 8B-shaped diffusion sampler, reference vs fast vs the approximate
+  prefix cache (``bench_sampling.py``);
+- ``skipping``: one (shape, k skipped blocks) sampler timing; ``skipping_evals``: evaluations per
+  minute per family (``bench_skipping.py``);
+- ``gptq``: one GPTQ run of an 8B-shaped model (``bench_gptq.py``);
+- ``memory_8b``: one chapter operation on an 8B-shaped model (``bench_8b_memory.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import REPO_ROOT, LayerwiseError
+
+__all__ = [
+    "RESULT_FILES", "TARGETS", "Target", "default_results_dir", "load_benchmarks", "benchmark_info",
+    "targets_table", "sampler_long", "sampler_flops", "training_mfu", "results_markdown",
+]
+
+#: benchmark name -> (CSV stem of the GPU run, CSV stem of the CPU smoke run, markdown stem, script)
+RESULT_FILES: dict[str, tuple[str, str, str, str]] = {
+    "training": ("training", "training_tiny", "training", "bench_training.py"),
+    "probes": ("probes", "probes_tiny", "probes", "bench_probes.py"),
+    "sampling": ("sampling", "sampling_tiny", "sampling", "bench_sampling.py"),
+    "skipping": ("bench_skipping", "bench_skipping_tiny", "bench_skipping", "bench_skipping.py"),
+    "skipping_evals": ("bench_skipping_evals", "bench_skipping_tiny_evals", "bench_skipping",
+                       "bench_skipping.py"),
+    "gptq": ("bench_gptq", "bench_gptq_tiny", "bench_gptq", "bench_gptq.py"),
+    "memory_8b": ("bench_8b_memory", "bench_8b_memory_tiny", "bench_8b_memory", "bench_8b_memory.py"),
+}
+
+#: columns of :func:`targets_table`
+TARGET_COLUMNS = ["target_id", "key", "short", "benchmark", "issue", "quantity", "measured", "target", "comparison",
+                  "unit", "met", "status", "measured_over_target", "device", "source", "note"]
+
+
+def default_results_dir() -> Path:
+    """``<repo>/benchmarks/results``: where the benchmark scripts write and the results are committed."""
+    return REPO_ROOT / "benchmarks" / "results"
+
+
+def _resolve(results_dir: str | os.PathLike | None) -> Path:
+    p = Path(results_dir) if results_dir else default_results_dir()
+    if not p.is_dir():
+        raise LayerwiseError(f"benchmark results directory {p} does not exist: pass the folder holding the "
+                             f"benchmark CSVs (default {default_results_dir()}), or run the scripts in benchmarks/")
+    return p
+
+
+def _stem(name: str, tiny: bool) -> str:
+    return RESULT_FILES[name][1 if tiny else 0]
+
+
+def _md_path(results: Path, name: str, tiny: bool) -> Path:
+    md = RESULT_FILES[name][2]
+    return results / f"{md}_tiny.md" if tiny else results / f"{md}.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_benchmarks(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> dict[str, pd.DataFrame]:
+    """Every benchmark CSV present in ``results_dir`` as a DataFrame, keyed by benchmark name.
+
+    Missing files are simply absent from the result. ``tiny=True`` reads the CPU smoke runs
+    (``*_tiny.csv``) instead of the GPU ones. Derived columns added (all from the row's own cells):
+    ``training.tflop_per_s`` (``gflops_per_token * tokens_per_s``), ``training.peak_tflop_per_s``
+    (the peak its ``mfu`` is relative to, ``tflop_per_s / mfu``), ``gptq.total_min``. ``probes`` is
+    split into ``probes`` (throughput rows) and ``probes_memory`` (memory rows), each without the
+    other's empty columns.
+    """
+    results = _resolve(results_dir)
+    out: dict[str, pd.DataFrame] = {}
+    for name in RESULT_FILES:
+        path = results / f"{_stem(name, tiny)}.csv"
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        if name == "probes" and "part" in df:
+            thr = df[df["part"] == "throughput"].dropna(axis=1, how="all").reset_index(drop=True)
+            mem = df[df["part"] == "memory"].dropna(axis=1, how="all").reset_index(drop=True)
+            out["probes"] = thr
+            out["probes_memory"] = mem
+            continue
+        if name == "training":
+            df["tflop_per_s"] = df["gflops_per_token"] * df["tokens_per_s"] / 1e3
+            df["peak_tflop_per_s"] = df["tflop_per_s"] / df["mfu"]
+        if name == "gptq":
+            df["total_min"] = df["total_s_extrapolated"] / 60.0
+        out[name] = df
+    return out
+
+
+_DEVICE_PATTERNS = (
+    re.compile(r"Device: ([^;\n]+?)[.;]\s"),           # probes.md, sampling.md, training.md
+    re.compile(r" on ([^;,\n]+?);"),                     # bench_gptq.md
+    re.compile(r"^# .*\(([^,()]+), torch\.", re.M),      # bench_skipping.md title
+)
+
+
+def _md_device(text: str) -> str:
+    for pat in _DEVICE_PATTERNS:
+        m = pat.search(text)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
+def _md_command(text: str) -> str:
+    m = re.search(r"Command: `([^`]+)`", text)
+    return m.group(1).strip() if m else ""
+
+
+def _docstring_command(script: Path, tiny: bool) -> str:
+    """The first ``python benchmarks/<script> ...`` line of the script's docstring for GPU (or CPU)."""
+    if not script.is_file():
+        return ""
+    doc = ast.get_docstring(ast.parse(script.read_text())) or ""
+    for line in doc.splitlines():
+        m = re.search(rf"(python benchmarks/{re.escape(script.name)}[^#\n]*)", line)
+        if m and ("--tiny" in m.group(1)) == tiny:
+            return m.group(1).strip()
+    return ""
+
+
+def benchmark_info(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> pd.DataFrame:
+    """One row per benchmark: its CSV, whether it ran, rows, device and the command that produced it.
+
+    The command is the one the ``.md`` records (``command_source = "results .md"``); where the
+    ``.md`` records none, the GPU (or ``--tiny``) command from the script's docstring
+    (``"script docstring"``), which may differ in its options from the run that was committed.
+    """
+    results = _resolve(results_dir)
+    frames = load_benchmarks(results, tiny=tiny)
+    rows = []
+    for name, (gpu, cpu, _md, script) in RESULT_FILES.items():
+        csv = f"{cpu if tiny else gpu}.csv"
+        md_path = _md_path(results, name, tiny)
+        text = md_path.read_text() if md_path.is_file() else ""
+        df = frames.get(name)
+        device = ""
+        if df is not None and "device" in df and len(df):
+            device = str(df["device"].iloc[0])
+        device = device or _md_device(text)
+        cmd, source = _md_command(text), "results .md"
+        if not cmd:
+            cmd, source = _docstring_command(results.parent / script, tiny), "script docstring"
+        n = len(df) if df is not None else 0
+        if name == "probes" and "probes_memory" in frames:
+            n += len(frames["probes_memory"])
+        rows.append({"benchmark": name, "csv": csv, "ran": df is not None, "rows": n, "device": device or "unknown",
+                     "script": f"benchmarks/{script}", "command": cmd or "(not recorded)", "command_source": source,
+                     "md": md_path.name if md_path.is_file() else ""})
+    return pd.DataFrame(rows)
+
+
+def results_markdown(name: str, results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> str:
+    """The ``.md`` a benchmark script wrote, ready to display inside a notebook ("" when missing).
+
+    Its ``#`` headings become bold lines: headings inside a cell's output would otherwise enter the
+    book's table of contents (and break ``jupyter-book build -W`` on header-level jumps).
+    """
+    path = _md_path(_resolve(results_dir), name, tiny)
+    if not path.is_file():
+        return ""
+    return re.sub(r"^#+\s*(.+)$", r"**\1**", path.read_text(), flags=re.M)
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived tables
+# ---------------------------------------------------------------------------------------------
+
+
+def _measured_peak(frames: dict[str, pd.DataFrame]) -> float:
+    """The bf16 matmul peak (TFLOP/s) that ``bench_probes.py`` measured, or NaN."""
+    p = frames.get("probes")
+    if p is None or "matmul_peak_tflop_per_s" not in p or p["matmul_peak_tflop_per_s"].isna().all():
+        return float("nan")
+    return float(p["matmul_peak_tflop_per_s"].dropna().iloc[0])
+
+
+def _datasheet_peak(frames: dict[str, pd.DataFrame]) -> float:
+    """The peak (TFLOP/s) training.csv's MFU is relative to (the datasheet's), or NaN."""
+    t = frames.get("training")
+    if t is None or t["peak_tflop_per_s"].isna().all():
+        return float("nan")
+    return float(t["peak_tflop_per_s"].dropna().median())
+
+
+def training_mfu(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Training throughput per (objective, compile) with MFU against both peaks.
+
+    ``mfu`` (as committed) is against the datasheet bf16 peak (``peak_tflop_per_s``); ``mfu_vs_measured``
+    is against the matmul peak ``bench_probes.py`` measured on the same machine type (``probes.csv``).
+    """
+    t = frames.get("training")
+    if t is None:
+        return pd.DataFrame()
+    peak = _measured_peak(frames)
+    out = t[["objective", "compile", "tokens_per_s", "tflop_per_s", "mfu", "peak_tflop_per_s", "step_s",
+             "peak_mem_gib"]].copy()
+    out["measured_peak_tflop_per_s"] = peak
+    out["mfu_vs_measured"] = out["tflop_per_s"] / peak
+    return out
+
+
+def sampler_long(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``sampling`` in long form: one row per (batch, sampler) with ``s_per_sample``,
+    ``samples_per_s`` and ``peak_gib``; sampler is ``reference``, ``fast`` (exact) or ``prefix cache``
+    (approximate, with its ``token_agreement`` with the exact sampler)."""
+    s = frames.get("sampling")
+    if s is None:
+        return pd.DataFrame(columns=["batch", "sampler", "s_per_sample", "samples_per_s", "peak_gib",
+                                     "token_agreement"])
+    rows = []
+    for prefix, label in (("ref", "reference"), ("fast", "fast"), ("cache", "prefix cache")):
+        col = f"{prefix}_s_per_sample"
+        if col not in s:
+            continue
+        part = s[s[col].notna()]
+        rows.append(pd.DataFrame({
+            "batch": part["batch"], "sampler": label, "s_per_sample": part[col],
+            "samples_per_s": part[f"{prefix}_samples_per_s"],
+            "peak_gib": part.get(f"{prefix}_peak_gib", pd.Series(np.nan, index=part.index)),
+            "token_agreement": part["cache_token_agreement"] if prefix == "cache" and "cache_token_agreement" in part
+            else (1.0 if prefix == "fast" else np.nan)}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+_SHAPE_RE = re.compile(r"(\d+) layers, d (\d+), (\d+) heads, MLP (\d+), vocab (\d+)")
+
+
+def _shape_flops(md_text: str, seq_len: int) -> tuple[float, float]:
+    """(FLOPs of all blocks, FLOPs of the LM head) for one sequence of ``seq_len`` tokens, of the model
+    described in a benchmark's ``.md`` ("32 layers, d 4096, 32 heads, MLP 12288, vocab 126464").
+
+    Counted by :func:`layerwise.skipping.block_flops` on the same transformers Llama the scripts build,
+    instantiated on the meta device (no memory, no weights), so the count is the one the benchmarks use.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .models import wrap
+    from .skipping import block_flops
+
+    m = _SHAPE_RE.search(md_text)
+    if not m:
+        raise LayerwiseError("the sampling benchmark's .md does not describe its model shape "
+                             "('N layers, d D, H heads, MLP M, vocab V'): re-run benchmarks/bench_sampling.py")
+    layers, d, heads, mlp, vocab = (int(g) for g in m.groups())
+    cfg = LlamaConfig(hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, vocab_size=vocab, tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    blocks, head = block_flops(wrap(model, tokenizer=None, family="dlm", mask_token_id=vocab - 1), seq_len)
+    return float(sum(blocks)), float(head)
+
+
+def sampler_flops(frames: dict[str, pd.DataFrame], results_dir: str | os.PathLike | None = None, *,
+                  tiny: bool = False, speedup_target: float | None = None) -> pd.DataFrame:
+    """Where the exact diffusion sampler's time goes, per batch of ``sampling.csv``.
+
+    An exact sampler must run every block over the whole canvas (prompt + generation) at every step:
+    bidirectional attention makes every position depend on every other, and changing one token changes
+    them all. Per sample, ``steps x blocks(T)`` FLOPs, plus the LM head: over all ``T`` positions in the
+    reference (LLaDA's generate.py), over the current ``block_length`` positions in the fast sampler.
+    Columns: ``ref_tflop_per_s`` / ``fast_tflop_per_s`` and their MFU against the measured matmul peak
+    (``probes.csv``) and the datasheet peak (``training.csv``); ``floor_s_per_sample``: the fast sampler's
+    FLOPs at 100% of the measured peak; ``target_s_per_sample``: the reference's s/sample divided by
+    the speed-up target; ``mfu_needed``: the share of the measured peak the fast sampler would need to
+    meet it; ``forward_step_s``: one plain forward of the canvas with logits everywhere
+    (``bench_8b_memory.csv``) and ``forward_share``: its share of the reference's time per step.
+    """
+    s = frames.get("sampling")
+    if s is None or not len(s):
+        return pd.DataFrame()
+    results = _resolve(results_dir)
+    md = _md_path(results, "sampling", tiny)
+    target = TARGETS_BY_KEY["sampler"].target if speedup_target is None else speedup_target
+    seq_len = int(s["prompt"].iloc[0] + s["gen_length"].iloc[0])
+    steps, block_len = int(s["steps"].iloc[0]), int(s["block_length"].iloc[0])
+    blocks, head = _shape_flops(md.read_text() if md.is_file() else "", seq_len)
+    ref_flops = steps * (blocks + head)                      # per sample
+    fast_flops = steps * (blocks + head * block_len / seq_len)
+    peak, sheet = _measured_peak(frames) * 1e12, _datasheet_peak(frames) * 1e12
+    out = pd.DataFrame({"batch": s["batch"], "seq_len": seq_len,
+                        "ref_s_per_sample": s.get("ref_s_per_sample", np.nan),
+                        "fast_s_per_sample": s["fast_s_per_sample"]})
+    out["ref_tflop_per_s"] = ref_flops / out["ref_s_per_sample"] / 1e12
+    out["fast_tflop_per_s"] = fast_flops / out["fast_s_per_sample"] / 1e12
+    out["ref_mfu_vs_measured"] = out["ref_tflop_per_s"] * 1e12 / peak
+    out["ref_mfu_vs_datasheet"] = out["ref_tflop_per_s"] * 1e12 / sheet
+    out["fast_mfu_vs_measured"] = out["fast_tflop_per_s"] * 1e12 / peak
+    out["floor_s_per_sample"] = fast_flops / peak
+    out["target_s_per_sample"] = out["ref_s_per_sample"] / target
+    out["mfu_needed"] = fast_flops / out["target_s_per_sample"] / peak
+    mem = frames.get("memory_8b")
+    fwd = {}
+    if mem is not None:
+        for op, sec in zip(mem["operation"], mem["seconds"]):
+            m = re.fullmatch(r"sampling_b(\d+)", str(op))
+            if m:
+                fwd[int(m.group(1))] = float(sec)
+    out["forward_step_s"] = out["batch"].map(lambda b: fwd.get(int(b), np.nan))
+    out["forward_share"] = out["forward_step_s"] / (out["ref_s_per_sample"] * out["batch"] / steps)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured value of a target: the number (NaN = the file ran but has none), device, how obtained."""
+
+    value: float
+    device: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One performance target of the issues.
+
+    ``compute(frames, devices)`` returns the measurements (one per row: most targets have one,
+    per-shape and per-family targets several, as ``{label: Measurement}``; label "" for a single row); it raises
+    ``KeyError`` when a file it needs is missing (the row is then "not run").
+    ``devices`` maps benchmark names to their device. ``comparison`` is ``">="``, ``"<="`` or ``"report"``
+    (no numeric target: the number is reported). ``sources`` are the benchmark names whose CSVs it reads.
+    ``rtol`` is the relative tolerance of the comparison (timing and allocator noise).
+    """
+
+    key: str
+    benchmark: str
+    issue: int
+    quantity: str
+    short: str
+    target: float
+    comparison: str
+    unit: str
+    sources: tuple[str, ...]
+    compute: Callable[[dict[str, pd.DataFrame], dict[str, str]], dict[str, Measurement]]
+    labels: tuple[str, ...] = ("",)
+    rtol: float = 0.0
+
+
+def _training(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    t = training_mfu(frames)
+    if t.empty:
+        raise KeyError("training")
+    if t["mfu"].isna().all():
+        return {"": Measurement(float("nan"), devices.get("training", ""), "no MFU in this run (CPU)")}
+    best = t.loc[t["mfu"].idxmax()]
+    note = (f"best of {len(t)} configurations: {best['objective']}, compile={best['compile']}, "
+            f"{best['tflop_per_s']:.0f} TFLOP/s; MFU against the datasheet peak ({best['peak_tflop_per_s']:.0f} "
+            f"TFLOP/s); against the measured matmul peak ({best['measured_peak_tflop_per_s']:.1f} TFLOP/s, "
+            f"probes.csv): {best['mfu_vs_measured']:.1%}")
+    return {"": Measurement(float(best["mfu"]), devices.get("training", ""), note)}
+
+
+def _probe(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    p = frames["probes"]
+    row = p[p["pass"].str.startswith("probe pass")].iloc[0]
+    fwd = p[p["pass"].str.startswith("forward")]
+    sheet = _datasheet_peak(frames)
+    note = (f"{row['tokens_per_s']:,.0f} tokens/s, {row['tflop_per_s']:.1f} TFLOP/s; MFU against the matmul peak "
+            f"measured in the same run ({row['matmul_peak_tflop_per_s']:.1f} TFLOP/s)")
+    if not math.isnan(sheet):
+        note += f"; against the datasheet peak ({sheet:.0f} TFLOP/s): {row['tflop_per_s'] / sheet:.1%}"
+    if len(fwd):
+        note += (f"; plain forward without hooks: {float(fwd['mfu_vs_measured_peak'].iloc[0]):.1%} of the "
+                 "measured peak")
+    return {"": Measurement(float(row["mfu_vs_measured_peak"]), devices.get("probes", ""), note)}
+
+
+def _sampler(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    s = frames["sampling"]
+    if "ref_samples_per_s" not in s:
+        return {"": Measurement(float("nan"), devices.get("sampling", ""), "the reference sampler did not run")}
+    both = s[s["ref_samples_per_s"].notna() & s["fast_samples_per_s"].notna()]
+    if not len(both):
+        return {"": Measurement(float("nan"), devices.get("sampling", ""), "no batch ran both samplers")}
+    ratio = float(s["fast_samples_per_s"].max() / s["ref_samples_per_s"].max())
+    identical = bool(both["identical_tokens"].astype(str).str.lower().eq("true").all())
+    per_batch = ", ".join(f"batch {int(b)}: {x:.2f}x" for b, x in zip(both["batch"], both["speedup"]))
+    note = (f"best fast samples/s over best reference samples/s (each at its best batch); "
+            f"tokens identical at temperature 0 in every compared batch: {identical}; per batch: {per_batch}")
+    if not identical:
+        note = "TOKENS DIFFER: " + note
+    return {"": Measurement(ratio if identical else float("nan"), devices.get("sampling", ""), note)}
+
+
+def _skipping(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    s = frames["skipping"]
+    out = {}
+    for shape, g in s[s["k"] > 0].groupby("shape", sort=False):
+        worst = g.loc[g["vs_ideal"].idxmin()]
+        base = s[(s["shape"] == shape) & (s["k"] == 0)]["seconds"]
+        unskipped = f" vs {float(base.iloc[0]):.3g} s unskipped" if len(base) else ""
+        note = (f"{int(g['layers'].iloc[0])} layers; worst of k = {', '.join(str(int(k)) for k in g['k'])} "
+                f"(k = {int(worst['k'])}, {worst['seconds']:.3g} s{unskipped}); "
+                f"median over k {g['vs_ideal'].median():.3f}")
+        out[str(shape)] = Measurement(float(worst["vs_ideal"]), devices.get("skipping", ""), note)
+    return out
+
+
+def _evals(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    e = frames["skipping_evals"]
+    return {str(r["family"]): Measurement(
+        float(r["evaluations_per_minute"]), devices.get("skipping", ""),
+        f"{r['shape']} shape; tasks {r['tasks']}, {int(r['items_per_task'])} items each, "
+        f"{int(r['mc_samples'])} Monte-Carlo samples; {r['seconds_per_evaluation']:.1f} s per evaluation")
+        for _, r in e.iterrows()}
+
+
+def _gptq_time(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    g = frames["gptq"].iloc[0]
+    how = (f"extrapolated from {int(g['layers_measured'])} of {int(g['layers_total'])} blocks "
+           f"({g['mean_block_s']:.2f} s per block)" if bool(g["total_is_extrapolated"]) else "all blocks measured")
+    note = f"{g['params_B']:.3g}B parameters, {g['bits']}-bit, calibration {g['calib_tokens']}; {how}"
+    return {"": Measurement(float(g["total_min"]), devices.get("gptq", ""), note)}
+
+
+def _gptq_mem(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    g = frames["gptq"].iloc[0]
+    return {"": Measurement(float(g["peak_GB"]), devices.get("gptq", ""),
+                            f"measured (torch.cuda.max_memory_allocated, GiB), weights {g['weights_GB']:.1f} GiB")}
+
+
+def _channel_mem(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> dict[str, Measurement]:
+    m = frames["probes_memory"].sort_values("tokens")
+    lo, hi = m.iloc[0], m.iloc[-1]
+    ratio = float(hi["peak_gib"] / lo["peak_gib"]) if "peak_gib" in m else float("nan")
+    note = (f"peak {lo['peak_gib']:.2f} GiB at {int(lo['tokens']):,} tokens, {hi['peak_gib']:.2f} GiB at "
+            f"{int(hi['tokens']):,} tokens; accumulators {int(lo['accumulator_elements']):,} -> "
+            f"{int(hi['accumulator_elements']):,} elements") if "peak_gib" in m else "no GPU peak in this run"
+    return {"": Measurement(ratio, devices.get("probes", ""), note)}
+
+
+#: the issues' performance targets, in the order of the table
+TARGETS: tuple[Target, ...] = (
+    Target("training", "training", 3, "training MFU, best configuration", "training MFU",
+           0.35, ">=", "fraction of datasheet peak", ("training", "probes"), _training),
+    Target("probe", "probes", 8, "probe pass MFU (layer similarity + channel stats hooks)", "probe pass MFU",
+           0.55, ">=", "fraction of measured matmul peak", ("probes",), _probe),
+    Target("sampler", "sampling", 8, "exact diffusion sampler samples/s over the reference's (identical tokens)",
+           "sampler vs reference", 1.6, ">=", "x", ("sampling",), _sampler),
+    Target("skipping", "skipping", 5, "sampler speed-up under skipping / ideal L/(L-k), worst k",
+           "skipping speed-up / ideal", 0.9, ">=", "x ideal", ("skipping",), _skipping),
+    Target("evals", "skipping_evals", 5, "evaluations per minute (one skip configuration, all tasks)",
+           "evaluations per minute", float("nan"), "report", "1/min", ("skipping_evals",), _evals,
+           labels=("ar", "dlm")),
+    Target("gptq_time", "gptq", 7, "GPTQ of an 8B-shaped model, total time", "GPTQ 8B time",
+           15.0, "<=", "min", ("gptq",), _gptq_time),
+    Target("gptq_memory", "gptq", 7, "GPTQ of an 8B-shaped model, peak GPU memory", "GPTQ 8B peak memory",
+           40.0, "<=", "GiB", ("gptq",), _gptq_mem),
+    Target("channel_memory", "probes_memory", 6,
+           "channel statistics peak memory, most / fewest tokens (independent of tokens)",
+           "channel-stats memory growth", 1.0, "<=", "ratio", ("probes",), _channel_mem, rtol=0.01),
+)
+TARGETS_BY_KEY: dict[str, Target] = {t.key: t for t in TARGETS}
+
+
+def _met(value: float, t: Target) -> bool:
+    if t.comparison == ">=":
+        return value >= t.target * (1 - t.rtol)
+    return value <= t.target * (1 + t.rtol)
+
+
+def targets_table(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> pd.DataFrame:
+    """One row per target (per shape for skipping, per family for evaluations per minute).
+
+    Columns: ``target_id`` (the target's key, plus ``_<shape>`` / ``_<family>`` where it has several
+    rows), ``key`` (the :class:`Target`'s key in :data:`TARGETS_BY_KEY`), ``short`` (a label for
+    figures), ``benchmark``, ``issue``, ``quantity``, ``measured``, ``target``, ``comparison`` (``>=``,
+    ``<=``, ``report``), ``unit``, ``met`` (nullable boolean: NA where not run, no value or no numeric
+    target), ``status`` (``met`` / ``not met`` / ``not run`` (its CSV is missing) / ``no value`` /
+    ``reported``), ``measured_over_target``, ``device``, ``source`` (the CSV files read) and ``note``
+    (how the number was obtained, including MFU against the other peak where relevant).
+    """
+    results = _resolve(results_dir)
+    frames = load_benchmarks(results, tiny=tiny)
+    info = benchmark_info(results, tiny=tiny)
+    # the device of each benchmark (from its CSV, or its .md where the CSV has no device column)
+    devices = {b: d for b, d, ran in zip(info["benchmark"], info["device"], info["ran"]) if ran}
+    rows = []
+    for t in TARGETS:
+        sources = ", ".join(f"{_stem(name, tiny)}.csv" for name in t.sources)
+        try:
+            measured = t.compute(frames, devices)
+        except KeyError:
+            measured = {lab: None for lab in t.labels}
+        for label, m in measured.items():
+            quantity = f"{t.quantity} [{label}]" if label else t.quantity
+            row = {"target_id": f"{t.key}_{label}" if label else t.key, "key": t.key,
+                   "short": f"{t.short} [{label}]" if label else t.short,
+                   "benchmark": t.benchmark, "issue": t.issue, "quantity": quantity,
+                   "measured": np.nan if m is None else m.value, "target": t.target, "comparison": t.comparison,
+                   "unit": t.unit, "device": "" if m is None else m.device, "source": sources,
+                   "note": "not run: no results file" if m is None else m.note}
+            if m is None:
+                row.update(met=pd.NA, status="not run")
+            elif t.comparison == "report":
+                row.update(met=pd.NA, status="reported" if not math.isnan(m.value) else "no value")
+            elif math.isnan(m.value):
+                row.update(met=pd.NA, status="no value")
+            else:
+                ok = _met(m.value, t)
+                row.update(met=ok, status="met" if ok else "not met")
+            row["measured_over_target"] = (row["measured"] / t.target
+                                           if t.comparison != "report" and t.target else np.nan)
+            rows.append(row)
+    out = pd.DataFrame(rows, columns=TARGET_COLUMNS)
+    out["met"] = out["met"].astype("boolean")
+    return out

@@ -1,0 +1,143 @@
+"""layerwise.perf: the targets table reads the committed benchmark CSVs, cell for cell."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layerwise import perf
+from layerwise.config import LayerwiseError
+
+RESULTS = perf.default_results_dir()
+NEEDED = ["training.csv", "probes.csv", "sampling.csv", "bench_skipping.csv", "bench_skipping_evals.csv",
+          "bench_gptq.csv"]
+committed = pytest.mark.skipif(not all((RESULTS / f).is_file() for f in NEEDED),
+                               reason="committed benchmark results missing from benchmarks/results")
+
+
+def _by_id(table: pd.DataFrame) -> dict[str, pd.Series]:
+    return {r["target_id"]: r for _, r in table.iterrows()}
+
+
+@committed
+def test_targets_table_equals_csv_cells() -> None:
+    table = perf.targets_table(RESULTS)
+    rows = _by_id(table)
+    training = pd.read_csv(RESULTS / "training.csv")
+    probes = pd.read_csv(RESULTS / "probes.csv")
+    sampling = pd.read_csv(RESULTS / "sampling.csv")
+    skipping = pd.read_csv(RESULTS / "bench_skipping.csv")
+    evals = pd.read_csv(RESULTS / "bench_skipping_evals.csv")
+    gptq = pd.read_csv(RESULTS / "bench_gptq.csv")
+
+    assert rows["training"]["measured"] == training["mfu"].max()
+    assert rows["training"]["device"] == training["device"].iloc[0]
+    probe = probes[probes["pass"].str.startswith("probe pass")]["mfu_vs_measured_peak"].iloc[0]
+    assert rows["probe"]["measured"] == probe
+    assert rows["sampler"]["measured"] == sampling["fast_samples_per_s"].max() / sampling["ref_samples_per_s"].max()
+    for shape, g in skipping[skipping["k"] > 0].groupby("shape"):
+        assert rows[f"skipping_{shape}"]["measured"] == g["vs_ideal"].min()
+    for _, e in evals.iterrows():
+        r = rows[f"evals_{e['family']}"]
+        assert r["measured"] == e["evaluations_per_minute"] and r["status"] == "reported" and pd.isna(r["met"])
+    assert rows["gptq_time"]["measured"] == gptq["total_s_extrapolated"].iloc[0] / 60
+    assert rows["gptq_memory"]["measured"] == gptq["peak_GB"].iloc[0]
+    mem = probes[probes["part"] == "memory"].sort_values("tokens")
+    assert rows["channel_memory"]["measured"] == mem["peak_gib"].iloc[-1] / mem["peak_gib"].iloc[0]
+
+    # one row per target (per shape / family where there are several), met follows from the numbers
+    assert set(table["key"]) == {t.key for t in perf.TARGETS}
+    assert len(rows) == len(perf.TARGETS) - 2 + skipping["shape"].nunique() + len(evals)
+    for _, r in table.iterrows():
+        if r["comparison"] == ">=":
+            assert bool(r["met"]) == (r["measured"] >= r["target"] * (1 - perf.TARGETS_BY_KEY[r["key"]].rtol))
+        if r["comparison"] == "<=":
+            assert bool(r["met"]) == (r["measured"] <= r["target"] * (1 + perf.TARGETS_BY_KEY[r["key"]].rtol))
+        if r["comparison"] != "report":
+            assert r["status"] == ("met" if r["met"] else "not met")
+        assert r["device"], f"{r['target_id']} has no device"
+        assert r["source"].endswith(".csv") or ".csv," in r["source"]
+        assert r["measured_over_target"] == pytest.approx(r["measured"] / r["target"]) or r["comparison"] == "report"
+
+
+def test_empty_dir_marks_everything_not_run(tmp_path: Path) -> None:
+    table = perf.targets_table(tmp_path)
+    assert len(table) >= len(perf.TARGETS)
+    assert (table["status"] == "not run").all()
+    assert table["measured"].isna().all() and table["met"].isna().all()
+    assert set(table["key"]) == {t.key for t in perf.TARGETS}
+    assert perf.load_benchmarks(tmp_path) == {}
+    assert not perf.benchmark_info(tmp_path)["ran"].any()
+
+
+@committed
+def test_one_missing_file_only_affects_its_rows(tmp_path: Path) -> None:
+    for f in RESULTS.glob("*"):
+        if f.is_file() and f.name != "sampling.csv":
+            shutil.copy2(f, tmp_path / f.name)
+    full, part = _by_id(perf.targets_table(RESULTS)), _by_id(perf.targets_table(tmp_path))
+    assert part["sampler"]["status"] == "not run" and math.isnan(part["sampler"]["measured"])
+    for k in full:
+        if k != "sampler":
+            assert part[k]["measured"] == full[k]["measured"] or (
+                math.isnan(part[k]["measured"]) and math.isnan(full[k]["measured"]))
+
+
+def test_rules_on_crafted_results(tmp_path: Path) -> None:
+    """Tokens that differ void the sampler's speed-up; GPTQ over its budget is 'not met'."""
+    pd.DataFrame({"device": ["X"] * 2, "batch": [1, 8], "prompt": [9, 9], "gen_length": [4, 4], "steps": [4, 4],
+                  "block_length": [2, 2], "fast_samples_per_s": [3.0, 4.0], "fast_s_per_sample": [1 / 3, 1 / 4],
+                  "ref_samples_per_s": [1.0, 2.0], "ref_s_per_sample": [1.0, 0.5],
+                  "identical_tokens": [True, False], "speedup": [3.0, 2.0]}).to_csv(tmp_path / "sampling.csv",
+                                                                                    index=False)
+    pd.DataFrame({"device": ["X"], "params_B": [8.0], "bits": [4], "calib_tokens": ["128x2048"],
+                  "layers_measured": [32], "layers_total": [32], "mean_block_s": [40.0],
+                  "total_s_extrapolated": [1280.0], "total_is_extrapolated": [False], "weights_GB": [15.0],
+                  "peak_GB": [41.0]}).to_csv(tmp_path / "bench_gptq.csv", index=False)
+    rows = _by_id(perf.targets_table(tmp_path))
+    assert rows["sampler"]["status"] == "no value" and "TOKENS DIFFER" in rows["sampler"]["note"]
+    assert rows["gptq_time"]["measured"] == 1280.0 / 60 and rows["gptq_time"]["status"] == "not met"
+    assert rows["gptq_memory"]["measured"] == 41.0 and not rows["gptq_memory"]["met"]
+    assert rows["gptq_time"]["device"] == "X"
+    assert rows["training"]["status"] == "not run"
+
+
+def test_smoke_runs_and_errors(tmp_path: Path) -> None:
+    if not (RESULTS / "training_tiny.csv").is_file():
+        pytest.skip("no CPU smoke results committed")
+    rows = _by_id(perf.targets_table(RESULTS, tiny=True))
+    tiny = pd.read_csv(RESULTS / "training_tiny.csv")
+    assert tiny["mfu"].isna().all() and rows["training"]["status"] == "no value"
+    assert rows["gptq_time"]["measured"] == pd.read_csv(RESULTS / "bench_gptq_tiny.csv")["total_s_extrapolated"][0] / 60
+    with pytest.raises(LayerwiseError, match="does not exist"):
+        perf.targets_table(tmp_path / "nowhere")
+
+
+@committed
+def test_sampler_flop_count_matches_the_probe_benchmark() -> None:
+    """The FLOP count behind the sampler analysis (block_flops on the .md's shape, meta device) is the one
+    bench_probes.py used: FLOPs of its timed pass = tflop_per_s x seconds."""
+    probes = pd.read_csv(RESULTS / "probes.csv")
+    fwd = probes[probes["part"] == "throughput"].iloc[0]
+    blocks, _head = perf._shape_flops((RESULTS / "probes.md").read_text(), int(fwd["seq_len"]))
+    n_seqs = fwd["tokens"] / fwd["seq_len"]
+    assert blocks * n_seqs == pytest.approx(fwd["tflop_per_s"] * 1e12 * fwd["seconds"], rel=1e-9)
+    frames = perf.load_benchmarks(RESULTS)
+    sf = perf.sampler_flops(frames, RESULTS)
+    s = pd.read_csv(RESULTS / "sampling.csv")
+    assert list(sf["batch"]) == list(s["batch"])
+    # the reference computes at least what the fast sampler does; both below the measured peak
+    ok = sf.dropna(subset=["ref_tflop_per_s"])
+    assert (ok["ref_mfu_vs_measured"] < 1).all() and (sf["fast_mfu_vs_measured"] < 1).all()
+    assert (sf["floor_s_per_sample"] < sf["fast_s_per_sample"]).all()
+
+
+def test_results_markdown_demotes_headings(tmp_path: Path) -> None:
+    (tmp_path / "probes.md").write_text("# Title\n\n## (a) part\n\n| a |\n|---|\n| 1 |\n")
+    md = perf.results_markdown("probes", tmp_path)
+    assert "**Title**" in md and "**(a) part**" in md and not any(line.startswith("#") for line in md.splitlines())
+    assert perf.results_markdown("sampling", tmp_path) == ""
