@@ -28,7 +28,7 @@
 #   min-max grid, no error feedback) at 2, 3, 4 and 8 bits, fake-quantized (dequantized weights in the
 #   model's dtype);
 # - **retention against sparsity**: magnitude, Wanda ($|W_{ij}|\,\lVert X_j\rVert_2$ per output row)
-#   and SparseGPT (OBS updates with the layer Hessian) at 10-70% unstructured sparsity;
+#   and SparseGPT (OBS updates with the layer Hessian) at 30, 50 and 70% unstructured sparsity;
 # - **allocation at 50% average sparsity**: uniform, *earlier is sparser* and *deeper is sparser*
 #   (a linear ramp of $\pm\varepsilon$ over depth, paper B), OWL (outlier-weighted) and AlphaPruning
 #   (alpha-Hill), all with the same parameter-weighted average; the **early-minus-late effect** is the
@@ -54,6 +54,7 @@ seed = 0
 tasks = ["lw_gutenberg"]       # evaluation tasks; retention of `headline_task` goes to the ledger
 headline_task = "lw_gutenberg"
 limit = 8                      # items per task (the same items for every configuration)
+gutenberg_chars = 400          # characters per held-out Gutenberg passage (whole paragraphs)
 bits = [2, 3, 4, 8]
 quant_methods = ["gptq", "rtn"]
 group_size = 128               # falls back to the full row / a divisor for small dimensions
@@ -85,7 +86,7 @@ from IPython.display import Markdown, display
 
 from layerwise import compress, plots
 from layerwise.data import calibration_sequences
-from layerwise.evals import load_tasks, retention, retention_table
+from layerwise.evals import TaskParams, load_tasks, retention, retention_table
 from layerwise.results import metric, save_result
 from layerwise.spectra import model_alpha_hill
 from layerwise.subjects import load_subjects
@@ -93,7 +94,8 @@ from layerwise.subjects import load_subjects
 plots.style()
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
-taskset = load_tasks(tasks, data_dir=data_dir or None, cache_dir=cache_dir or None, seed=seed)
+taskset = load_tasks(tasks, data_dir=data_dir or None, cache_dir=cache_dir or None, seed=seed,
+                     params=TaskParams(gutenberg_chars=gutenberg_chars, gutenberg_passages=max(64, limit)))
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]
@@ -143,29 +145,41 @@ plt.show()
 # and one tokenised copy of each task serve every configuration.
 
 # %%
+reports = {}  # (model, configuration) -> the per-Linear table compress.quantize / compress.prune returned
+
+
 def configurations(name, lm, snap):
-    """name -> (description, intervention factory) for one model."""
+    """configuration -> (description, intervention factory) for one model."""
     c = calib[name]
+
+    def intervention(key, apply):
+        """A reversible intervention that also keeps `apply()`'s per-Linear report."""
+        def run():
+            reports[(name, key)] = apply()
+            return reports[(name, key)]
+        return lambda: compress.compressed(lm, run, snap)
+
     out = {}
     for m in quant_methods:
         for b in bits:
-            out[f"{m}-{b}bit"] = (dict(kind="quant", method=m, bits=b), lambda m=m, b=b: compress.compressed(
-                lm, lambda: compress.quantize(lm, m, b, group_size, calib_ids=c, batch_size=batch_size,
-                                              progress=False), snap))
+            out[f"{m}-{b}bit"] = (dict(kind="quant", method=m, bits=b), intervention(f"{m}-{b}bit", (
+                lambda m=m, b=b: compress.quantize(lm, m, b, group_size, calib_ids=c, batch_size=batch_size,
+                                                   progress=False))))
     for m in prune_methods:
         for s in sparsities:
-            out[f"{m}-{s:.2f}"] = (dict(kind="prune", method=m, sparsity=s), lambda m=m, s=s: compress.compressed(
-                lm, lambda: compress.prune(lm, m, s, calib_ids=c, batch_size=batch_size, progress=False), snap))
+            out[f"{m}-{s:.2f}"] = (dict(kind="prune", method=m, sparsity=s), intervention(f"{m}-{s:.2f}", (
+                lambda m=m, s=s: compress.prune(lm, m, s, calib_ids=c, batch_size=batch_size, progress=False))))
     for scheme, per in allocations[name].items():
         out[f"alloc-{scheme}"] = (dict(kind="alloc", method=allocation_method, scheme=scheme,
                                        sparsity=allocation_average),
-                                  lambda per=per: compress.compressed(lm, lambda: compress.prune(
+                                  intervention(f"alloc-{scheme}", lambda per=per: compress.prune(
                                       lm, allocation_method, per, calib_ids=c, batch_size=batch_size,
-                                      progress=False), snap))
+                                      progress=False)))
     if lm.family.is_diffusion and diffusion_calibration:  # the same 3-bit GPTQ, calibrated without masks
-        out["gptq-3bit-plain-calib"] = (dict(kind="calib", method="gptq", bits=3), lambda: compress.compressed(
-            lm, lambda: compress.quantize(lm, "gptq", 3, group_size, calib_ids=calib_plain[name],
-                                          batch_size=batch_size, progress=False), snap))
+        out["gptq-3bit-plain-calib"] = (dict(kind="calib", method="gptq", bits=3), intervention(
+            "gptq-3bit-plain-calib", lambda: compress.quantize(lm, "gptq", 3, group_size,
+                                                               calib_ids=calib_plain[name], batch_size=batch_size,
+                                                               progress=False)))
     return out
 
 
@@ -191,10 +205,19 @@ results["label"] = results.task + " " + results.metric
 head = results[results.task == headline_task]
 
 # %% [markdown]
+# The configurations evaluated on every model (plain-calibration GPTQ only for diffusion models):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(pd.DataFrame(described).groupby(["model", "kind"]).size().unstack(fill_value=0).to_string())
+
+# %% [markdown]
 # ## Unmodified models
 #
 # The baselines all retentions are relative to (a metric whose baseline is not significantly above
-# chance is flagged: retaining a chance-level score means nothing).
+# chance is flagged: retaining a chance-level score means nothing). On the `tiny` profile the triplet
+# is trained on a synthetic corpus, so Gutenberg text is far out of its distribution (bits per byte
+# above a uniform guess): tiny-profile retentions check the machinery, not paper B's claims.
 
 # %%
 display(results[results.intervention == "unmodified"][["model", "family", "task", "metric", "n", "baseline",
@@ -263,6 +286,43 @@ display(head[head.kind == "prune"].pivot_table(index=["model", "method"], column
 # early-sparse model *relative to the late-sparse one* (paired bootstrap over the same items), minus 1,
 # in percent. Paper B: +8.4% for LLaDA, -8.4% for Llama.
 
+# %% [markdown]
+# First, what each allocation actually pruned: the parameter-weighted share of zero weights per
+# block, read from `compress.prune`'s per-Linear report (Wanda prunes `int(in_features * s)` weights
+# per output row, so the achieved sparsity is the target rounded down per row). The uniform and ramp
+# schemes depend only on the layer shapes, so this table is exact and the same on every machine.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def achieved(report):
+    """Parameter-weighted sparsity (%) per block from a per-Linear report."""
+    w = report.out_features * report.in_features
+    return 100 * (report.sparsity * w).groupby(report.layer).sum() / w.groupby(report.layer).sum()
+
+
+geometric = [s for s in ("uniform", "earlier_sparser", "deeper_sparser") if s in allocation_schemes]
+achieved_rows = []
+for name in subjects:
+    for scheme in geometric:
+        rep = reports[(name, f"alloc-{scheme}")]
+        per = achieved(rep)
+        w = rep.out_features * rep.in_features
+        achieved_rows.append({"model": name, "scheme": scheme, **{f"block {i}": v for i, v in per.items()},
+                              "overall": 100 * float((rep.sparsity * w).sum() / w.sum())})
+print(f"Achieved sparsity (%) of {allocation_method} at {100 * allocation_average:.0f}% average, "
+      f"epsilon {allocation_epsilon}:")
+print(pd.DataFrame(achieved_rows).set_index(["model", "scheme"]).round(2).to_string())
+
+# %% [markdown]
+# The data-driven schemes (OWL, AlphaPruning) depend on the trained weights: their per-block
+# sparsity (%) per model.
+
+# %%
+data_driven = [(name, scheme) for name in subjects for scheme in allocation_schemes if scheme not in geometric]
+if data_driven:
+    display(pd.DataFrame([{"model": n, "scheme": sch, **{f"block {i}": v for i, v in achieved(
+        reports[(n, f"alloc-{sch}")]).items()}} for n, sch in data_driven]).set_index(["model", "scheme"]).round(2))
+
 # %%
 alloc = head[head.kind == "alloc"]
 fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(allocation_schemes) * len(subjects) / 2, 3.2))
@@ -310,6 +370,24 @@ calib_cmp = calib_cmp.assign(calibration=np.where(calib_cmp.kind == "calib", "pl
 display(calib_cmp[["model", "calibration", "retention", "ci_low", "ci_high"]].round(3).reset_index(drop=True))
 
 # %% [markdown]
+# The paired comparison: the diffusion-aware model's metric relative to the plain-calibrated one on
+# the same items (retention ratio minus 1, in percent; positive = masked calibration is better).
+
+# %%
+aware = []
+for name, lm in subjects.items():
+    runs = all_runs[name]
+    if "gptq-3bit-plain-calib" not in runs or "gptq-3bit" not in runs:
+        continue
+    t = retention_table(runs["gptq-3bit-plain-calib"], {"aware": runs["gptq-3bit"]}, n_boot=n_boot, seed=seed)
+    for _, r in t[t.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)].iterrows():
+        aware.append({"model": name, "task": r.task, "metric": r.metric,
+                      "aware_minus_plain_pct": 100 * (r.retention - 1), "ci_low": 100 * (r.ci_low - 1),
+                      "ci_high": 100 * (r.ci_high - 1)})
+aware = pd.DataFrame(aware)
+display(aware.round(2))
+
+# %% [markdown]
 # ## Result file
 
 # %%
@@ -341,8 +419,9 @@ path = save_result(
     models={n: lm.spec.model_id for n, lm in subjects.items()},
     data={"results": results.drop(columns=["label"]).to_dict(orient="records"),
           "early_minus_late": effects.to_dict(orient="records"),
+          "aware_minus_plain_calibration": aware.to_dict(orient="records"),
           "allocations": {n: a for n, a in allocations.items()},
-          "params": {"tasks": tasks, "limit": limit, "calib": [calib_seqs, calib_len], "group_size": group_size,
+          "params": {"tasks": tasks, "limit": limit, "gutenberg_chars": gutenberg_chars, "calib": [calib_seqs, calib_len], "group_size": group_size,
                      "diffusion_calibration": diffusion_calibration, "allocation_epsilon": allocation_epsilon,
                      "allocation_method": allocation_method, "mc_samples": mc_samples, "n_boot": n_boot}},
     cache=cache_dir or None)

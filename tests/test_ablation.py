@@ -224,3 +224,44 @@ def test_run_conditions_and_effect_ci():
     sub = df[df.scope == "all"]
     by_hand = sub[sub.kind == "outlier"].rep_1.mean() - sub[sub.kind == "control"].groupby("prompt_id").rep_1.mean().mean()
     assert eff.diff == pytest.approx(by_hand)
+
+
+# ---------------------------------------------------------------------------------------------
+# channel_means through the adapter's forward (LLaDA / Dream padding conventions)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llada", "dream"])
+def test_channel_means_padded_equal_on_lookalikes(kind):
+    """A padded batch gives the same per-layer channel means on a LLaDA / Dream look-alike as on the
+    standard transformers model with the same weights (LLaDA turns causal and Dream fails under a raw
+    2D mask: the forward must go through ``lm.logits``)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from layerwise import lookalikes as LA
+    from layerwise import models as M
+
+    if kind == "llada":
+        std = tiny_lm(causal=False).model
+        look = LA.llada_like_from_llama(std)
+        M.patch_llada_config(look.config)
+    else:
+        M.patch_rope_default()
+        torch.manual_seed(1)
+        cfg = Qwen2Config(vocab_size=V, hidden_size=D, intermediate_size=64, num_hidden_layers=L,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        cfg.is_causal = False
+        std = Qwen2ForCausalLM(cfg).eval()
+        look = LA.dream_like_from_qwen2(std)
+    s = wrap(std, None, "dlm", mask_token_id=V - 1)
+    lk = wrap(look, None, "dlm", mask_token_id=V - 1)
+    assert lk.adapter.name == kind
+    x = ids(4, 10)
+    am = torch.ones_like(x)
+    am[1, 6:] = 0
+    am[3, 3:] = 0
+    a = channel_means(s, x, attention_mask=am, batch_size=2)
+    b = channel_means(lk, x, attention_mask=am, batch_size=2)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # padding matters: the unpadded means differ (the padded tokens are left out, and hidden from others)
+    assert not torch.allclose(a, channel_means(s, x, batch_size=2), atol=1e-4)

@@ -73,13 +73,6 @@ def _logits(lm: M.LoadedModel, ids: torch.Tensor) -> torch.Tensor:
 # -- look-alike vs standard names -----------------------------------------------------------------
 
 
-# Needed outside this file (see the issue-8 report): probes/ablation/compress/sampling call
-# `lm.model(input_ids, attention_mask)` directly; LLaDA turns causal under a 2D padding mask, Dream
-# rejects a 2D mask and DiffusionGemma's plain forward denoises a random canvas. `lm.logits(ids, am)`
-# (LayerAdapter.logits) handles all three. Until they switch, these cases are expected to fail.
-NEEDS_LM_LOGITS = pytest.mark.xfail(reason="module calls lm.model(...) instead of lm.logits(...)", strict=False)
-
-
 def test_probes_equal(pair):
     s, l = pair
     ids, am = _ids(), _pad_mask()
@@ -95,7 +88,6 @@ def test_probes_equal(pair):
     assert a["attn_input"].super_outlier == b["attn_input"].super_outlier
 
 
-@NEEDS_LM_LOGITS
 def test_probes_equal_padded(pair):
     s, l = pair
     ids, am = _ids(), _pad_mask()
@@ -157,7 +149,6 @@ def test_sampling_equal(pair):
     assert torch.equal(a, b) and a.shape == (2, 8)  # the generated tokens
 
 
-@NEEDS_LM_LOGITS
 def test_sampling_equal_padded(pair):
     s, l = pair
     prompt = _ids(n=2, seed=3)[:, :6]
@@ -190,10 +181,8 @@ def _ref_forward(lm: M.LoadedModel, ids: torch.Tensor, hooks) -> torch.Tensor:
             h.remove()
 
 
-def test_native_probes_match_direct_hooks(native, request):
+def test_native_probes_match_direct_hooks(native):
     lm, layers, attn_norm = native
-    if lm.adapter.name == "diffusion_gemma":
-        request.applymarker(NEEDS_LM_LOGITS)
     ids = _ids()
     cos: list[torch.Tensor] = []
     hooks = [(blk, lambda _m, a, o: cos.append(torch.nn.functional.cosine_similarity(

@@ -216,6 +216,22 @@ def test_pruning_hits_target_per_layer(method):
         assert abs(achieved - per[i]) <= 1.0 / lin.in_features + 1e-6, (method, i, role, achieved, per[i])
 
 
+@pytest.mark.parametrize("how", ["gptq", "rtn", "magnitude", "wanda", "sparsegpt"])
+def test_report_weight_change_is_measured(how):
+    """Each report row's rel_weight_change is ||W_new - W_old|| / ||W_old|| of that Linear (float32
+    weights: the old copy must not alias the weight that is overwritten)."""
+    lm = tiny_llama()
+    before = {(i, r): lin.weight.detach().clone() for i, r, lin in lm.adapter.named_linears(lm.model)}
+    if how in ("gptq", "rtn"):
+        df = C.quantize(lm, how, 3, 16, calib_ids=ids(), progress=False)
+    else:
+        df = C.prune(lm, how, 0.5, calib_ids=ids(), progress=False)
+    got = {(r.layer, r.role): r.rel_weight_change for r in df.itertuples()}
+    for i, r, lin in lm.adapter.named_linears(lm.model):
+        want = ((lin.weight - before[(i, r)]).norm() / before[(i, r)].norm()).item()
+        assert want > 0 and got[(i, r)] == pytest.approx(want, rel=1e-4), (how, i, r)
+
+
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 def test_two_four(method):
     lm = tiny_llama()
@@ -317,3 +333,37 @@ def test_preserved_restores_weights():
         assert not torch.equal(lm.adapter.get_blocks(lm.model)[0].mlp.down_proj.weight, before[(0, "down")])
     for key, w in C.snapshot(lm).items():
         assert torch.equal(w, before[key])
+
+
+# ------------------------------------------------------------------------------ mixed layer types
+
+
+def test_blockwise_mixed_layer_types_diffusion_gemma():
+    """DiffusionGemma mixes sliding-window and full-attention blocks, each with its own mask and rotary
+    tables: the loop must replay every block with its own arguments (captured through ``lm.logits``,
+    which feeds the tokens to the denoiser), so its block outputs equal those of a hooked forward."""
+    from test_models import V as GV, diffusion_gemma
+
+    from layerwise.models import LayerAdapter
+
+    lm = wrap(diffusion_gemma(), None, "dlm")
+    assert C.mixed_layer_types(lm) and not C.mixed_layer_types(tiny_llama())
+    x = torch.randint(0, GV - 1, (4, 12), generator=torch.Generator().manual_seed(0))
+    seen = []
+    hs = [b.register_forward_hook(lambda _m, _a, o: seen.append(LayerAdapter.hidden_from_output(o)))
+          for b in lm.adapter.get_blocks(lm.model)]
+    with torch.no_grad():
+        lm.logits(x)
+    for h in hs:
+        h.remove()
+    out = C.blockwise(lm, x, keep_outputs=True, progress=False, batch_size=2)
+    assert len(out) == len(seen) == 2
+    for got, ref in zip(out, seen):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # with block 0's arguments reused for block 1 (the single-type shortcut) the outputs would differ
+    short = C.capture_block_inputs(lm, x, batch_size=4, per_block=False)
+    assert short.per_block is None
+    (a, kw), = short.block_args(1)
+    with torch.no_grad():
+        wrong = LayerAdapter.hidden_from_output(lm.adapter.get_blocks(lm.model)[1](seen[0], *a, **kw))
+    assert not torch.allclose(wrong, seen[1], atol=1e-3)

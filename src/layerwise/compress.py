@@ -115,24 +115,49 @@ class BlockInputs:
     """Inputs of the current block, one entry per calibration chunk.
 
     ``hidden[c]`` is ``[b_c, seq, d]``; ``args[c]`` / ``kwargs[c]`` are the block's other positional
-    and keyword arguments (attention mask, position embeddings, ...), captured once from block 0 and
-    reused for every block (they do not depend on depth).
+    and keyword arguments (attention mask, position embeddings, ...), captured from block 0 and
+    reused for every block, since in most models they do not depend on depth. Models that mix layer
+    types (``config.layer_types``: sliding-window and full attention, each with its own mask and
+    rotary embedding, as Gemma / DiffusionGemma) get them per block: ``per_block[i][c]`` is block
+    ``i``'s ``(args, kwargs)`` for chunk ``c``.
     """
 
     hidden: list[torch.Tensor] = field(default_factory=list)
     args: list[tuple] = field(default_factory=list)
     kwargs: list[dict[str, Any]] = field(default_factory=list)
+    per_block: dict[int, list[tuple[tuple, dict[str, Any]]]] | None = None
+
+    def block_args(self, i: int) -> list[tuple[tuple, dict[str, Any]]]:
+        """``(args, kwargs)`` per chunk for block ``i``."""
+        if self.per_block is not None:
+            return self.per_block[i]
+        return list(zip(self.args, self.kwargs))
 
 
-def _to(obj: Any, device: torch.device) -> Any:
-    """Move tensors nested in tuples / lists / dicts to ``device``."""
+def _to(obj: Any, device: torch.device, memo: dict[int, torch.Tensor] | None = None) -> Any:
+    """Move tensors nested in tuples / lists / dicts to ``device``; ``memo`` (id -> moved tensor)
+    moves a tensor shared by several blocks (a mask, rotary tables) once."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device)
+        if memo is None:
+            return obj.to(device)
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.to(device)
+        return memo[id(obj)]
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_to(o, device) for o in obj)
+        return type(obj)(_to(o, device, memo) for o in obj)
     if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
+        return {k: _to(v, device, memo) for k, v in obj.items()}
     return obj
+
+
+def mixed_layer_types(lm: LoadedModel) -> bool:
+    """Whether the blocks receive depth-dependent arguments: more than one ``config.layer_types``
+    entry (each layer type gets its own attention mask and rotary embedding)."""
+    try:
+        types = getattr(lm.adapter.layer_config(lm.model), "layer_types", None)
+    except (AttributeError, KeyError, LayerwiseError):
+        return False
+    return types is not None and len(set(types[: lm.num_layers])) > 1
 
 
 def _block_device(block: nn.Module) -> torch.device:
@@ -141,29 +166,47 @@ def _block_device(block: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def capture_block_inputs(lm: LoadedModel, input_ids: torch.Tensor, *, batch_size: int = 8,
-                         store_device: str | torch.device | None = None) -> BlockInputs:
+                         store_device: str | torch.device | None = None,
+                         per_block: bool | None = None) -> BlockInputs:
     """Run the model (``lm.logits``, the adapter's forward) on ``input_ids`` ``[n, seq]`` up to block 0 and
-    keep block 0's inputs."""
+    keep block 0's inputs.
+
+    ``per_block`` (default: :func:`mixed_layer_types`) runs the forward up to the last block instead
+    and keeps every block's own positional / keyword arguments (see :class:`BlockInputs`).
+    """
     blocks = lm.adapter.get_blocks(lm.model)
     store = torch.device(store_device) if store_device is not None else lm.device
-    cap = BlockInputs()
+    per_block = mixed_layer_types(lm) if per_block is None else per_block
+    cap = BlockInputs(per_block={i: [] for i in range(len(blocks))} if per_block else None)
+    stop_at = len(blocks) - 1 if per_block else 0
+    memo: dict[int, torch.Tensor] = {}
 
-    def hook(_mod: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        cap.hidden.append(hidden.detach().to(store))
-        cap.args.append(_to(tuple(args[1:]), store))
-        cap.kwargs.append(_to({k: v for k, v in kwargs.items() if k != "hidden_states"}, store))
-        raise _StopForward
+    def make_hook(i: int) -> Callable[..., None]:
+        def hook(_mod: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            rest = (_to(tuple(args[1:]), store, memo), _to(kwargs, store, memo))
+            if i == 0:
+                cap.hidden.append(hidden.detach().to(store))
+                cap.args.append(rest[0])
+                cap.kwargs.append(rest[1])
+            if cap.per_block is not None:
+                cap.per_block[i].append(rest)
+            if i == stop_at:
+                raise _StopForward
+        return hook
 
-    handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [blocks[i].register_forward_pre_hook(make_hook(i), with_kwargs=True) for i in range(stop_at + 1)]
     try:
         for chunk in input_ids.split(batch_size):
+            memo.clear()
             try:  # the adapter's forward hides LLaDA's / Dream's / DiffusionGemma's calling conventions
                 lm.logits(chunk)
             except _StopForward:
                 pass
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     if len(cap.hidden) != len(input_ids.split(batch_size)):
         raise LayerwiseError("block 0 was never called during the forward: the adapter's `blocks` path "
                              f"({lm.adapter.blocks}) does not point at the blocks the model runs")
@@ -196,10 +239,10 @@ def blockwise(lm: LoadedModel, input_ids: torch.Tensor, fn: BlockFn | None = Non
     cap = capture_block_inputs(lm, input_ids, batch_size=batch_size, store_device=store_device)
     outputs: list[torch.Tensor] = []
 
-    def run(block: nn.Module) -> list[torch.Tensor]:
+    def run(i: int, block: nn.Module) -> list[torch.Tensor]:
         dev = _block_device(block)
         outs = []
-        for h, a, kw in zip(cap.hidden, cap.args, cap.kwargs):
+        for h, (a, kw) in zip(cap.hidden, cap.block_args(i), strict=True):
             out = block(h.to(dev), *_to(a, dev), **_to(kw, dev))
             outs.append(LayerAdapter.hidden_from_output(out).to(h.device))
         return outs
@@ -218,13 +261,13 @@ def blockwise(lm: LoadedModel, input_ids: torch.Tensor, fn: BlockFn | None = Non
                 handles.append(lin.register_forward_hook(
                     lambda _m, inp, _out, s=stats[role]: s.add(inp[0].detach())))
         try:
-            outs = run(block)
+            outs = run(i, block)
         finally:
             for h in handles:
                 h.remove()
         if i in chosen and fn is not None and fn(i, block, linears, stats):
             del stats
-            outs = run(block)
+            outs = run(i, block)
         cap.hidden = outs
         if keep_outputs:
             outputs.append(torch.cat(outs))
