@@ -405,7 +405,7 @@ def execute(plan: Plan, profile: str, *, kernel: str | None = None, progress: bo
     with _env(**env):
         try:
             nb = pm.execute_notebook(_prepare(plan.nb), str(plan.output), parameters=plan.parameters,
-                                     kernel_name=kernel, progress_bar=progress, cwd=str(plan.source.parent),
+                                     kernel_name=kernel, progress_bar=progress, cwd=str(plan.output.parent),
                                      log_output=False)
         except pm.PapermillExecutionError as e:
             raise LayerwiseError(_failure_line(plan.chapter, e, plan.output)) from None
