@@ -21,7 +21,8 @@
 #
 # - **reproduced** when the whole 95% interval lies on the paper's side,
 # - **not reproduced** when the whole interval lies on the other side,
-# - **inconclusive** when the interval straddles the threshold (or a metric has no interval),
+# - **inconclusive** when the interval straddles the threshold, or the metric has no value or interval,
+#   or its chapter flagged it not meaningful (a retention whose baseline is not above chance),
 # - **not run** when the chapter did not produce the metric in this profile.
 #
 # A claim with two parts (e.g. "the diffusion model keeps > 90% *and* the AR model does not") is
@@ -67,7 +68,8 @@ print(f"result files found for profile {profile!r}: {sorted(results)}")
 
 # %%
 def _link(chapters: str) -> str:
-    return ", ".join(f"[{c}]({c}.ipynb)" for c in chapters.split(", "))
+    """Link the chapters that ran in this profile; name the others (their pages are not in this build)."""
+    return ", ".join(f"[{c}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
 
 
 table = ledger.assign(chapter=ledger["chapter"].map(_link))

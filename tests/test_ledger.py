@@ -12,6 +12,7 @@ def test_part_verdict_follows_the_interval():
     assert part_verdict(gt, metric(0.1)) == "inconclusive"  # no interval, no verdict
     assert part_verdict(gt, None) == "not run"
     assert part_verdict(gt, metric(float("nan"), (0.1, 0.2))) == "inconclusive"  # value withheld (chance baseline)
+    assert part_verdict(gt, metric(0.5, (0.1, 0.9), meaningful=False)) == "inconclusive"
     lt = Part("c", "m", "<", 0.9)
     assert part_verdict(lt, metric(0.5, (0.4, 0.6))) == "reproduced"
     assert part_verdict(lt, metric(0.95, (0.92, 0.99))) == "not reproduced"

@@ -6,7 +6,7 @@ threshold the paper says it lies on. The verdict follows from the metric's confi
 - **reproduced**: the whole interval lies on the paper's side of the threshold;
 - **not reproduced**: the whole interval lies on the other side;
 - **inconclusive**: the interval straddles the threshold, or the metric has no value or no interval
-  (e.g. the retention of a baseline that is not above chance);
+  or is flagged not meaningful (e.g. the retention of a baseline that is not above chance);
 - **not run**: the chapter's result file or the metric is missing.
 
 A claim with several parts (e.g. "DLM keeps > 90% *and* AR does not") is reproduced only when every
@@ -81,6 +81,8 @@ def part_verdict(part: Part, metric: dict[str, Any] | None) -> Verdict:
         return "not run"
     ci = metric.get("ci")  # a metric written with no value (e.g. retention of a chance-level baseline) is inconclusive
     if metric.get("value") is None or not ci or ci[0] is None or ci[1] is None:
+        return "inconclusive"
+    if metric.get("meaningful") is False:  # e.g. retention of a baseline that is not above chance
         return "inconclusive"
     lo, hi = float(ci[0]), float(ci[1])
     if part.side == ">":
