@@ -130,9 +130,9 @@ def build_ledger(results: dict[str, dict[str, Any]], claims: tuple[Claim, ...] =
             if p.chapter not in chapters:
                 chapters.append(p.chapter)
         rows.append({
-            "claim": c.cid, "paper": c.paper, "statement": c.statement, "paper's number": c.paper_number,
-            "ours (95% CI)": "; ".join(ours), "models": ", ".join(dict.fromkeys(models)) or "–",
-            "profile": ", ".join(sorted(profiles)) or "–", "verdict": combine(verdicts),
+            "claim": c.cid, "verdict": combine(verdicts), "paper": c.paper, "statement": c.statement,
+            "paper's number": c.paper_number, "ours (95% CI)": "; ".join(ours),
+            "models": ", ".join(dict.fromkeys(models)) or "–", "profile": ", ".join(sorted(profiles)) or "–",
             "chapter": ", ".join(chapters),
         })
     return pd.DataFrame(rows)
