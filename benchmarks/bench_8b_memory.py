@@ -35,7 +35,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from layerwise.models import LoadedModel, wrap
+from layerwise.models import LoadedModel, random_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GiB = 1024**3
@@ -59,16 +59,8 @@ TINY = Shape(2, 64, 4, 128, 512, seq=64, prompt=24, gen=8)
 
 def build_model(s: Shape, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Bidirectional Llama with ``s``'s dimensions and random weights, wrapped as a ``dlm``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=s.vocab, hidden_size=s.d, intermediate_size=s.mlp, num_hidden_layers=s.layers,
-                      num_attention_heads=s.heads, num_key_value_heads=s.heads, max_position_embeddings=8192,
-                      attn_implementation="sdpa")
-    cfg.is_causal = False
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(cfg, dtype=dtype).eval()
-    return wrap(model, None, "dlm", mask_token_id=s.vocab - 1, model_id=f"llada-shaped-{s.layers}L")
+    return random_model(layers=s.layers, d_model=s.d, heads=s.heads, mlp=s.mlp, vocab=s.vocab, family="dlm",
+                        device=device, dtype=dtype)
 
 
 def _sync(dev: torch.device) -> None:

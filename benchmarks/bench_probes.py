@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from layerwise.models import wrap
+from layerwise.models import random_model
 from layerwise.probes import accumulator_numel, channel_stats, probe_pass
 from layerwise.results import device_name
 from layerwise.skipping import block_flops
@@ -55,16 +55,8 @@ TINY = Shape(2, 64, 4, 128, 512)
 
 def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
     """A bidirectional Llama with ``shape``'s dimensions and random weights, wrapped as a ``dlm``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.d, intermediate_size=shape.mlp,
-                      num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                      num_key_value_heads=shape.heads, max_position_embeddings=8192, attn_implementation="sdpa")
-    cfg.is_causal = False
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(cfg, dtype=dtype).eval()
-    return wrap(model, None, "dlm", mask_token_id=shape.vocab - 1, model_id=f"llada-shaped-{shape.layers}L")
+    return random_model(layers=shape.layers, d_model=shape.d, heads=shape.heads, mlp=shape.mlp, vocab=shape.vocab,
+                        family="dlm", device=device, dtype=dtype)
 
 
 def _sync(device: torch.device) -> None:

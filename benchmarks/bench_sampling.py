@@ -133,21 +133,10 @@ TINY = Shape(2, 64, 4, 128, 512, 40, 16, 16, 8)
 
 def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
     """A bidirectional Llama with the given dimensions and random weights, built directly on ``device``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from layerwise.models import random_model
 
-    from layerwise.models import wrap
-
-    cfg = LlamaConfig(hidden_size=shape.d, intermediate_size=shape.mlp, num_hidden_layers=shape.layers,
-                      num_attention_heads=shape.heads, num_key_value_heads=shape.heads, vocab_size=shape.vocab,
-                      max_position_embeddings=4096, rope_theta=500000.0, rms_norm_eps=1e-5,
-                      tie_word_embeddings=False, attn_implementation="sdpa")
-    cfg.is_causal = False
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(cfg, dtype=dtype)
-    model.eval()
-    mask_id = shape.vocab - 1
-    return wrap(model, tokenizer=None, family="dlm", mask_token_id=mask_id, model_id=f"llada-shaped-{shape.layers}L")
+    return random_model(layers=shape.layers, d_model=shape.d, heads=shape.heads, mlp=shape.mlp, vocab=shape.vocab,
+                        family="dlm", device=device, dtype=dtype, max_position_embeddings=4096)
 
 
 def _sync(device: torch.device) -> None:

@@ -383,3 +383,21 @@ def test_load_dispatched_over_cpu_and_disk(tmp_path):
     for key in ("block", "attn_in", "logits"):
         for x, y in zip(rec[key], ref[key]):
             torch.testing.assert_close(x, y)
+
+
+def test_random_model_shape_and_attention():
+    """random_model builds the asked shape; diffusion families are bidirectional, AR causal."""
+    import torch
+
+    from layerwise.models import Family, random_model
+    for fam, causal in (("dlm", False), ("ar", True)):
+        lm = random_model(layers=3, d_model=32, heads=4, mlp=64, vocab=50, family=fam, device="cpu")
+        assert lm.num_layers == 3 and lm.family is Family(fam)
+        assert lm.model.config.hidden_size == 32 and lm.model.config.vocab_size == 50
+        assert lm.spec.mask_token_id == (None if causal else 49)
+        x = torch.randint(0, 40, (1, 6))
+        y = x.clone()
+        y[0, -1] = (y[0, -1] + 1) % 40
+        with torch.no_grad():
+            moved = (lm.logits(x)[0, 0] - lm.logits(y)[0, 0]).abs().max().item()
+        assert (moved == 0.0) == causal
