@@ -227,3 +227,16 @@ def test_wilson_interval_matches_scipy_and_edges():
         assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-6)
     with pytest.raises(LayerwiseError):
         wilson_interval(0, 0)
+
+
+def test_arithmetic_fewshot_layout_matches_training_lines():
+    """Few-shot arithmetic prompts put one solved problem per line, as the training stream does."""
+    import re
+
+    from layerwise.evals import load_tasks
+    task = load_tasks(["lw_arithmetic"], num_fewshot=2, seed=0).tasks["lw_arithmetic"]
+    ctx = task.fewshot_context(task.test_docs()[0], num_fewshot=2)
+    lines = ctx.split("\n")
+    assert len(lines) == 3 and "" not in lines
+    assert all(re.fullmatch(r"Question: .+\? Answer: -?\d+", ln) for ln in lines[:2])
+    assert lines[2].startswith("Question: ") and lines[2].endswith("Answer:")
