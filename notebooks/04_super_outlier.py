@@ -68,7 +68,6 @@ import torch
 from IPython.display import Markdown, display
 
 from layerwise import plots
-from layerwise.config import resolve_device
 from layerwise.data import eval_sequences
 from layerwise.models import Family
 from layerwise.probes import channel_stats, paired_bootstrap, record_channels
@@ -77,10 +76,8 @@ from layerwise.sampling import diffusion_generate
 from layerwise.subjects import load_subjects
 
 plots.style()
-if resolve_device(device).type == "cpu":
-    torch.set_num_threads(cpu_threads)
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
-                         device=device)
+                         device=device, cpu_threads=cpu_threads)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]

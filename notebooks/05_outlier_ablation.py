@@ -79,7 +79,6 @@ import torch
 from IPython.display import Markdown, display
 
 from layerwise import plots
-from layerwise.config import resolve_device
 from layerwise.ablation import (ablation_conditions, ablation_effect, channel_means, random_control_channels,
                                 run_conditions)
 from layerwise.data import arithmetic_heldout, eval_sequences
@@ -90,10 +89,8 @@ from layerwise.sampling import generate
 from layerwise.subjects import load_subjects
 
 plots.style()
-if resolve_device(device).type == "cpu":
-    torch.set_num_threads(cpu_threads)
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
-                         device=device)
+                         device=device, cpu_threads=cpu_threads)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]

@@ -118,7 +118,12 @@ def test_checkpoints_load_through_models_and_subjects(triplet: dict[str, Path], 
     assert list(subj) == ["ar", "dlm", "ar2dlm"]
     assert [s.family for s in subj.values()] == [Family.AR, Family.DLM, Family.AR2DLM]
     assert subj["dlm"].model.config.is_causal is False and subj["ar"].model.config.is_causal is True
-    by_path = load_subjects([str(triplet["dlm"])], "test", device="cpu")
+    threads = torch.get_num_threads()
+    try:
+        by_path = load_subjects([str(triplet["dlm"])], "test", device="cpu", cpu_threads=1)
+        assert torch.get_num_threads() == 1  # cpu_threads applies on the CPU
+    finally:
+        torch.set_num_threads(threads)
     assert list(by_path) == [str(triplet["dlm"])] and by_path[str(triplet["dlm"])].family is Family.DLM
     # cached: ensure_triplet does not retrain (the log is untouched)
     before = (triplet["ar"] / "train_log.jsonl").read_bytes()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LayerwiseError
+from .config import LayerwiseError, resolve_device
 from .models import LoadedModel, load
 from .training import OBJECTIVES, ensure_triplet
 
@@ -19,13 +19,18 @@ from .training import OBJECTIVES, ensure_triplet
 def load_subjects(models: list[str] | tuple[str, ...] = (), preset: str = "tiny", *,
                   data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                  progress: bool = True) -> dict[str, LoadedModel]:
+                  progress: bool = True, cpu_threads: int | None = None) -> dict[str, LoadedModel]:
     """``{name: LoadedModel}`` in a stable order.
 
     ``models == []``: the triplet of ``preset`` named ``"ar"``, ``"dlm"``, ``"ar2dlm"`` (trained
     first if missing, see :func:`layerwise.training.ensure_triplet`). Otherwise each entry is a hub
     id (from the registry) or a local checkpoint path, named by the entry itself.
+
+    ``cpu_threads``: torch's CPU thread count when the models run on the CPU (tiny models run
+    fastest on one thread when cores are shared); ignored on a GPU, None leaves torch as it is.
     """
+    if cpu_threads is not None and resolve_device(device).type == "cpu":
+        torch.set_num_threads(int(cpu_threads))
     if isinstance(models, str):
         raise LayerwiseError(f"models must be a list of ids, got the string {models!r}: write [{models!r}]")
     if not models:
