@@ -62,7 +62,7 @@ def bench_one(preset: T.Preset, objective: str, compile_model: bool, steps: int,
         opt.zero_grad(set_to_none=True)
         for mb in batch.split(preset.micro_batch):
             with T._autocast(device):
-                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen) / accum
+                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen, compile_model) / accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
         opt.step()
@@ -81,7 +81,8 @@ def bench_one(preset: T.Preset, objective: str, compile_model: bool, steps: int,
     dt = time.perf_counter() - t1
     tps = steps * preset.batch_size * preset.seq_len / dt
     return {"objective": objective, "compile": compile_model, "batch_size": preset.batch_size,
-            "micro_batch": preset.micro_batch, "seq_len": preset.seq_len, "params": T.n_params(model, False),
+            "micro_batch": preset.micro_batch, "seq_len": preset.seq_len, "d_model": preset.d_model,
+            "n_layers": preset.n_layers, "params": T.n_params(model, False),
             "params_nonembedding": T.n_params(model), "gflops_per_token": fpt / 1e9, "steps": steps,
             "step_s": dt / steps, "tokens_per_s": tps,
             "mfu": tps * fpt / peak if (peak and device.type == "cuda") else None,
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--micro-batch", type=int)
     ap.add_argument("--peak-flops", type=float, default=T.H100_BF16_PEAK, help="bf16 dense peak FLOP/s for MFU")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a preset field, e.g. --set d_model=1024 --set d_mlp=2816 (how MFU scales with width)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/training[_tiny])")
     a = ap.parse_args(argv)
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         a.preset, a.steps, a.warmup = "test", min(a.steps, 10), min(a.warmup, 2)
         a.compile = "off" if a.compile == "both" else a.compile
     ov = {k: v for k, v in {"batch_size": a.batch_size, "micro_batch": a.micro_batch}.items() if v}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        ov[k] = int(v) if v.lstrip("-").isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v
     if "batch_size" in ov and "micro_batch" not in ov:
         ov["micro_batch"] = min(ov["batch_size"], T.get_preset(a.preset).micro_batch)
     preset = T.get_preset(a.preset, **ov)
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = Path(a.out) if a.out else RESULTS / ("training_tiny" if a.tiny else "training")
     stem.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(stem.with_suffix(".csv"), index=False)
-    show = df[["objective", "compile", "micro_batch", "tokens_per_s", "mfu", "step_s", "peak_mem_gib"]].copy()
+    show = df[["objective", "compile", "d_model", "n_layers", "micro_batch", "tokens_per_s", "mfu", "step_s", "peak_mem_gib"]].copy()
     show["tokens_per_s"] = show.tokens_per_s.map("{:,.0f}".format)
     show["mfu"] = show.mfu.map(lambda x: "n/a" if pd.isna(x) else f"{x:.1%}")
     show["step_s"] = show.step_s.map("{:.4f}".format)

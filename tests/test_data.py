@@ -50,7 +50,8 @@ def test_arithmetic_answers_are_correct_and_prompts_well_formed() -> None:
         if m:
             a, op, b = int(m[1]), m[2], int(m[3])
             assert int(it["answer"]) == (a + b if op == "+" else a - b)
-            assert 10 <= a <= 9999 and 10 <= b <= 9999
+            lo, hi = 10 ** (D.ARITH_DIGITS[0] - 1), 10 ** D.ARITH_DIGITS[1] - 1
+            assert lo <= a <= hi and lo <= b <= hi
         assert int(it["answer"]) >= 0
     assert D.arithmetic_heldout(20, seed=3) == [dict(i, prompt=i["prompt"].split("\n")[-1])
                                                 for i in D.arithmetic_heldout(20, seed=3, num_fewshot=2)]
@@ -70,6 +71,23 @@ def test_tokenizer_byte_identical_across_two_trainings(tmp_path: Path) -> None:
     # and a different text gives a different tokenizer (the check can fail)
     other = D.train_tokenizer(list(D.synthetic_documents(150, seed=2)), vocab_size=300)
     assert D.tokenizer_sha(other) != D.tokenizer_sha(tok)
+
+
+def test_split_digits_gives_one_token_per_digit(tiny_data: D.TrainData) -> None:
+    # a corpus full of repeated numbers: without splitting, BPE merges them into multi-digit tokens
+    docs = [f"In {1800 + k % 50} the price was {k * 37 % 1000} coins. " * 3 for k in range(400)]
+    merged = D.train_tokenizer(docs, vocab_size=400, split_digits=False)
+    split = D.train_tokenizer(docs, vocab_size=400, split_digits=True)
+    text = "Question: What is 347 + 58? Answer: 405 in 1826"
+    for tok in (merged, split, tiny_data.tokenizer):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text  # lossless either way
+
+    def digit_pieces(tok) -> list[str]:
+        pieces = [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"]]
+        return [p for p in pieces if any(ch.isdigit() for ch in p)]
+    assert any(len(p.strip()) > 1 for p in digit_pieces(merged))  # the check can fail
+    for tok in (split, tiny_data.tokenizer):  # the presets split digits
+        assert digit_pieces(tok) == list("347" "58" "405" "1826")
 
 
 def test_tokenizer_reloads_with_auto_tokenizer_and_special_tokens(tiny_data: D.TrainData, tmp_path: Path) -> None:
