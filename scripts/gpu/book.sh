@@ -28,7 +28,7 @@ for c in ${LAST-08}; do chapter "$c"; done
 echo "=== book done $(date -u +%T) total $(( $(date +%s) - start )) s"
 if [ -n "${BENCH:-}" ]; then
   echo "=== bench start $(date -u +%T)"
-  timeout 300 python3 benchmarks/bench_training.py --compile on --steps 100 > runs/logs/bench_training.log 2>&1
+  timeout 300 python3 benchmarks/bench_training.py --compile both --steps 80 > runs/logs/bench_training.log 2>&1
   echo "=== bench rc=$? $(date -u +%T)"
   timeout 240 python3 benchmarks/bench_training.py --compile on --steps 50 --objectives ar,dlm \
     --set d_model=1024 --set n_heads=16 --set d_mlp=2816 --out runs/results/training_wide >> runs/logs/bench_training.log 2>&1
