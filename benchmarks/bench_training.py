@@ -7,6 +7,8 @@ isolate the model from data loading. Writes ``benchmarks/results/training[_tiny]
 GPU (the published numbers)::
 
     python benchmarks/bench_training.py --preset gpu --steps 200
+    # the same step at d_model 1024 (how MFU depends on width)
+    python benchmarks/bench_training.py --compile on --objectives ar,dlm --set d_model=1024 --set n_heads=16 --set d_mlp=2816 --out benchmarks/results/training_wide
 
 CPU smoke run::
 
@@ -16,6 +18,7 @@ CPU smoke run::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             f"Device: {device_name()}; torch {torch.__version__}; batch {preset.batch_size} x {preset.seq_len} tokens, "
             f"{df.params.iloc[0]:,} parameters ({df.params_nonembedding.iloc[0]:,} non-embedding), "
             f"{df.gflops_per_token.iloc[0]:.4g} GFLOP/token; MFU against {a.peak_flops:.3g} FLOP/s; "
-            f"{a.steps} timed steps after {a.warmup} warm-up steps; random tokens.\n\n")
+            f"{a.steps} timed steps after {a.warmup} warm-up steps; random tokens.\n\n"
+            f"Command: `python benchmarks/bench_training.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
     try:
         table = show.to_markdown(index=False)
     except ImportError:  # pandas needs `tabulate` for this; the GPU image may lack it: plain pipe table

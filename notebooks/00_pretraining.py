@@ -53,6 +53,7 @@ overrides = {}        # Preset field overrides for training, e.g. {"micro_batch"
 smooth = 5            # moving-average window (log points) for the loss curves
 arith_items = 64      # held-out arithmetic problems per model (our GSM8K stand-in)
 arith_batch = 32      # generation batch size
+semi_ar_block = 4     # also sample the diffusion models in semi-autoregressive blocks of this many tokens (0: skip)
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -183,21 +184,33 @@ if paths:
 # guesser scores (the frequency of the commonest answer). The interval is a 95% Wilson interval.
 
 # %%
+import numpy as np
+
 from layerwise import evals
 from layerwise.models import load
 
 if paths:
-    arith_rows = []
+    arith_rows, kind_rows = [], []
     for o in paths:
         lm = load(str(paths[o]), device=device)
-        r = evals.evaluate(lm, ["lw_arithmetic"], limit=arith_items, batch_size=arith_batch, seed=seed,
-                           data_dir=data_dir or None, cache_dir=cache_dir or None)
+        r = evals.evaluate(lm, ["lw_arithmetic", "lw_arithmetic_ll"], limit=arith_items, batch_size=arith_batch,
+                           seed=seed, data_dir=data_dir or None, cache_dir=cache_dir or None)
         key = next(k for k in r["metrics"]["lw_arithmetic"] if k.startswith("exact_match"))
-        k_ok, n = int(round(sum(r["items"]["lw_arithmetic"][key]))), r["n"]["lw_arithmetic"]
+        scores = r["items"]["lw_arithmetic"][key]
+        k_ok, n = int(round(sum(scores))), r["n"]["lw_arithmetic"]
         lo, hi = evals.wilson_interval(k_ok, n)
+        one_pass = float(np.mean(r["items"]["lw_arithmetic_ll"]["acc,none"]))
         arith_rows.append({"model": o, "sampler": "greedy (AR)" if lm.family.value == "ar" else "masked diffusion",
                            "accuracy": k_ok / n, "ci_low": lo, "ci_high": hi,
-                           "chance": r["chance"]["lw_arithmetic"][key], "items": n})
+                           "chance": r["chance"]["lw_arithmetic"][key], "items": n,
+                           "answer_by_likelihood": one_pass})
+        if semi_ar_block and lm.family.value != "ar":
+            r2 = evals.evaluate(lm, ["lw_arithmetic"], limit=arith_items, batch_size=arith_batch, seed=seed,
+                                data_dir=data_dir or None, cache_dir=cache_dir or None,
+                                sampler_kwargs={"block_length": semi_ar_block})
+            arith_rows[-1][f"accuracy_blocks_of_{semi_ar_block}"] = float(np.mean(r2["items"]["lw_arithmetic"][key]))
+        for s_, v in zip(r["samples"]["lw_arithmetic"], scores):
+            kind_rows.append({"model": o, "kind": s_["doc"].get("kind", "?"), "correct": v})
         del lm
     arith = pd.DataFrame(arith_rows).set_index("model")
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -213,6 +226,14 @@ if paths:
     display(Markdown(f"**Figure 3.** Held-out arithmetic accuracy per model ({arith_items} problems, 95% Wilson "
                      "intervals); dashed: chance."))
     display(arith.round(3))
+    display(Markdown("`answer_by_likelihood`: the same problems scored by `lw_arithmetic_ll`, whether the answer "
+                     "line is the model's argmax at every position (AR: greedy decoding; diffusion: ONE pass over "
+                     "the fully masked answer, its length given). "
+                     + (f"`accuracy_blocks_of_{semi_ar_block}`: the diffusion sampler filling the answer in blocks "
+                        f"of {semi_ar_block} tokens, left to right (LLaDA's semi-autoregressive mode) instead of "
+                        "one block. " if semi_ar_block else "") + "Accuracy by kind of problem:"))
+    display(pd.DataFrame(kind_rows).pivot_table(index="model", columns="kind", values="correct", aggfunc="mean")
+            .reindex(list(paths)).round(3))
 
 # %%
 if paths:
@@ -223,9 +244,10 @@ if paths:
                     for o in paths},
                  **{f"tokens_seen_{o}": metric(metas[o]["tokens_seen"], model=o) for o in paths},
                  **{f"arithmetic_accuracy_{o}": metric(r.accuracy, (r.ci_low, r.ci_high), model=o, chance=r.chance,
-                                                       note=f"held-out arithmetic, {r.sampler}, {r.items} items")
+                                                       note=f"held-out arithmetic, {r.sampler}, {r['items']} items")
                     for o, r in arith.iterrows()}},
         data={"preset": p.name, "config_hash": p.config_hash(), "table": table.reset_index().to_dict("records"),
+              "arithmetic": arith.reset_index().to_dict("records"),
               "logs": {o: logs[o][["tokens", "loss", "tokens_per_s"]].to_dict("list") for o in paths},
               "snapshots": {o: sorted(x.name for x in (run_dir(p, o, cache_dir or None) / "snapshots").glob("step_*"))
                             for o in paths}},

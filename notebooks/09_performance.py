@@ -178,6 +178,16 @@ else:
 display(Markdown(perf.results_markdown("training", rdir, tiny=smoke_runs) or "training: not run"))
 
 # %% [markdown]
+# **The same step, wider.** `training_wide.csv` times the identical training step at d_model 1024
+# (16 heads, MLP 2816), same depth, batch and sequence length: how much of the MFU gap is the gpu
+# preset's width.
+
+# %%
+wide = frames.get("training_wide")
+display(Markdown(perf.results_markdown("training_wide", rdir, tiny=smoke_runs) if wide is not None
+                 else "training_wide: not run"))
+
+# %% [markdown]
 # ## Probe pass and channel-statistics memory (issues 8 and 6)
 
 # %%
@@ -327,6 +337,12 @@ if r is not None and r["status"] == "not met":
         f"{best['mfu']:.1%}. The diffusion objectives gain less from it than `ar` (compiled: "
         + ", ".join(f"{o} {m:.1%}" for o, m in zip(tm[tm['compile'].astype(bool)]['objective'],
                                                   tm[tm['compile'].astype(bool)]['mfu'])) + ").")
+    if wide is not None and "mfu" in wide and wide["mfu"].notna().any():
+        notes.append(
+            f"  The same step at d_model {int(wide['d_model'].iloc[0])} ({wide['params'].iloc[0] / 1e6:.0f}M parameters) "
+            "reaches " + ", ".join(f"{o} {m:.1%}" for o, m in zip(wide["objective"], wide["mfu"]))
+            + " (`training_wide.csv`): width is what holds the gpu preset back. The preset keeps d_model 512 so "
+            "that training and every chapter fit one 30-minute lease of the GPU.")
 r = row("probe")
 if r is not None and r["status"] == "not met":
     fwd = frames["probes"]["mfu_vs_measured_peak"].iloc[0]

@@ -96,6 +96,22 @@ def _arith(tok) -> dict[str, str]:
     return {p["prompt"]: p["answer"] for p in data.arithmetic_heldout(PARAMS.arithmetic_n, PARAMS.arithmetic_seed)}
 
 
+@needs_data
+def test_arithmetic_by_likelihood_scores_the_answer_line(tiny_ar, tok, cache):
+    # the oracle is greedy exactly on "prompt + ' ' + answer + newline": acc 1 means the task's
+    # continuation is the answer line as training writes it (and not, e.g., the answer without its space)
+    answers = _arith(tok)
+    gold = {f"{p} {a}\n" for p, a in answers.items()}
+    tasks = load_tasks(["lw_arithmetic_ll"], cache_dir=cache, params=PARAMS)
+    res = evaluate(LayerwiseLM(tiny_ar, backend=OracleBackend(tok, gold_texts=gold)), tasks, limit=30)
+    assert res["n"]["lw_arithmetic_ll"] == 30
+    assert res["metrics"]["lw_arithmetic_ll"]["acc,none"] == 1.0
+    wrong = {f"{p} {int(a) + 1}\n" for p, a in answers.items()}
+    res = evaluate(LayerwiseLM(tiny_ar, backend=OracleBackend(tok, gold_texts=wrong)), tasks, limit=30)
+    assert res["metrics"]["lw_arithmetic_ll"]["acc,none"] == 0.0
+    assert 0 < res["chance"]["lw_arithmetic_ll"]["acc,none"] < 0.5
+
+
 MC_TASKS = ["lw_arc_easy", "lw_arc_challenge", "lw_boolq", "lw_openbookqa", "lw_piqa", "lw_winogrande", "lw_lambada"]
 
 

@@ -98,6 +98,8 @@ class LocalTask:
 LOCAL_TASKS: dict[str, LocalTask] = {t.name: t for t in [
     LocalTask("lw_arithmetic", {"arithmetic": None},
               "held-out synthetic arithmetic (layerwise.data.arithmetic_heldout), generation, exact match"),
+    LocalTask("lw_arithmetic_ll", {"arithmetic": None},
+              "the same problems by likelihood: acc = greedy (AR) / one-pass oracle-length (diffusion) exact match"),
     LocalTask("lw_gutenberg", {"gutenberg": None},
               "held-out Gutenberg passages (corpus/gutenberg-heldout-10MB.txt.xz), rolling log-likelihood"),
     LocalTask("lw_lambada", {"lambada": "benchmarks/lambada_openai.jsonl"}, "LAMBADA (OpenAI)"),
@@ -159,7 +161,8 @@ def _arithmetic_rows(n: int, seed: int) -> list[dict[str, str]]:
         prompt = str(prompt).rstrip()
         if "Answer:" not in prompt:  # a bare question: use the training format "Question: ... Answer:"
             prompt = f"Question: {prompt} Answer:"
-        rows.append({"prompt": prompt, "answer": str(answer).strip()})
+        kind = item.get("kind") if isinstance(item, Mapping) else None
+        rows.append({"prompt": prompt, "answer": str(answer).strip(), **({"kind": kind} if kind else {})})
     return rows
 
 
@@ -192,7 +195,10 @@ def _derive(key: str, root: Path, out: Path, params: TaskParams) -> Path:
     """Write (once) the jsonl of a derived task file and return its path."""
     out.mkdir(parents=True, exist_ok=True)
     if key == "arithmetic":
-        path = out / f"arithmetic_heldout_n{params.arithmetic_n}_seed{params.arithmetic_seed}.jsonl"
+        from .data import ARITH_DIGITS  # the problem distribution is part of the key (no stale task file)
+
+        digits = "".join(map(str, ARITH_DIGITS))
+        path = out / f"arithmetic_heldout_d{digits}_n{params.arithmetic_n}_seed{params.arithmetic_seed}.jsonl"
         if not path.is_file():
             _jsonl(path, _arithmetic_rows(params.arithmetic_n, params.arithmetic_seed))
         return path

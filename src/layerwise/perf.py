@@ -43,6 +43,8 @@ __all__ = [
 #: benchmark name -> (CSV stem of the GPU run, CSV stem of the CPU smoke run, markdown stem, script)
 RESULT_FILES: dict[str, tuple[str, str, str, str]] = {
     "training": ("training", "training_tiny", "training", "bench_training.py"),
+    # the same step at a wider shape (d_model 1024): how MFU depends on the matmul width
+    "training_wide": ("training_wide", "training_wide_tiny", "training_wide", "bench_training.py"),
     "probes": ("probes", "probes_tiny", "probes", "bench_probes.py"),
     "sampling": ("sampling", "sampling_tiny", "sampling", "bench_sampling.py"),
     "skipping": ("bench_skipping", "bench_skipping_tiny", "bench_skipping", "bench_skipping.py"),
@@ -107,7 +109,7 @@ def load_benchmarks(results_dir: str | os.PathLike | None = None, *, tiny: bool 
             out["probes"] = thr
             out["probes_memory"] = mem
             continue
-        if name == "training":
+        if name in ("training", "training_wide"):
             df["tflop_per_s"] = df["gflops_per_token"] * df["tokens_per_s"] / 1e3
             df["peak_tflop_per_s"] = df["tflop_per_s"] / df["mfu"]
         if name == "gptq":

@@ -106,6 +106,7 @@ class Preset:
         d = asdict(self)
         for k in ("micro_batch", "compile", "ckpt_every", "log_every", "cpu_threads"):
             d.pop(k)
+        d["data"]["arith_digits"] = D.ARITH_DIGITS  # the arithmetic distribution shapes the training stream
         return D._sha(d)[:16]
 
     def validate(self) -> None:
@@ -134,7 +135,7 @@ PRESETS: dict[str, Preset] = {
                    d_model=32, n_layers=2, n_heads=2, d_mlp=64, tokens=40 * 8 * 32, batch_size=8,
                    micro_batch=4, lr=1e-2, warmup_frac=0.1, ckpt_every=10, log_every=2, val_seqs=8),
     # the published book: Gutenberg, 12 layers, >= 100M tokens per model on one H100
-    "gpu": Preset(name="gpu", data=D.DataSpec(source="gutenberg", vocab_size=16384, seq_len=512, arith_frac=0.12,  # issue 3: 3% left arithmetic at chance
+    "gpu": Preset(name="gpu", data=D.DataSpec(source="gutenberg", vocab_size=16384, seq_len=512, arith_frac=0.25,  # issue 3: at 3% arithmetic stayed at chance
                                                tokenizer_train_bytes=50_000_000),
                   d_model=512, n_layers=12, n_heads=8, d_mlp=1408, tokens=100_000_000, batch_size=128,
                   micro_batch=128, lr=2e-3, warmup_frac=0.02, ckpt_every=200, log_every=10, val_seqs=64),
