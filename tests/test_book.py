@@ -247,3 +247,14 @@ def test_root_toc_describes_existing_pages_of_the_published_book():
     for f in files:
         assert any((book.BOOK_DIR / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), \
             f"_toc.yml lists {f} but book/ has no such page: run `layerwise-book run --profile gpu --publish`"
+
+
+def test_commit_in_provenance_can_be_passed_in(monkeypatch):
+    # a synced copy of the working tree (the lent GPU) has a stale .git: the real commit is passed in
+    from layerwise import book as B
+
+    monkeypatch.delenv(B.COMMIT_ENV, raising=False)
+    own = B._git_commit()
+    assert own != "abc1234"
+    monkeypatch.setenv(B.COMMIT_ENV, "abc1234")
+    assert B._git_commit() == "abc1234"

@@ -594,7 +594,17 @@ def refresh_reference(*, chapters: Sequence[str] | None = None, dest: str | os.P
 # ---------------------------------------------------------------------------------------------
 
 
+COMMIT_ENV = "LAYERWISE_COMMIT"  #: the code's commit where the checkout has no current .git (a synced copy)
+
+
 def _git_commit() -> str:
+    """``$LAYERWISE_COMMIT`` if set, else ``git describe --always --dirty`` of the checkout.
+
+    The variable is for copies of a working tree whose ``.git`` is stale or absent: the lent GPU
+    machine receives tracked files but keeps the ``.git`` of its first sync, so ``git describe``
+    there names an old commit (pass the real one: ``LAYERWISE_COMMIT=$(git rev-parse --short HEAD)``)."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
                              capture_output=True, text=True, timeout=5)
