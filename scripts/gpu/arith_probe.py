@@ -1,0 +1,54 @@
+"""Diagnostic for issue 3: does the diffusion objective learn the arithmetic task when it dominates the
+stream? Trains `ar` and `dlm` of a preset with a large arithmetic share on a small text slice, then
+scores held-out arithmetic (sampled exact match, and the answer line by likelihood). Not part of the
+book; its log is committed under benchmarks/results/logs/.
+
+    python scripts/gpu/arith_probe.py --preset gpu --arith-frac 0.9 --tokens 30e6 --max-train-chars 4e6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from layerwise import evals
+from layerwise import training as T
+from layerwise.models import load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="gpu")
+    ap.add_argument("--arith-frac", type=float, default=0.9)
+    ap.add_argument("--tokens", type=float, default=30e6)
+    ap.add_argument("--max-train-chars", type=float, default=4e6)
+    ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    ov = dict(arith_frac=a.arith_frac, tokens=int(a.tokens), max_train_chars=int(a.max_train_chars),
+              tokenizer_train_bytes=int(a.max_train_chars))
+    base = T.get_preset(a.preset)
+    if base.data.source == "synthetic":
+        ov.pop("max_train_chars")
+        ov.pop("tokenizer_train_bytes")
+    p = T.get_preset(a.preset, **ov)
+    t0 = time.time()
+    paths = T.ensure_triplet(p, device=a.device, progress=False, objectives=("ar", "dlm"))
+    print(f"trained ar+dlm in {time.time() - t0:.0f} s: {ov}", flush=True)
+    for o, path in paths.items():
+        meta = json.loads((path / "layerwise_meta.json").read_text())
+        lm = load(str(path), device=a.device)
+        r = evals.evaluate(lm, ["lw_arithmetic", "lw_arithmetic_ll"], limit=a.items, batch_size=32, seed=0)
+        em = r["metrics"]["lw_arithmetic"]["exact_match,first-number"]
+        ll = r["metrics"]["lw_arithmetic_ll"]["acc,none"]
+        print(f"{o}: val_loss {meta['val_loss']:.3f}, arithmetic exact match {em:.3f}, answer by likelihood "
+              f"{ll:.3f}, chance {r['chance']['lw_arithmetic']['exact_match,first-number']:.3f}, "
+              f"{r['n']['lw_arithmetic']} items", flush=True)
+        for s in r["samples"]["lw_arithmetic"][:6]:
+            print("   ", repr(s["doc"]["prompt"][-45:]), "->", repr(s["filtered_resps"]), "target", s["target"], flush=True)
+    print("all done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
