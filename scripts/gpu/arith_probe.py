@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from layerwise import evals
 from layerwise import training as T
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--max-train-chars", type=float, default=4e6)
     ap.add_argument("--items", type=int, default=64)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="runs/results/arith_probe.json", help="the summary rows as JSON")
     a = ap.parse_args()
     ov = dict(arith_frac=a.arith_frac, tokens=int(a.tokens), max_train_chars=int(a.max_train_chars),
               tokenizer_train_bytes=int(a.max_train_chars))
@@ -36,6 +38,7 @@ def main() -> None:
     t0 = time.time()
     paths = T.ensure_triplet(p, device=a.device, progress=False, objectives=("ar", "dlm"))
     print(f"trained ar+dlm in {time.time() - t0:.0f} s: {ov}", flush=True)
+    rows = []
     for o, path in paths.items():
         meta = json.loads((path / "layerwise_meta.json").read_text())
         lm = load(str(path), device=a.device)
@@ -45,9 +48,15 @@ def main() -> None:
         print(f"{o}: val_loss {meta['val_loss']:.3f}, arithmetic exact match {em:.3f}, answer by likelihood "
               f"{ll:.3f}, chance {r['chance']['lw_arithmetic']['exact_match,first-number']:.3f}, "
               f"{r['n']['lw_arithmetic']} items", flush=True)
+        rows.append({"objective": o, "val_loss": meta["val_loss"], "exact_match": em, "answer_by_likelihood": ll,
+                     "chance": r["chance"]["lw_arithmetic"]["exact_match,first-number"],
+                     "items": r["n"]["lw_arithmetic"], **ov})
         for s in r["samples"]["lw_arithmetic"][:6]:
             print("   ", repr(s["doc"]["prompt"][-45:]), "->", repr(s["filtered_resps"]), "target", s["target"], flush=True)
-    print("all done", flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}\nall done", flush=True)
 
 
 if __name__ == "__main__":
