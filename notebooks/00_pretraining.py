@@ -209,8 +209,9 @@ if paths:
                                 data_dir=data_dir or None, cache_dir=cache_dir or None,
                                 sampler_kwargs={"block_length": semi_ar_block})
             arith_rows[-1][f"accuracy_blocks_of_{semi_ar_block}"] = float(np.mean(r2["items"]["lw_arithmetic"][key]))
-        for s_, v in zip(r["samples"]["lw_arithmetic"], scores):
-            kind_rows.append({"model": o, "kind": s_["doc"].get("kind", "?"), "correct": v})
+        metric_name, filter_name = key.split(",", 1)
+        kind_rows += [{"model": o, "kind": s_["doc"].get("kind", "?"), "correct": s_[metric_name]}
+                      for s_ in r["samples"]["lw_arithmetic"] if s_["filter"] == filter_name]
         del lm
     arith = pd.DataFrame(arith_rows).set_index("model")
     fig, ax = plt.subplots(figsize=(5, 3))
