@@ -47,12 +47,17 @@ class _VocabOnly:
         return self.size
 
 
-def bench_one(preset: T.Preset, objective: str, compile_model: bool, steps: int, warmup: int,
+def bench_one(preset: T.Preset, objective: str, compile_model: bool | str, steps: int, warmup: int,
               device: torch.device, peak: float | None) -> dict:
-    """Time ``steps`` optimizer steps after ``warmup`` (which absorbs compilation)."""
+    """Time ``steps`` optimizer steps after ``warmup`` (which absorbs compilation).
+
+    ``compile_model``: False (eager), True (``training.compile_for_training``: what training uses) or
+    ``"plain"`` (bare ``torch.compile``, which hands SDPA a materialised mask: the before/after).
+    """
     tok = _VocabOnly(preset.data.vocab_size)
     model = T.init_model(preset, tok, objective).to(device).train()
-    fwd = torch.compile(model) if compile_model else model
+    fwd = (torch.compile(model) if compile_model == "plain" else T.compile_for_training(model) if compile_model
+           else model)
     opt = torch.optim.AdamW(model.parameters(), lr=preset.lr, betas=preset.betas,
                             weight_decay=preset.weight_decay, fused=device.type == "cuda")
     fpt = T.flops_per_token(model, preset.seq_len)
@@ -65,7 +70,7 @@ def bench_one(preset: T.Preset, objective: str, compile_model: bool, steps: int,
         opt.zero_grad(set_to_none=True)
         for mb in batch.split(preset.micro_batch):
             with T._autocast(device):
-                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen, compile_model) / accum
+                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen, bool(compile_model)) / accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
         opt.step()
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--preset", default="gpu")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run: the `test` preset, a few steps")
     ap.add_argument("--objectives", default="ar,dlm,ar2dlm")
-    ap.add_argument("--compile", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--compile", choices=["on", "off", "both", "all"], default="both",
+                    help="on: compiled as in training; both: off and on; all: off, plain torch.compile, on")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--batch-size", type=int)
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    compiles = {"on": [True], "off": [False], "both": [False, True]}[a.compile]
+    compiles = {"on": [True], "off": [False], "both": [False, True], "all": [False, "plain", True]}[a.compile]
     rows = []
     for c in compiles:
         for o in a.objectives.split(","):

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from .config import LayerwiseError, cache_dir as _cache_dir, resolve_device
-from .models import META_FILE
+from .models import META_FILE, flash_sdpa_under_compile
 
 Objective = Literal["ar", "dlm", "ar2dlm"]
 OBJECTIVES: tuple[str, ...] = ("ar", "dlm", "ar2dlm")
@@ -418,6 +418,17 @@ def validation_loss(objective: str, model: torch.nn.Module, tokenizer: Any, pres
     return float(np.mean(losses))
 
 
+def compile_for_training(model: torch.nn.Module) -> Callable[..., Any]:
+    """``torch.compile(model)`` whose calls trace with :func:`models.flash_sdpa_under_compile`, so the
+    compiled graph keeps SDPA's flash kernel (no materialised all-true mask; see there)."""
+    compiled = torch.compile(model)
+
+    def fwd(*args: Any, **kwargs: Any) -> Any:
+        with flash_sdpa_under_compile():
+            return compiled(*args, **kwargs)
+    return fwd
+
+
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -528,7 +539,7 @@ def _train(objective: str, p: Preset, run: Path, dev: torch.device, data_dir: st
 
     # keep `model` (uncompiled) for state_dict / save_pretrained
     compiled = _use_compile(p, dev)
-    fwd = torch.compile(model) if compiled else model
+    fwd = compile_for_training(model) if compiled else model
     fpt = flops_per_token(model, p.seq_len)
     accum = p.batch_size // p.micro_batch
     tokens_per_step = p.batch_size * p.seq_len
