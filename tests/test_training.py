@@ -193,3 +193,40 @@ def test_compiled_cross_entropy_matches_eager(td: D.TrainData, objective: str) -
     torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
     assert out[False][0] > 1.0  # a real loss at initialisation (~log V), not a degenerate zero
+
+
+@pytest.mark.parametrize("objective", ["ar", "dlm"])
+def test_flash_sdpa_under_compile_drops_the_traced_mask(objective):
+    """Under dynamo, transformers hands SDPA a materialised all-true mask (no flash kernel); inside
+    ``flash_sdpa_under_compile`` the same call passes no mask and the right ``is_causal``, with
+    identical logits. ``is_tracing`` is forced on to stand in for a compiled trace."""
+    from unittest import mock
+
+    from transformers import masking_utils as mu
+
+    from layerwise.models import flash_sdpa_under_compile
+
+    tok = D.train_tokenizer(["What is 12 + 34? Answer: 46"] * 40, 300)
+    model = T.init_model(T.get_preset("test"), tok, objective).eval()
+    ids = torch.randint(3, len(tok), (2, 12))
+    seen: list[tuple[bool, bool]] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        seen.append((attn_mask is None, is_causal))
+        return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+
+    with torch.no_grad(), mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", spy):
+        ref = model(input_ids=ids).logits
+        with mock.patch.object(mu, "is_tracing", lambda *a, **k: True):
+            seen.clear()
+            traced = model(input_ids=ids).logits
+            assert seen[0][0] is False  # transformers' own behaviour when traced: a mask, hence no flash
+            seen.clear()
+            with flash_sdpa_under_compile():
+                fast = model(input_ids=ids).logits
+    assert seen[0] == (True, objective == "ar")
+    torch.testing.assert_close(traced, ref)
+    torch.testing.assert_close(fast, ref)
+    # the patch is undone on exit
+    assert mu._ignore_bidirectional_mask_sdpa.__module__ == "transformers.masking_utils"
