@@ -166,6 +166,8 @@ def launch(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for tag, args in SWEEP.items():
+        if a.only and tag not in a.only.split(","):
+            continue
         cmd = [sys.executable, __file__, "--tag", tag, "--steps", str(a.steps), "--eval-every", str(a.eval_every), *args]
         procs.append(subprocess.Popen(cmd, stdout=(out / f"sweep_{tag}.log").open("w"), stderr=subprocess.STDOUT))
     for pr in procs:
@@ -189,6 +191,7 @@ def main() -> None:
     ap.add_argument("--tag", default="run")
     ap.add_argument("--launch", action="store_true", help="run the whole SWEEP in parallel")
     ap.add_argument("--log-dir", default="runs/logs")
+    ap.add_argument("--only", default="", help="with --launch: comma-separated tags of SWEEP to run")
     a = ap.parse_args()
     launch(a) if a.launch else run(a)
 
