@@ -25,16 +25,19 @@ def main() -> None:
     ap.add_argument("--tokens", type=float, default=30e6)
     ap.add_argument("--max-train-chars", type=float, default=4e6)
     ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/results/arith_probe.json", help="the summary rows as JSON")
     a = ap.parse_args()
     ov = dict(arith_frac=a.arith_frac, tokens=int(a.tokens), max_train_chars=int(a.max_train_chars),
               tokenizer_train_bytes=int(a.max_train_chars))
+    if a.batch_size:
+        ov.update(batch_size=a.batch_size, micro_batch=a.batch_size)
     base = T.get_preset(a.preset)
     if base.data.source == "synthetic":
         ov.pop("max_train_chars")
         ov.pop("tokenizer_train_bytes")
-    p = T.get_preset(a.preset, **ov)
+    p = T.get_preset(a.preset, **ov, ckpt_every=1000)
     t0 = time.time()
     paths = T.ensure_triplet(p, device=a.device, progress=False, objectives=("ar", "dlm"))
     print(f"trained ar+dlm in {time.time() - t0:.0f} s: {ov}", flush=True)
