@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=float, default=30e6)
     ap.add_argument("--max-train-chars", type=float, default=4e6)
     ap.add_argument("--items", type=int, default=64)
+    ap.add_argument("--objectives", default="ar,dlm", help="which of the triplet to train and score")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/results/arith_probe.json", help="the summary rows as JSON")
@@ -39,8 +40,8 @@ def main() -> None:
         ov.pop("tokenizer_train_bytes")
     p = T.get_preset(a.preset, **ov, ckpt_every=1000)
     t0 = time.time()
-    paths = T.ensure_triplet(p, device=a.device, progress=False, objectives=("ar", "dlm"))
-    print(f"trained ar+dlm in {time.time() - t0:.0f} s: {ov}", flush=True)
+    paths = T.ensure_triplet(p, device=a.device, progress=False, objectives=tuple(a.objectives.split(",")))
+    print(f"trained {a.objectives} in {time.time() - t0:.0f} s: {ov}", flush=True)
     rows = []
     for o, path in paths.items():
         meta = json.loads((path / "layerwise_meta.json").read_text())
