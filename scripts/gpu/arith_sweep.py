@@ -157,7 +157,7 @@ def run(a: argparse.Namespace) -> None:
         if s % a.eval_every == 0 or s == a.steps:
             with amp:
                 r = evaluate(model, tok, a.objective, held, ctx, dev)
-            print(json.dumps({"tag": a.tag, "step": s, "loss": round(loss.item(), 4), **r,
+            print(json.dumps({"tag": a.tag, "objective": a.objective, "batch": a.batch, "seq_len": a.seq_len, "step": s, "loss": round(loss.item(), 4), **r,
                               "seconds": round(time.time() - t0)}), flush=True)
 
 

@@ -23,12 +23,13 @@ Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,55 @@ def load_benchmarks(results_dir: str | os.PathLike | None = None, *, tiny: bool 
             df["total_min"] = df["total_s_extrapolated"] / 60.0
         out[name] = df
     return out
+
+
+#: folders under ``<results>/logs`` holding ``scripts/gpu/arith_sweep.py`` logs (one JSON line per evaluation)
+ARITH_SWEEP_LOGS = ("arith_sweep", "arith_long")
+
+
+def arithmetic_learning(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Held-out arithmetic over training, per run of ``scripts/gpu/arith_sweep.py`` (issue 3).
+
+    One row per evaluation line of ``<results>/logs/{arith_sweep,arith_long}/sweep_<tag>.log``:
+    ``run`` (``<folder>/<tag>``), ``tag``, ``objective`` (the tag's first word), ``step``, ``batch``,
+    ``seq_len``, ``arith_tokens`` (``step * batch * seq_len``: every training token of the sweep is
+    arithmetic), ``exact``, ``first_digit``, ``last_digit``, ``distinct_answers``, ``seconds``.
+    Logs written before the script recorded ``batch`` / ``seq_len`` get them from its defaults
+    (batch 32, or 128 for a ``b128`` tag; sequence length 128). Empty when no log exists.
+    """
+    results = _resolve(results_dir)
+    rows: list[dict[str, Any]] = []
+    for folder in ARITH_SWEEP_LOGS:
+        for log in sorted((results / "logs" / folder).glob("sweep_*.log")):
+            for line in log.read_text().splitlines():
+                if not line.startswith("{"):
+                    continue
+                r = json.loads(line)
+                tag = r["tag"]
+                batch = int(r.get("batch", 128 if "b128" in tag.split("-") else 32))
+                seq_len = int(r.get("seq_len", 128))
+                rows.append({"run": f"{folder}/{tag}", "tag": tag, "objective": r.get("objective", tag.split("-")[0]),
+                             "step": int(r["step"]), "batch": batch, "seq_len": seq_len,
+                             "arith_tokens": int(r["step"]) * batch * seq_len, "exact": r["exact"],
+                             "first_digit": r["first_digit"], "last_digit": r["last_digit"],
+                             "distinct_answers": r["distinct_answers"], "seconds": r.get("seconds")})
+    cols = ["run", "tag", "objective", "step", "batch", "seq_len", "arith_tokens", "exact", "first_digit",
+            "last_digit", "distinct_answers", "seconds"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def arithmetic_learning_summary(curves: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Per run: steps and arithmetic tokens evaluated, best exact match, and the arithmetic tokens at
+    the first evaluation with exact match >= ``threshold`` (NaN if never)."""
+    out = []
+    for run, g in curves.groupby("run", sort=False):
+        g = g.sort_values("step")
+        hit = g[g["exact"] >= threshold]
+        out.append({"run": run, "objective": g["objective"].iloc[0], "batch": int(g["batch"].iloc[0]),
+                    "last_step": int(g["step"].max()), "arith_tokens_seen": int(g["arith_tokens"].max()),
+                    "best_exact": float(g["exact"].max()), "final_exact": float(g["exact"].iloc[-1]),
+                    f"tokens_to_{threshold:.0%}": float(hit["arith_tokens"].iloc[0]) if len(hit) else float("nan")})
+    return pd.DataFrame(out)
 
 
 _DEVICE_PATTERNS = (
