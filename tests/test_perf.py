@@ -141,3 +141,40 @@ def test_results_markdown_demotes_headings(tmp_path: Path) -> None:
     md = perf.results_markdown("probes", tmp_path)
     assert "**Title**" in md and "**(a) part**" in md and not any(line.startswith("#") for line in md.splitlines())
     assert perf.results_markdown("sampling", tmp_path) == ""
+
+
+def test_arithmetic_learning_reads_sweep_logs(tmp_path: Path) -> None:
+    """Curves from arith_sweep logs: tokens = step * batch * seq_len (batch from the line, or from the
+    tag for old logs), non-JSON lines ignored; the summary finds the first evaluation at >= 50%."""
+    import json
+
+    assert perf.arithmetic_learning(tmp_path).empty
+    logs = tmp_path / "logs" / "arith_long"
+    logs.mkdir(parents=True)
+    base = {"first_digit": 0.5, "last_digit": 0.5, "distinct_answers": 9, "seconds": 1}
+    (logs / "sweep_dlm-b128.log").write_text("warning: something\n" + "\n".join(
+        json.dumps({"tag": "dlm-b128", "step": s, "exact": e, **base}) for s, e in [(1000, 0.0), (2000, 0.6), (3000, 0.9)]))
+    (logs / "sweep_ar.log").write_text(json.dumps(
+        {"tag": "ar", "objective": "ar", "batch": 16, "seq_len": 64, "step": 10, "exact": 0.2, **base}))
+    curves = perf.arithmetic_learning(tmp_path)
+    assert len(curves) == 4
+    d = curves[curves["tag"] == "dlm-b128"].set_index("step")
+    assert d.loc[2000, "arith_tokens"] == 2000 * 128 * 128 and d.loc[2000, "objective"] == "dlm"
+    a = curves[curves["tag"] == "ar"].iloc[0]
+    assert (a["batch"], a["seq_len"], a["arith_tokens"]) == (16, 64, 10 * 16 * 64)
+    summ = perf.arithmetic_learning_summary(curves).set_index("run")
+    assert summ.loc["arith_long/dlm-b128", "tokens_to_50%"] == 2000 * 128 * 128
+    assert summ.loc["arith_long/dlm-b128", "best_exact"] == 0.9
+    assert math.isnan(summ.loc["arith_long/ar", "tokens_to_50%"])
+
+
+def test_committed_arithmetic_sweep_shows_ar_learning_first() -> None:
+    """The committed H100 logs: ar reaches 50% held-out exact match on fewer arithmetic tokens than any
+    diffusion run that reaches it (the result chapter 09 reports)."""
+    curves = perf.arithmetic_learning()
+    if curves.empty:
+        pytest.skip("no committed arith_sweep logs")
+    summ = perf.arithmetic_learning_summary(curves)
+    ar = summ.loc[summ["objective"] == "ar", "tokens_to_50%"].min()
+    dlm = summ.loc[summ["objective"] != "ar", "tokens_to_50%"]
+    assert ar < dlm.min()
