@@ -199,8 +199,9 @@ display(Markdown(perf.results_markdown("training_wide", rdir, tiny=smoke_runs) i
 # run: batch (`b128`), learning rate, width/depth, no 1/t weighting, mask ratio at most 0.5, answer-only
 # masking as in LLaDA's SFT (`sft`, and `mix` for half the rows), and Dream's shifted prediction from
 # scratch (`ar2dlm-scratch`). Logs: `benchmarks/results/logs/arith_sweep/` (all variants, cut off by
-# the lease at 2500-4500 steps; 4 of the 11 logs did not come back) and `.../arith_long/` (three
-# diffusion runs to 12,000 steps).
+# the lease at 2500-4500 steps; five of its logs, `dlm`, `mix`, `noweight`, `sft` and `tmax0.5`, did
+# not come back, so the table lists the other six) and `.../arith_long/` (three diffusion runs to
+# 12,000 steps, `sft` among them).
 
 # %%
 arith = perf.arithmetic_learning(rdir)
