@@ -230,3 +230,15 @@ def test_flash_sdpa_under_compile_drops_the_traced_mask(objective):
     torch.testing.assert_close(fast, ref)
     # the patch is undone on exit
     assert mu._ignore_bidirectional_mask_sdpa.__module__ == "transformers.masking_utils"
+
+
+def test_compile_for_training_matches_eager() -> None:
+    """The compiled forward that training uses (mask skip under dynamo) gives the eager logits for a
+    bidirectional model: the skipped mask is all-true, so attention is unchanged."""
+    tok = D.train_tokenizer(["What is 12 + 34? Answer: 46"] * 40, 300)
+    model = T.init_model(T.get_preset("test"), tok, "dlm").eval()
+    ids = torch.randint(3, len(tok), (2, 16))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        got = T.compile_for_training(model)(input_ids=ids).logits
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
