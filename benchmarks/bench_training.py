@@ -88,7 +88,8 @@ def bench_one(preset: T.Preset, objective: str, compile_model: bool | str, steps
     sync()
     dt = time.perf_counter() - t1
     tps = steps * preset.batch_size * preset.seq_len / dt
-    return {"objective": objective, "compile": compile_model, "batch_size": preset.batch_size,
+    return {"objective": objective, "compile": bool(compile_model), "sdpa_mask_skip": compile_model is True,
+            "batch_size": preset.batch_size,
             "micro_batch": preset.micro_batch, "seq_len": preset.seq_len, "d_model": preset.d_model,
             "n_layers": preset.n_layers, "params": T.n_params(model, False),
             "params_nonembedding": T.n_params(model), "gflops_per_token": fpt / 1e9, "steps": steps,

@@ -199,9 +199,9 @@ display(Markdown(perf.results_markdown("training_wide", rdir, tiny=smoke_runs) i
 # run: batch (`b128`), learning rate, width/depth, no 1/t weighting, mask ratio at most 0.5, answer-only
 # masking as in LLaDA's SFT (`sft`, and `mix` for half the rows), and Dream's shifted prediction from
 # scratch (`ar2dlm-scratch`). Logs: `benchmarks/results/logs/arith_sweep/` (all variants, cut off by
-# the lease at 2500-4500 steps; five of its logs, `dlm`, `mix`, `noweight`, `sft` and `tmax0.5`, did
-# not come back, so the table lists the other six) and `.../arith_long/` (three diffusion runs to
-# 12,000 steps, `sft` among them).
+# the lease; five of its logs, `dlm`, `mix`, `noweight`, `sft` and `tmax0.5`, did not come back) and
+# `.../arith_long/` (three longer diffusion runs, `sft` among them); the table gives each run's last
+# step. Curves and table: `perf.arithmetic_learning` and `perf.arithmetic_learning_summary`.
 
 # %%
 arith = perf.arithmetic_learning(rdir)
@@ -212,7 +212,7 @@ else:
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
     for run, g in arith.groupby("run", sort=False):
         g = g.sort_values("arith_tokens")
-        main = run in ("arith_sweep/ar", "arith_long/dlm-b128", "arith_long/dlm")
+        main = g["objective"].iloc[0] == "ar" or run.startswith("arith_long/")
         ax.plot(g["arith_tokens"] / 1e6, g["exact"], marker="o", ms=3 if main else 2,
                 lw=2.0 if main else 0.9, alpha=1.0 if main else 0.55, ls="-" if main else "--",
                 color=plots.model_color(g["objective"].iloc[0]), label=run)
@@ -226,9 +226,9 @@ else:
 
 # %% [markdown]
 # *Figure: held-out exact match against the arithmetic tokens each run has trained on. Colour = the
-# objective (`ar` blue-family, `dlm` its own colour, `ar2dlm` its own); bold lines are `ar`, and the
-# diffusion runs at batch 32 and 128 that reached 12,000 steps; dashed lines are the one-knob
-# variants.*
+# objective (the book's colour for `ar`, `dlm` and `ar2dlm`); bold lines are `ar` and the longer
+# diffusion runs (`arith_long/`), dashed lines the one-knob variants cut off early. Data:
+# `perf.arithmetic_learning`.*
 
 # %%
 if not arith.empty:

@@ -178,3 +178,15 @@ def test_committed_arithmetic_sweep_shows_ar_learning_first() -> None:
     ar = summ.loc[summ["objective"] == "ar", "tokens_to_50%"].min()
     dlm = summ.loc[summ["objective"] != "ar", "tokens_to_50%"]
     assert ar < dlm.min()
+
+
+def test_training_mfu_leaves_out_plain_compile_rows(tmp_path: Path) -> None:
+    """`bench_training.py --compile all` adds plain-torch.compile rows (the before of the SDPA mask fix):
+    the MFU table and the target use only the configurations training runs."""
+    pd.DataFrame({"device": ["X"] * 3, "objective": ["dlm"] * 3, "compile": [False, True, True],
+                  "sdpa_mask_skip": [False, False, True], "gflops_per_token": [0.3] * 3,
+                  "tokens_per_s": [1e5, 9e5, 6e5], "mfu": [0.1, 0.9, 0.2], "step_s": [1.0] * 3,
+                  "peak_mem_gib": [1.0] * 3}).to_csv(tmp_path / "training.csv", index=False)
+    tm = perf.training_mfu(perf.load_benchmarks(tmp_path))
+    assert list(zip(tm["compile"], tm["mfu"])) == [(False, 0.1), (True, 0.2)]
+    assert _by_id(perf.targets_table(tmp_path))["training"]["measured"] == 0.2

@@ -209,6 +209,7 @@ def test_flash_sdpa_under_compile_drops_the_traced_mask(objective):
     tok = D.train_tokenizer(["What is 12 + 34? Answer: 46"] * 40, 300)
     model = T.init_model(T.get_preset("test"), tok, objective).eval()
     ids = torch.randint(3, len(tok), (2, 12))
+    originals = (mu._ignore_causal_mask_sdpa, mu._ignore_bidirectional_mask_sdpa)
     seen: list[tuple[bool, bool]] = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
@@ -229,7 +230,7 @@ def test_flash_sdpa_under_compile_drops_the_traced_mask(objective):
     torch.testing.assert_close(traced, ref)
     torch.testing.assert_close(fast, ref)
     # the patch is undone on exit
-    assert mu._ignore_bidirectional_mask_sdpa.__module__ == "transformers.masking_utils"
+    assert (mu._ignore_causal_mask_sdpa, mu._ignore_bidirectional_mask_sdpa) == originals
 
 
 def test_compile_for_training_matches_eager() -> None:

@@ -269,10 +269,14 @@ def training_mfu(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
     ``mfu`` (as committed) is against the datasheet bf16 peak (``peak_tflop_per_s``); ``mfu_vs_measured``
     is against the matmul peak ``bench_probes.py`` measured on the same machine type (``probes.csv``).
+    Rows of a plain ``torch.compile`` (``sdpa_mask_skip`` false with ``compile`` true: the before/after
+    of ``bench_training.py --compile all``) are left out: training never runs that way.
     """
     t = frames.get("training")
     if t is None:
         return pd.DataFrame()
+    if "sdpa_mask_skip" in t:
+        t = t[~(t["compile"].astype(bool) & ~t["sdpa_mask_skip"].astype(bool))]
     peak = _measured_peak(frames)
     out = t[["objective", "compile", "tokens_per_s", "tflop_per_s", "mfu", "peak_tflop_per_s", "step_s",
              "peak_mem_gib"]].copy()
