@@ -18,6 +18,26 @@ from layerwise import training as T
 from layerwise.models import load
 
 
+def score(o: str, path: Path, a: argparse.Namespace, ov: dict) -> dict:
+    """Held-out arithmetic of one saved model: sampled exact match (the objective's own sampler) and
+    the answer line by likelihood."""
+    meta = json.loads((path / "layerwise_meta.json").read_text())
+    lm = load(str(path), device=a.device)
+    r = evals.evaluate(lm, ["lw_arithmetic", "lw_arithmetic_ll"], limit=a.items, batch_size=32, seed=0)
+    em = r["metrics"]["lw_arithmetic"]["exact_match,first-number"]
+    ll = r["metrics"]["lw_arithmetic_ll"]["acc,none"]
+    chance = r["chance"]["lw_arithmetic"]["exact_match,first-number"]
+    p = evals.above_chance_pvalue(r["items"]["lw_arithmetic"]["exact_match,first-number"], chance)
+    print(f"{o} {path.name} (tokens {meta.get('tokens_seen')}): val_loss {meta.get('val_loss', float('nan')):.3f}, "
+          f"arithmetic exact match {em:.3f}, answer by likelihood {ll:.3f}, chance {chance:.3f}, "
+          f"p(above chance) {p:.2g}, {r['n']['lw_arithmetic']} items", flush=True)
+    for s in r["samples"]["lw_arithmetic"][:6]:
+        print("   ", repr(s["doc"]["prompt"][-45:]), "->", repr(s["filtered_resps"]), "target", s["target"], flush=True)
+    return {"objective": o, "model": path.name, "step": meta.get("steps"), "tokens_seen": meta.get("tokens_seen"),
+            "val_loss": meta.get("val_loss"), "exact_match": em, "answer_by_likelihood": ll, "chance": chance,
+            "p_above_chance": p, "items": r["n"]["lw_arithmetic"], **ov}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="gpu")
@@ -27,6 +47,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=64)
     ap.add_argument("--objectives", default="ar,dlm", help="which of the triplet to train and score")
     ap.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
+    ap.add_argument("--snapshots", action="store_true",
+                    help="also score the 25/50/75%% snapshots of each run (a learning curve)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/results/arith_probe.json", help="the summary rows as JSON")
     a = ap.parse_args()
@@ -44,19 +66,12 @@ def main() -> None:
     print(f"trained {a.objectives} in {time.time() - t0:.0f} s: {ov}", flush=True)
     rows = []
     for o, path in paths.items():
-        meta = json.loads((path / "layerwise_meta.json").read_text())
-        lm = load(str(path), device=a.device)
-        r = evals.evaluate(lm, ["lw_arithmetic", "lw_arithmetic_ll"], limit=a.items, batch_size=32, seed=0)
-        em = r["metrics"]["lw_arithmetic"]["exact_match,first-number"]
-        ll = r["metrics"]["lw_arithmetic_ll"]["acc,none"]
-        print(f"{o}: val_loss {meta['val_loss']:.3f}, arithmetic exact match {em:.3f}, answer by likelihood "
-              f"{ll:.3f}, chance {r['chance']['lw_arithmetic']['exact_match,first-number']:.3f}, "
-              f"{r['n']['lw_arithmetic']} items", flush=True)
-        rows.append({"objective": o, "val_loss": meta["val_loss"], "exact_match": em, "answer_by_likelihood": ll,
-                     "chance": r["chance"]["lw_arithmetic"]["exact_match,first-number"],
-                     "items": r["n"]["lw_arithmetic"], **ov})
-        for s in r["samples"]["lw_arithmetic"][:6]:
-            print("   ", repr(s["doc"]["prompt"][-45:]), "->", repr(s["filtered_resps"]), "target", s["target"], flush=True)
+        targets = [path]
+        if a.snapshots:  # <run>/snapshots/step_<n>/, the last one being the final model
+            snaps = sorted((path / "snapshots").glob("step_*"), key=lambda d: int(d.name.split("_")[1]))
+            targets = snaps[:-1] + [path]
+        for target in targets:
+            rows.append(score(o, target, a, ov))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))
