@@ -168,6 +168,43 @@ def arithmetic_learning_summary(curves: pd.DataFrame, threshold: float = 0.5) ->
     return pd.DataFrame(out)
 
 
+#: where ``scripts/gpu/arith_probe.py`` rows (JSON lists) of the gpu-preset model are committed
+ARITH_PROBE_LOGS = "arith_gpu"
+
+
+def arithmetic_probe(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Held-out arithmetic of the gpu-preset model trained on a 90%-arithmetic stream (issue 3).
+
+    One row per scored model in ``<results>/logs/arith_gpu/arith_gpu_<run>.json`` (written by
+    ``scripts/gpu/arith_probe.py``; ``--snapshots`` adds the run's 25/50/75% snapshots): ``run``,
+    ``objective``, ``batch``, ``budget`` (the run's token budget), ``tokens_seen`` (the model's, the
+    budget where the row predates the field), ``arith_tokens`` (``tokens_seen * arith_frac``),
+    ``exact_match`` (sampled with the objective's own sampler: greedy for ``ar``, masked diffusion for
+    ``dlm``), ``answer_by_likelihood``, ``chance``, ``p_above_chance`` (one-sided binomial, recomputed
+    where absent), ``items``. Empty when no file exists.
+    """
+    from scipy.stats import binomtest
+
+    results = _resolve(results_dir)
+    rows: list[dict[str, Any]] = []
+    for f in sorted((results / "logs" / ARITH_PROBE_LOGS).glob("arith_gpu_*.json")):
+        for r in json.loads(f.read_text()):
+            seen = int(r.get("tokens_seen") or r["tokens"])
+            p = r.get("p_above_chance")
+            if p is None:
+                p = binomtest(round(r["exact_match"] * r["items"]), int(r["items"]), r["chance"],
+                              alternative="greater").pvalue
+            rows.append({"run": f.stem.removeprefix("arith_gpu_"), "objective": r["objective"],
+                         "batch": int(r["batch_size"]), "budget": int(r["tokens"]), "tokens_seen": seen,
+                         "arith_tokens": seen * float(r["arith_frac"]), "exact_match": float(r["exact_match"]),
+                         "answer_by_likelihood": float(r["answer_by_likelihood"]), "chance": float(r["chance"]),
+                         "p_above_chance": float(p), "items": int(r["items"])})
+    cols = ["run", "objective", "batch", "budget", "tokens_seen", "arith_tokens", "exact_match",
+            "answer_by_likelihood", "chance", "p_above_chance", "items"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["run", "tokens_seen"], ignore_index=True) if rows \
+        else pd.DataFrame(columns=cols)
+
+
 _DEVICE_PATTERNS = (
     re.compile(r"Device: ([^;\n]+?)[.;]\s"),           # probes.md, sampling.md, training.md
     re.compile(r" on ([^;,\n]+?);"),                     # bench_gptq.md
