@@ -199,6 +199,15 @@ def test_arithmetic_probe_reads_probe_rows(tmp_path: Path) -> None:
     old = t[t["run"] == "old"].iloc[0]
     assert old["arith_tokens"] == 500 and old["p_above_chance"] == pytest.approx(1 / 16)
     assert t[t["run"] == "new"]["p_above_chance"].iloc[1] == 0.01
+    # a file with several objectives (ar, then ar2dlm branched from it): one run per objective;
+    # snapshots (model step_<n>) are not final
+    (d / "arith_gpu_branch.json").write_text(json.dumps([{**row, "objective": "ar", "model": "step_5"},
+                                                         {**row, "objective": "ar", "model": "ar"},
+                                                         {**row, "objective": "ar2dlm", "model": "ar2dlm"}]))
+    b = perf.arithmetic_probe(tmp_path)
+    b = b[b["run"].str.startswith("branch")]
+    assert sorted(b["run"]) == ["branch/ar", "branch/ar", "branch/ar2dlm"]
+    assert list(b.sort_values("final")["final"]) == [False, True, True]
 
 
 def test_committed_gpu_probe_dlm_learns_arithmetic_by_diffusion_sampling() -> None:

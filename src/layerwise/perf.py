@@ -176,8 +176,9 @@ def arithmetic_probe(results_dir: str | os.PathLike | None = None) -> pd.DataFra
     """Held-out arithmetic of the gpu-preset model trained on a 90%-arithmetic stream (issue 3).
 
     One row per scored model in ``<results>/logs/arith_gpu/arith_gpu_<run>.json`` (written by
-    ``scripts/gpu/arith_probe.py``; ``--snapshots`` adds the run's 25/50/75% snapshots): ``run``,
-    ``objective``, ``batch``, ``budget`` (the run's token budget), ``tokens_seen`` (the model's, the
+    ``scripts/gpu/arith_probe.py``; ``--snapshots`` adds the run's 25/50/75% snapshots): ``run`` (the
+    file's ``<run>``, plus ``/<objective>`` when the file holds several), ``objective``, ``final`` (False
+    for a mid-run snapshot), ``batch``, ``budget`` (the run's token budget), ``tokens_seen`` (the model's, the
     budget where the row predates the field), ``arith_tokens`` (``tokens_seen * arith_frac``),
     ``exact_match`` (sampled with the objective's own sampler: greedy for ``ar``, masked diffusion for
     ``dlm``), ``answer_by_likelihood``, ``chance``, ``p_above_chance`` (one-sided binomial, recomputed
@@ -188,18 +189,22 @@ def arithmetic_probe(results_dir: str | os.PathLike | None = None) -> pd.DataFra
     results = _resolve(results_dir)
     rows: list[dict[str, Any]] = []
     for f in sorted((results / "logs" / ARITH_PROBE_LOGS).glob("arith_gpu_*.json")):
-        for r in json.loads(f.read_text()):
+        file_rows = json.loads(f.read_text())
+        objectives = {r["objective"] for r in file_rows}
+        for r in file_rows:
             seen = int(r.get("tokens_seen") or r["tokens"])
             p = r.get("p_above_chance")
             if p is None:
                 p = binomtest(round(r["exact_match"] * r["items"]), int(r["items"]), r["chance"],
                               alternative="greater").pvalue
-            rows.append({"run": f.stem.removeprefix("arith_gpu_"), "objective": r["objective"],
+            stem = f.stem.removeprefix("arith_gpu_")
+            rows.append({"run": stem if len(objectives) == 1 else f"{stem}/{r['objective']}",
+                         "objective": r["objective"], "final": not str(r.get("model", "")).startswith("step_"),
                          "batch": int(r["batch_size"]), "budget": int(r["tokens"]), "tokens_seen": seen,
                          "arith_tokens": seen * float(r["arith_frac"]), "exact_match": float(r["exact_match"]),
                          "answer_by_likelihood": float(r["answer_by_likelihood"]), "chance": float(r["chance"]),
                          "p_above_chance": float(p), "items": int(r["items"])})
-    cols = ["run", "objective", "batch", "budget", "tokens_seen", "arith_tokens", "exact_match",
+    cols = ["run", "objective", "final", "batch", "budget", "tokens_seen", "arith_tokens", "exact_match",
             "answer_by_likelihood", "chance", "p_above_chance", "items"]
     return pd.DataFrame(rows, columns=cols).sort_values(["run", "tokens_seen"], ignore_index=True) if rows \
         else pd.DataFrame(columns=cols)
