@@ -64,9 +64,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from scipy.stats import binomtest
 
-from layerwise import perf, plots, training
+from layerwise import evals, perf, plots, training
 from layerwise.results import metric, save_result
 
 plots.style()
@@ -206,6 +205,7 @@ display(Markdown(perf.results_markdown("training_wide", rdir, tiny=smoke_runs) i
 
 # %%
 arith = perf.arithmetic_learning(rdir)
+gp = training.get_preset("gpu")  # the published preset, which both arithmetic sections compare against
 if arith.empty:
     print("arith_sweep logs: not run")
 else:
@@ -238,7 +238,6 @@ if not arith.empty:
     diff = summary[summary["objective"] != "ar"]
     dlm_tok = diff["tokens_to_50%"].min()
     others = diff[diff["tokens_to_50%"] != dlm_tok]
-    gp = training.get_preset("gpu")
     if np.isfinite(ar_tok) and np.isfinite(dlm_tok):
         fastest = diff.loc[diff["tokens_to_50%"].idxmin(), "run"]
         rest = ("Every other diffusion run stays below 50% within the arithmetic tokens it saw (at most "
@@ -285,7 +284,6 @@ else:
     ax.set_xlabel("training tokens seen (millions; 90% arithmetic)")
     ax.set_ylabel("held-out exact match (sampled)")
     ax.set_ylim(-0.02, 1.02)
-    gp = training.get_preset("gpu")
     ax.set_title(f"gpu-preset model (d_model {gp.d_model}, {gp.n_layers} layers, H100): "
                  "ar greedy, dlm / ar2dlm diffusion sampling", fontsize=10)
     ax.legend(fontsize=7, frameon=False, loc="center right")
@@ -323,11 +321,10 @@ if not probe_gpu.empty:
         lines.append("Its snapshots (before the learning-rate decay): " + ", ".join(
             f"{r['tokens_seen'] / 1e6:.0f}M {pct(r)}" for _, r in ar_snaps.iterrows()) + ".")
     for _, r in probe_gpu[probe_gpu["objective"] == "ar2dlm"].iterrows():
-        lines.append(f"`ar2dlm`, branched from that `ar` run at {training.get_preset('gpu').branch_frac:.0%} of the "
+        lines.append(f"`ar2dlm`, branched from that `ar` run at {gp.branch_frac:.0%} of the "
                      f"budget and trained the rest with the shifted diffusion objective, scores {pct(r)} by diffusion "
                      f"sampling (p = {r['p_above_chance']:.2g} against chance {r['chance']:.1%}): in this budget the "
                      "task `ar` was picking up does not carry over to the diffusion sampler.")
-    gp = training.get_preset("gpu")
     lines.append(f"The published triplet sees {gp.data.arith_frac * gp.tokens / 1e6:.0f}M arithmetic tokens per model, "
                  "far below where `dlm` picks the task up here, which is why chapter 00 reports its `dlm` and "
                  "`ar2dlm` at chance on arithmetic while `ar` is not.")
@@ -569,9 +566,9 @@ for _, t in targets.iterrows():
                            comparison=t["comparison"], unit=t["unit"], device=t["device"])
 for o, g in probe_gpu.groupby("objective"):  # issue 3: the gpu-preset model's held-out arithmetic, best scored
     b = g.loc[g["exact_match"].idxmax()]
-    ci = binomtest(round(b["exact_match"] * b["items"]), int(b["items"])).proportion_ci(method="wilson")
+    ci = evals.wilson_interval(round(b["exact_match"] * b["items"]), int(b["items"]))
     metrics[f"arith_gpu_{o}_exact_match"] = metric(
-        b["exact_match"], (ci.low, ci.high), model=f"gpu-preset {o}, {b['tokens_seen'] / 1e6:.0f}M tokens (90% arithmetic)",
+        b["exact_match"], ci, model=f"gpu-preset {o}, {b['tokens_seen'] / 1e6:.0f}M tokens (90% arithmetic)",
         note="greedy" if o == "ar" else "masked-diffusion sampling", chance=b["chance"], p_above_chance=b["p_above_chance"],
         items=int(b["items"]))
 path = save_result("09_performance", profile=profile, metrics=metrics, results_dir=None, cache=cache_dir or None,

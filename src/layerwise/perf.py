@@ -39,6 +39,7 @@ from .config import REPO_ROOT, LayerwiseError
 __all__ = [
     "RESULT_FILES", "TARGETS", "Target", "default_results_dir", "load_benchmarks", "benchmark_info",
     "targets_table", "sampler_long", "sampler_flops", "training_mfu", "results_markdown",
+    "arithmetic_learning", "arithmetic_learning_summary", "arithmetic_probe",
 ]
 
 #: benchmark name -> (CSV stem of the GPU run, CSV stem of the CPU smoke run, markdown stem, script)
@@ -184,20 +185,20 @@ def arithmetic_probe(results_dir: str | os.PathLike | None = None) -> pd.DataFra
     ``dlm``), ``answer_by_likelihood``, ``chance``, ``p_above_chance`` (one-sided binomial, recomputed
     where absent), ``items``. Empty when no file exists.
     """
-    from scipy.stats import binomtest
+    from .evals import above_chance_pvalue  # evals imports torch: only when a p-value is missing
 
     results = _resolve(results_dir)
     rows: list[dict[str, Any]] = []
     for f in sorted((results / "logs" / ARITH_PROBE_LOGS).glob("arith_gpu_*.json")):
         file_rows = json.loads(f.read_text())
         objectives = {r["objective"] for r in file_rows}
+        stem = f.stem.removeprefix("arith_gpu_")
         for r in file_rows:
             seen = int(r.get("tokens_seen") or r["tokens"])
             p = r.get("p_above_chance")
-            if p is None:
-                p = binomtest(round(r["exact_match"] * r["items"]), int(r["items"]), r["chance"],
-                              alternative="greater").pvalue
-            stem = f.stem.removeprefix("arith_gpu_")
+            if p is None:  # rows written before arith_probe.py recorded it: the same test on the 0/1 items
+                k, n = round(r["exact_match"] * r["items"]), int(r["items"])
+                p = above_chance_pvalue([1.0] * k + [0.0] * (n - k), r["chance"])
             rows.append({"run": stem if len(objectives) == 1 else f"{stem}/{r['objective']}",
                          "objective": r["objective"], "final": not str(r.get("model", "")).startswith("step_"),
                          "batch": int(r["batch_size"]), "budget": int(r["tokens"]), "tokens_seen": seen,
