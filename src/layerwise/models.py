@@ -16,7 +16,6 @@ Shapes: hidden states are ``[batch, seq, d_model]`` throughout; logits ``[batch,
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import logging
 import os
@@ -28,27 +27,11 @@ import torch
 from torch import nn
 
 from .config import LayerwiseError, resolve_device, resolve_dtype
+from .diffusion import Family
 
 log = logging.getLogger(__name__)
 
 META_FILE = "layerwise_meta.json"
-
-
-class Family(str, enum.Enum):
-    """Training objective family of a model."""
-
-    AR = "ar"  #: causal, next-token prediction (Qwen2.5, Llama-3.1, triplet `ar`)
-    DLM = "dlm"  #: masked diffusion, bidirectional, position i predicts token i (LLaDA, triplet `dlm`)
-    AR2DLM = "ar2dlm"  #: AR-initialised diffusion, position i predicts token i+1 (Dream, triplet `ar2dlm`)
-
-    @property
-    def is_diffusion(self) -> bool:
-        return self is not Family.AR
-
-    @property
-    def shifted_logits(self) -> bool:
-        """True when logits at position i predict token i+1 (AR and Dream-style diffusion)."""
-        return self is not Family.DLM
 
 
 # ---------------------------------------------------------------------------------------------
