@@ -1,4 +1,4 @@
-"""Benchmark: GPU memory and time of each chapter's core operation on an 8B-shaped model (issue 8).
+"""Benchmark: GPU memory and time of each chapter's core operation on an 8B-shaped model.
 
 Feeds the table in book/run_on_gpu.md ("what a chapter needs on one 80 GB GPU"). The model is a
 transformers Llama with LLaDA-8B's dimensions (32 layers, d 4096, 32 heads, MLP 12288, vocab 126464),
@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
 
-from layerwise.models import LoadedModel, random_model
+from layerwise.models import LoadedModel
+from layerwise.testing import random_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GiB = 1024**3

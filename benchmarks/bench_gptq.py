@@ -1,5 +1,5 @@
 """Benchmark: GPTQ on an 8B-shaped random-weight model (LLaDA-8B dimensions) with 128 x 2048
-calibration tokens on one GPU. Target (issue 7): <= 15 min total, <= 40 GB peak GPU memory.
+calibration tokens on one GPU. Target: <= 15 min total, <= 40 GB peak GPU memory.
 
 The model is a transformers ``LlamaConfig`` with LLaDA-8B's dimensions (32 layers, d 4096, MLP 12288,
 32 heads, vocab 126464, ``is_causal=False``), built directly on the GPU in bf16 with random weights
@@ -74,7 +74,8 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     n_layers = dims["num_hidden_layers"]
     k = args.layers or n_layers
-    calib = torch.randint(0, dims["vocab_size"] - 1, (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0))
+    calib = torch.randint(0, dims["vocab_size"] - 1, (args.nsamples, args.seqlen),
+                          generator=torch.Generator().manual_seed(0))
 
     # first-call time of each block (after capture) = start of that block's processing
     starts: dict[int, list[float]] = {}
@@ -83,7 +84,8 @@ def main() -> None:
         sync(dev)
         starts.setdefault(i, []).append(time.perf_counter())
 
-    hooks = [b.register_forward_pre_hook(lambda _m, _a, i=i: stamp(i)) for i, b in enumerate(lm.adapter.get_blocks(model))]
+    hooks = [b.register_forward_pre_hook(lambda _m, _a, i=i: stamp(i))
+             for i, b in enumerate(lm.adapter.get_blocks(model))]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     weights_gb = torch.cuda.memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")

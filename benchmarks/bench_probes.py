@@ -4,14 +4,14 @@ The model is a transformers ``LlamaConfig`` with LLaDA-8B's dimensions (32 layer
 MLP 12288, vocab 126464), ``is_causal=False`` (bidirectional, as LLaDA), sdpa attention, random bf16
 weights: nothing is loaded.
 
-(a) issue 8 -- the probe pass: ``layerwise.probes.probe_pass`` with the layer-similarity and the
+(a) the probe pass: ``layerwise.probes.probe_pass`` with the layer-similarity and the
     channel-statistics hooks on (both sites), batches of ``--batch`` x ``--seq`` tokens. Reported:
     tokens/s and MFU = achieved FLOP/s over the bf16 matmul peak measured in the same run
     (``8192^3`` matmuls). FLOPs counted: every block's Linear layers (``2 T in out``) plus attention
     (``4 T^2 d`` per sequence); the probe pass stops after the last block, so the LM head is neither
     computed nor counted. A plain forward (no hooks, no LM head either) is timed too, to show what
     the hooks cost. Target: probe pass >= 55% of the measured peak.
-(b) issue 6 -- memory: peak GPU memory of ``channel_stats`` (both sites) over 25k, 50k and 100k
+(b) memory: peak GPU memory of ``channel_stats`` (both sites) over 25k, 50k and 100k
     tokens, and the accumulators' element count: both independent of the number of tokens.
 
 GPU (H100):  python benchmarks/bench_probes.py
@@ -29,10 +29,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from layerwise.models import random_model
 from layerwise.probes import accumulator_numel, channel_stats, probe_pass
 from layerwise.results import device_name
 from layerwise.skipping import block_flops
+from layerwise.testing import random_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         probe_pass(lm, ids, batch_size=B, similarity=True, channels=("attn_input", "residual"))
 
     rows = []
-    for name, fn in (("forward (blocks only, no hooks)", plain), ("probe pass (layer similarity + channel stats)", probes)):
+    for name, fn in (("forward (blocks only, no hooks)", plain),
+                     ("probe pass (layer similarity + channel stats)", probes)):
         t = timed(fn, device, args.repeats)
         tokens = B * T * args.n_batches
         achieved = flops_per_seq * B * args.n_batches / t
@@ -168,14 +169,15 @@ def main(argv: list[str] | None = None) -> None:
         stem.with_suffix(".csv"), index=False)
     probe_row = thr.iloc[-1]
     text = (
-        f"# Probe benchmark\n\nDevice: {device_name() if device.type == 'cuda' else 'cpu'}. Model: bidirectional Llama, "
+        f"# Probe benchmark\n\nDevice: {device_name() if device.type == 'cuda' else 'cpu'}. "
+        f"Model: bidirectional Llama, "
         f"{shape.describe()}, random {str(dtype).replace('torch.', '')} weights, sdpa.\n\n"
-        f"## (a) Throughput and MFU (issue 8)\n\nMatmul peak measured in this run: {peak / 1e12:.1f} TFLOP/s. "
+        f"## (a) Throughput and MFU\n\nMatmul peak measured in this run: {peak / 1e12:.1f} TFLOP/s. "
         f"FLOPs counted: block Linears + attention, no LM head (the probe pass stops after the last block).\n\n"
         f"{thr.to_markdown(index=False, floatfmt='.4g')}\n\n"
         f"Probe pass: {probe_row.tokens_per_s:,.0f} tokens/s, MFU {probe_row.mfu_vs_measured_peak:.1%} of the measured "
         f"peak (target >= 55%).\n\n"
-        f"## (b) Peak memory of channel_stats vs tokens (issue 6)\n\n{mem.to_markdown(index=False, floatfmt='.4g')}\n\n"
+        f"## (b) Peak memory of channel_stats vs tokens\n\n{mem.to_markdown(index=False, floatfmt='.4g')}\n\n"
         f"Command: `python benchmarks/bench_probes.py{' --tiny' if args.tiny else ''}`\n"
     )
     stem.with_suffix(".md").write_text(text)

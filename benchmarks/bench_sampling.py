@@ -7,9 +7,9 @@ times the reference and the fast sampler, checks that their tokens are identical
 records seconds per sample, samples per second, the speedup and peak GPU memory. The fast sampler also
 runs at larger batches (until out of memory) since it needs far less memory than the reference.
 
-``reference_diffusion_generate`` below mirrors LLaDA's ``generate.py`` line by line (full logits at every
-position, float64 softmax over the whole vocabulary, a per-row Python top-k loop); the test suite
-imports it to check that the fast sampler gives identical tokens.
+The reference, ``reference_diffusion_generate``, mirrors LLaDA's ``generate.py`` line by line (full logits
+at every position, float64 softmax over the whole vocabulary, a per-row Python top-k loop); it lives in
+``tests/oracles/llada_reference.py``, where the test suite checks that the fast sampler gives identical tokens.
 
 GPU (H100):   python benchmarks/bench_sampling.py
 CPU check:    python benchmarks/bench_sampling.py --tiny
@@ -19,94 +19,18 @@ Writes benchmarks/results/sampling{,_tiny}.csv and .md, and prints the table las
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import math
 import torch
-import torch.nn.functional as F
+
+# the reference sampler is the test suite's oracle: one copy, in tests/oracles/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracles.llada_reference import reference_diffusion_generate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-# ---------------------------------------------------------------------------------------------
-# The reference: LLaDA generate.py, line by line
-# ---------------------------------------------------------------------------------------------
-
-
-def _ref_add_gumbel_noise(logits, temperature, generator=None):
-    # as LLaDA: float64 Gumbel-max, identity at temperature 0
-    if temperature == 0:
-        return logits
-    logits = logits.to(torch.float64)
-    where = generator.device if generator is not None else logits.device  # CPU generators drive GPU runs
-    noise = torch.rand(logits.shape, dtype=torch.float64, device=where, generator=generator).to(logits.device)
-    gumbel_noise = (-torch.log(noise)) ** temperature
-    return logits.exp() / gumbel_noise
-
-
-def _ref_get_num_transfer_tokens(mask_index, steps):
-    mask_num = mask_index.sum(dim=1, keepdim=True)
-    base = mask_num // steps
-    remainder = mask_num % steps
-    num_transfer_tokens = torch.zeros(mask_num.size(0), steps, device=mask_index.device, dtype=torch.int64) + base
-    for i in range(mask_num.size(0)):
-        num_transfer_tokens[i, :remainder[i]] += 1
-    return num_transfer_tokens
-
-
-@torch.no_grad()
-def reference_diffusion_generate(model, prompt, attention_mask=None, *, steps, gen_length, block_length,
-                                 temperature=0.0, remasking="low_confidence", mask_id, shifted=False,
-                                 generator=None):
-    """LLaDA's generate.py, plus: a left-padding attention mask, a torch.Generator, Dream's shifted-logit
-    alignment, and use_cache=False. Returns ``[B, gen_length]`` (LLaDA returns the whole canvas)."""
-    x = torch.full((prompt.shape[0], prompt.shape[1] + gen_length), mask_id, dtype=torch.long).to(prompt.device)
-    x[:, :prompt.shape[1]] = prompt.clone()
-    if attention_mask is not None:
-        attention_mask = torch.cat([attention_mask, torch.ones(prompt.shape[0], gen_length, dtype=attention_mask.dtype,
-                                                               device=attention_mask.device)], dim=1)
-        if bool(attention_mask.bool().all()):  # same convention as the fast sampler: no mask when no padding
-            attention_mask = None
-
-    assert gen_length % block_length == 0
-    num_blocks = gen_length // block_length
-    assert steps % num_blocks == 0
-    steps = steps // num_blocks
-
-    for num_block in range(num_blocks):
-        block_mask_index = (x[:, prompt.shape[1] + num_block * block_length: prompt.shape[1] + (num_block + 1) * block_length] == mask_id)
-        num_transfer_tokens = _ref_get_num_transfer_tokens(block_mask_index, steps)
-        for i in range(steps):
-            mask_index = (x == mask_id)
-            logits = model(x, attention_mask=attention_mask, use_cache=False).logits
-            if shifted:
-                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-            logits_with_noise = _ref_add_gumbel_noise(logits, temperature=temperature, generator=generator)
-            x0 = torch.argmax(logits_with_noise, dim=-1)  # b, l
-
-            if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
-                x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)  # b, l
-            elif remasking == "random":
-                x0_p = torch.rand((x0.shape[0], x0.shape[1]), device=generator.device if generator is not None else x0.device,
-                                  generator=generator).to(x0.device)
-            else:
-                raise NotImplementedError(remasking)
-
-            x0_p[:, prompt.shape[1] + (num_block + 1) * block_length:] = -math.inf
-
-            x0 = torch.where(mask_index, x0, x)
-            confidence = torch.where(mask_index, x0_p, -math.inf)
-
-            transfer_index = torch.zeros_like(x0, dtype=torch.bool, device=x0.device)
-            for j in range(confidence.shape[0]):
-                _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
-                transfer_index[j, select_index] = True
-            x[transfer_index] = x0[transfer_index]
-
-    return x[:, prompt.shape[1]:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +57,7 @@ TINY = Shape(2, 64, 4, 128, 512, 40, 16, 16, 8)
 
 def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
     """A bidirectional Llama with the given dimensions and random weights, built directly on ``device``."""
-    from layerwise.models import random_model
+    from layerwise.testing import random_model
 
     return random_model(layers=shape.layers, d_model=shape.d, heads=shape.heads, mlp=shape.mlp, vocab=shape.vocab,
                         family="dlm", device=device, dtype=dtype, max_position_embeddings=4096)
@@ -184,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.float32 if args.tiny else torch.bfloat16
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no GPU visible: run with --tiny for the CPU check")
-    batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 2] if args.tiny else [1, 8, 16, 32, 64])
+    default_batches = [1, 2] if args.tiny else [1, 8, 16, 32, 64]
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else default_batches
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
 
     lm = build_model(shape, device, dtype)
@@ -214,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                    block_length=shape.block_length, timed_blocks=f"{nb}/{nb_full}")
         if not fast_dead:
             try:
-                t, peak, fast = _time(lambda: diffusion_generate(lm, prompt, **settings), device)
+                t, peak, fast = _time(lambda p=prompt: diffusion_generate(lm, p, **settings), device)
                 row.update(fast_s_per_sample=t * scale / b, fast_samples_per_s=b / (t * scale), fast_peak_gib=peak)
             except RuntimeError as e:
                 if not _is_oom(e):
@@ -223,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"fast sampler: out of memory at batch {b}")
         if not ref_dead and b <= args.ref_max_batch:
             try:
-                t, peak, ref = _time(lambda: reference_diffusion_generate(
-                    lm.model, prompt, mask_id=mask_id, shifted=lm.family.shifted_logits, **settings), device)
+                t, peak, ref = _time(lambda p=prompt: reference_diffusion_generate(
+                    lm.model, p, mask_id=mask_id, shifted=lm.family.shifted_logits, **settings), device)
                 row.update(ref_s_per_sample=t * scale / b, ref_samples_per_s=b / (t * scale), ref_peak_gib=peak)
             except RuntimeError as e:
                 if not _is_oom(e):
@@ -235,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             break
         if args.prefix_cache and fast is not None:
             try:
-                t, peak, approx = _time(lambda: diffusion_generate(lm, prompt, prefix_cache=True, **settings), device)
+                t, peak, approx = _time(lambda p=prompt: diffusion_generate(lm, p, prefix_cache=True, **settings),
+                                        device)
                 row.update(cache_s_per_sample=t * scale / b, cache_samples_per_s=b / (t * scale), cache_peak_gib=peak,
                            cache_token_agreement=float((approx.cpu() == fast.cpu()).float().mean()))
             except RuntimeError as e:

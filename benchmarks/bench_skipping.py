@@ -67,7 +67,8 @@ def time_sampler(lm: LoadedModel, *, batch: int, prompt_len: int, gen_length: in
                  repeats: int) -> float:
     """Median seconds of one ``diffusion_generate`` call (after one warm-up call)."""
     dev = lm.device
-    ids = torch.randint(0, lm.spec.mask_token_id, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(dev)
+    ids = torch.randint(0, lm.spec.mask_token_id, (batch, prompt_len),
+                        generator=torch.Generator().manual_seed(0)).to(dev)
     times = []
     for r in range(repeats + 1):
         _sync(dev)
@@ -93,7 +94,8 @@ def speedup_rows(shape: str, ks: list[int], device: torch.device, dtype: torch.d
         speed = t0 / t
         rows.append({"shape": shape, "layers": L, "k": k, "skipped": str(idx), "batch": args.batch,
                      "prompt_len": args.prompt_len, "gen_length": args.gen_length, "steps": args.steps,
-                     "seconds": round(t, 4), "speedup": round(speed, 3), "ideal_L_over_L_minus_k": round(L / (L - k), 3),
+                     "seconds": round(t, 4), "speedup": round(speed, 3),
+                     "ideal_L_over_L_minus_k": round(L / (L - k), 3),
                      "ideal_flops": round(1 / (1 - ff), 3), "vs_ideal": round(speed / (L / (L - k)), 3),
                      "vs_flops_ideal": round(speed * (1 - ff), 3)})
         print(rows[-1], flush=True)

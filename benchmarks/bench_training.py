@@ -8,7 +8,8 @@ GPU (the published numbers)::
 
     python benchmarks/bench_training.py --preset gpu --steps 200
     # the same step at d_model 1024 (how MFU depends on width)
-    python benchmarks/bench_training.py --compile on --objectives ar,dlm --set d_model=1024 --set n_heads=16 --set d_mlp=2816 --out benchmarks/results/training_wide
+    python benchmarks/bench_training.py --compile on --objectives ar,dlm --set d_model=1024 --set n_heads=16 \
+        --set d_mlp=2816 --out benchmarks/results/training_wide
 
 CPU smoke run::
 
@@ -70,7 +71,8 @@ def bench_one(preset: T.Preset, objective: str, compile_model: bool | str, steps
         opt.zero_grad(set_to_none=True)
         for mb in batch.split(preset.micro_batch):
             with T._autocast(device):
-                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen, bool(compile_model)) / accum
+                loss = T.objective_loss(objective, fwd, mb, tok.mask_token_id, preset.eps, gen,
+                                        bool(compile_model)) / accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
         opt.step()
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--micro-batch", type=int)
     ap.add_argument("--peak-flops", type=float, default=T.H100_BF16_PEAK, help="bf16 dense peak FLOP/s for MFU")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a preset field, e.g. --set d_model=1024 --set d_mlp=2816 (how MFU scales with width)")
+                    help="override a preset field, e.g. --set d_model=1024 --set d_mlp=2816 "
+                         "(how MFU scales with width)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/training[_tiny])")
     a = ap.parse_args(argv)
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 r = bench_one(preset, o, c, a.steps, a.warmup, dev, a.peak_flops)
             rows.append(r)
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-            print(f"{o:7s} compile={c!s:5s} {r['tokens_per_s']:>12,.0f} tok/s  MFU {mfu}  step {r['step_s'] * 1e3:.1f} ms")
+            print(f"{o:7s} compile={c!s:5s} {r['tokens_per_s']:>12,.0f} tok/s  MFU {mfu}  "
+                  f"step {r['step_s'] * 1e3:.1f} ms")
     df = pd.DataFrame(rows)
     df.insert(0, "device", device_name())
     df.insert(1, "preset", preset.name)
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = Path(a.out) if a.out else RESULTS / ("training_tiny" if a.tiny else "training")
     stem.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(stem.with_suffix(".csv"), index=False)
-    show = df[["objective", "compile", "d_model", "n_layers", "micro_batch", "tokens_per_s", "mfu", "step_s", "peak_mem_gib"]].copy()
+    show = df[["objective", "compile", "d_model", "n_layers", "micro_batch", "tokens_per_s", "mfu", "step_s",
+               "peak_mem_gib"]].copy()
     show["tokens_per_s"] = show.tokens_per_s.map("{:,.0f}".format)
     show["mfu"] = show.mfu.map(lambda x: "n/a" if pd.isna(x) else f"{x:.1%}")
     show["step_s"] = show.step_s.map("{:.4f}".format)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +14,7 @@ from layerwise.config import LayerwiseError
 from layerwise.models import LoadedModel, ModelSpec, Family, wrap
 from layerwise import sampling as S
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_sampling", ROOT / "benchmarks" / "bench_sampling.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_sampling"] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
-reference = bench.reference_diffusion_generate
+from oracles.llada_reference import get_num_transfer_tokens, reference_diffusion_generate as reference
 
 VOCAB = 97
 MASK = VOCAB - 1
@@ -137,7 +129,7 @@ def test_num_transfer_tokens_matches_llada():
     m = torch.tensor([[1] * 7 + [0], [1] * 3 + [0] * 5, [0] * 8]).bool()
     for steps in (1, 3, 4, 8):
         got = S.num_transfer_tokens(m, steps)
-        assert torch.equal(got, bench._ref_get_num_transfer_tokens(m, steps))
+        assert torch.equal(got, get_num_transfer_tokens(m, steps))
         assert torch.equal(got.sum(1), m.sum(1))
 
 

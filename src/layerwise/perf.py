@@ -1,15 +1,17 @@
 """The benchmark scripts' committed results as tidy frames, and the project's performance targets.
 
-The scripts in ``benchmarks/`` write ``benchmarks/results/<stem>.csv`` (the numbers) and ``<stem>.md``
-(a table plus, for most, the command that produced it); GPU runs are the published stems, CPU smoke
-runs end in ``_tiny``. This module reads them for the book's performance page (chapter
-``09_performance``): nothing here measures anything, and every number in :func:`targets_table` is a CSV
-cell or arithmetic on CSV cells (the targets themselves are the issues' numbers, kept in
-:data:`TARGETS`).
+The scripts in ``benchmarks/`` write ``<results>/<stem>.csv`` (the numbers) and ``<stem>.md`` (a table
+plus, for most, the command that produced it); GPU runs are the published stems, CPU smoke runs end in
+``_tiny``. In a checkout the results folder is ``benchmarks/results``; every function here takes it as
+an argument (the performance chapter's ``benchmarks_dir`` parameter). This module reads them for the
+book's performance page (chapter ``09_performance``): nothing here measures anything, and every number
+in :func:`targets_table` is a CSV cell or arithmetic on CSV cells. The targets themselves are typed in
+:data:`TARGETS`, each with a ``requirement`` sentence stating what it asks for.
 
 Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 
 - ``training``: one (objective, compile) training configuration of the gpu preset (``bench_training.py``);
+  ``training_wide``: the same step at d_model 1024;
 - ``probes``: one timed pass (plain forward / probe pass) of an 8B-shaped model; ``probes_memory``:
   one token count of the channel-statistics memory check (``bench_probes.py``, one CSV split in two);
 - ``sampling``: one batch size of the 8B-shaped diffusion sampler, reference vs fast vs the approximate
@@ -23,23 +25,22 @@ Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import REPO_ROOT, LayerwiseError
+from .config import LayerwiseError
 
 __all__ = [
-    "RESULT_FILES", "TARGETS", "Target", "default_results_dir", "load_benchmarks", "benchmark_info",
+    "RESULT_FILES", "TARGETS", "TARGETS_BY_KEY", "Target", "Measurement", "load_benchmarks", "benchmark_info",
     "targets_table", "sampler_long", "sampler_flops", "training_mfu", "results_markdown",
-    "arithmetic_learning", "arithmetic_learning_summary", "arithmetic_probe",
 ]
 
 #: benchmark name -> (CSV stem of the GPU run, CSV stem of the CPU smoke run, markdown stem, script)
@@ -57,20 +58,15 @@ RESULT_FILES: dict[str, tuple[str, str, str, str]] = {
 }
 
 #: columns of :func:`targets_table`
-TARGET_COLUMNS = ["target_id", "key", "short", "benchmark", "issue", "quantity", "measured", "target", "comparison",
-                  "unit", "met", "status", "measured_over_target", "device", "source", "note"]
+TARGET_COLUMNS = ["target_id", "key", "short", "benchmark", "requirement", "quantity", "measured", "target",
+                  "comparison", "unit", "met", "status", "measured_over_target", "device", "source", "note"]
 
 
-def default_results_dir() -> Path:
-    """``<repo>/benchmarks/results``: where the benchmark scripts write and the results are committed."""
-    return REPO_ROOT / "benchmarks" / "results"
-
-
-def _resolve(results_dir: str | os.PathLike | None) -> Path:
-    p = Path(results_dir) if results_dir else default_results_dir()
-    if not p.is_dir():
-        raise LayerwiseError(f"benchmark results directory {p} does not exist: pass the folder holding the "
-                             f"benchmark CSVs (default {default_results_dir()}), or run the scripts in benchmarks/")
+def _resolve(results_dir: str | os.PathLike) -> Path:
+    p = Path(results_dir)
+    if not str(results_dir) or not p.is_dir():
+        raise LayerwiseError(f"benchmark results directory {str(results_dir)!r} does not exist: pass the folder "
+                             "holding the benchmark CSVs (benchmarks/results in a checkout of the repository)")
     return p
 
 
@@ -88,7 +84,7 @@ def _md_path(results: Path, name: str, tiny: bool) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_benchmarks(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> dict[str, pd.DataFrame]:
+def load_benchmarks(results_dir: str | os.PathLike, *, tiny: bool = False) -> dict[str, pd.DataFrame]:
     """Every benchmark CSV present in ``results_dir`` as a DataFrame, keyed by benchmark name.
 
     Missing files are simply absent from the result. ``tiny=True`` reads the CPU smoke runs
@@ -118,97 +114,6 @@ def load_benchmarks(results_dir: str | os.PathLike | None = None, *, tiny: bool 
             df["total_min"] = df["total_s_extrapolated"] / 60.0
         out[name] = df
     return out
-
-
-#: folders under ``<results>/logs`` holding ``scripts/gpu/arith_sweep.py`` logs (one JSON line per evaluation)
-ARITH_SWEEP_LOGS = ("arith_sweep", "arith_long")
-
-
-def arithmetic_learning(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Held-out arithmetic over training, per run of ``scripts/gpu/arith_sweep.py`` (issue 3).
-
-    One row per evaluation line of ``<results>/logs/{arith_sweep,arith_long}/sweep_<tag>.log``:
-    ``run`` (``<folder>/<tag>``), ``tag``, ``objective`` (the tag's first word), ``step``, ``batch``,
-    ``seq_len``, ``arith_tokens`` (``step * batch * seq_len``: every training token of the sweep is
-    arithmetic), ``exact``, ``first_digit``, ``last_digit``, ``distinct_answers``, ``seconds``.
-    Logs written before the script recorded ``batch`` / ``seq_len`` get them from its defaults
-    (batch 32, or 128 for a ``b128`` tag; sequence length 128). Empty when no log exists.
-    """
-    results = _resolve(results_dir)
-    rows: list[dict[str, Any]] = []
-    for folder in ARITH_SWEEP_LOGS:
-        for log in sorted((results / "logs" / folder).glob("sweep_*.log")):
-            for line in log.read_text().splitlines():
-                if not line.startswith("{"):
-                    continue
-                r = json.loads(line)
-                tag = r["tag"]
-                batch = int(r.get("batch", 128 if "b128" in tag.split("-") else 32))
-                seq_len = int(r.get("seq_len", 128))
-                rows.append({"run": f"{folder}/{tag}", "tag": tag, "objective": r.get("objective", tag.split("-")[0]),
-                             "step": int(r["step"]), "batch": batch, "seq_len": seq_len,
-                             "arith_tokens": int(r["step"]) * batch * seq_len, "exact": r["exact"],
-                             "first_digit": r["first_digit"], "last_digit": r["last_digit"],
-                             "distinct_answers": r["distinct_answers"], "seconds": r.get("seconds")})
-    cols = ["run", "tag", "objective", "step", "batch", "seq_len", "arith_tokens", "exact", "first_digit",
-            "last_digit", "distinct_answers", "seconds"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def arithmetic_learning_summary(curves: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
-    """Per run: steps and arithmetic tokens evaluated, best exact match, and the arithmetic tokens at
-    the first evaluation with exact match >= ``threshold`` (NaN if never)."""
-    out = []
-    for run, g in curves.groupby("run", sort=False):
-        g = g.sort_values("step")
-        hit = g[g["exact"] >= threshold]
-        out.append({"run": run, "objective": g["objective"].iloc[0], "batch": int(g["batch"].iloc[0]),
-                    "last_step": int(g["step"].max()), "arith_tokens_seen": int(g["arith_tokens"].max()),
-                    "best_exact": float(g["exact"].max()), "final_exact": float(g["exact"].iloc[-1]),
-                    f"tokens_to_{threshold:.0%}": float(hit["arith_tokens"].iloc[0]) if len(hit) else float("nan")})
-    return pd.DataFrame(out)
-
-
-#: where ``scripts/gpu/arith_probe.py`` rows (JSON lists) of the gpu-preset model are committed
-ARITH_PROBE_LOGS = "arith_gpu"
-
-
-def arithmetic_probe(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Held-out arithmetic of the gpu-preset model trained on a 90%-arithmetic stream (issue 3).
-
-    One row per scored model in ``<results>/logs/arith_gpu/arith_gpu_<run>.json`` (written by
-    ``scripts/gpu/arith_probe.py``; ``--snapshots`` adds the run's 25/50/75% snapshots): ``run`` (the
-    file's ``<run>``, plus ``/<objective>`` when the file holds several), ``objective``, ``final`` (False
-    for a mid-run snapshot), ``batch``, ``budget`` (the run's token budget), ``tokens_seen`` (the model's, the
-    budget where the row predates the field), ``arith_tokens`` (``tokens_seen * arith_frac``),
-    ``exact_match`` (sampled with the objective's own sampler: greedy for ``ar``, masked diffusion for
-    ``dlm``), ``answer_by_likelihood``, ``chance``, ``p_above_chance`` (one-sided binomial, recomputed
-    where absent), ``items``. Empty when no file exists.
-    """
-    from .evals import above_chance_pvalue  # evals imports torch: only when a p-value is missing
-
-    results = _resolve(results_dir)
-    rows: list[dict[str, Any]] = []
-    for f in sorted((results / "logs" / ARITH_PROBE_LOGS).glob("arith_gpu_*.json")):
-        file_rows = json.loads(f.read_text())
-        objectives = {r["objective"] for r in file_rows}
-        stem = f.stem.removeprefix("arith_gpu_")
-        for r in file_rows:
-            seen = int(r.get("tokens_seen") or r["tokens"])
-            p = r.get("p_above_chance")
-            if p is None:  # rows written before arith_probe.py recorded it: the same test on the 0/1 items
-                k, n = round(r["exact_match"] * r["items"]), int(r["items"])
-                p = above_chance_pvalue([1.0] * k + [0.0] * (n - k), r["chance"])
-            rows.append({"run": stem if len(objectives) == 1 else f"{stem}/{r['objective']}",
-                         "objective": r["objective"], "final": not str(r.get("model", "")).startswith("step_"),
-                         "batch": int(r["batch_size"]), "budget": int(r["tokens"]), "tokens_seen": seen,
-                         "arith_tokens": seen * float(r["arith_frac"]), "exact_match": float(r["exact_match"]),
-                         "answer_by_likelihood": float(r["answer_by_likelihood"]), "chance": float(r["chance"]),
-                         "p_above_chance": float(p), "items": int(r["items"])})
-    cols = ["run", "objective", "final", "batch", "budget", "tokens_seen", "arith_tokens", "exact_match",
-            "answer_by_likelihood", "chance", "p_above_chance", "items"]
-    return pd.DataFrame(rows, columns=cols).sort_values(["run", "tokens_seen"], ignore_index=True) if rows \
-        else pd.DataFrame(columns=cols)
 
 
 _DEVICE_PATTERNS = (
@@ -243,12 +148,13 @@ def _docstring_command(script: Path, tiny: bool) -> str:
     return ""
 
 
-def benchmark_info(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> pd.DataFrame:
+def benchmark_info(results_dir: str | os.PathLike, *, tiny: bool = False) -> pd.DataFrame:
     """One row per benchmark: its CSV, whether it ran, rows, device and the command that produced it.
 
     The command is the one the ``.md`` records (``command_source = "results .md"``); where the
     ``.md`` records none, the GPU (or ``--tiny``) command from the script's docstring
-    (``"script docstring"``), which may differ in its options from the run that was committed.
+    (``"script docstring"``; the scripts are looked up in the results folder's parent, as in the
+    repository's ``benchmarks/results`` layout), which may differ in its options from the committed run.
     """
     results = _resolve(results_dir)
     frames = load_benchmarks(results, tiny=tiny)
@@ -274,7 +180,7 @@ def benchmark_info(results_dir: str | os.PathLike | None = None, *, tiny: bool =
     return pd.DataFrame(rows)
 
 
-def results_markdown(name: str, results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> str:
+def results_markdown(name: str, results_dir: str | os.PathLike, *, tiny: bool = False) -> str:
     """The ``.md`` a benchmark script wrote, ready to display inside a notebook ("" when missing).
 
     Its ``#`` headings become bold lines: headings inside a cell's output would otherwise enter the
@@ -380,7 +286,7 @@ def _shape_flops(md_text: str, seq_len: int) -> tuple[float, float]:
     return float(sum(blocks)), float(head)
 
 
-def sampler_flops(frames: dict[str, pd.DataFrame], results_dir: str | os.PathLike | None = None, *,
+def sampler_flops(frames: dict[str, pd.DataFrame], results_dir: str | os.PathLike, *,
                   tiny: bool = False, speedup_target: float | None = None) -> pd.DataFrame:
     """Where the exact diffusion sampler's time goes, per batch of ``sampling.csv``.
 
@@ -446,8 +352,9 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Target:
-    """One performance target of the issues.
+    """One performance target: what it asks for (``requirement``), the measured quantity and its bound.
 
+    ``requirement`` states the target in one sentence (setting, quantity, bound), as the book shows it.
     ``compute(frames, devices)`` returns the measurements (one per row: most targets have one,
     per-shape and per-family targets several, as ``{label: Measurement}``; label "" for a single row); it raises
     ``KeyError`` when a file it needs is missing (the row is then "not run").
@@ -458,7 +365,7 @@ class Target:
 
     key: str
     benchmark: str
-    issue: int
+    requirement: str
     quantity: str
     short: str
     target: float
@@ -563,24 +470,42 @@ def _channel_mem(frames: dict[str, pd.DataFrame], devices: dict[str, str]) -> di
     return {"": Measurement(ratio, devices.get("probes", ""), note)}
 
 
-#: the issues' performance targets, in the order of the table
+#: the performance targets, in the order of the table
 TARGETS: tuple[Target, ...] = (
-    Target("training", "training", 3, "training MFU, best configuration", "training MFU",
+    Target("training", "training",
+           "training MFU >= 35% of the datasheet bf16 peak for the triplet's gpu preset (best configuration)",
+           "training MFU, best configuration", "training MFU",
            0.35, ">=", "fraction of datasheet peak", ("training", "probes"), _training),
-    Target("probe", "probes", 8, "probe pass MFU (layer similarity + channel stats hooks)", "probe pass MFU",
+    Target("probe", "probes",
+           "probe pass (layer-similarity + channel-statistics hooks) on an 8B-shaped model >= 55% of the bf16 "
+           "matmul peak measured on the same machine",
+           "probe pass MFU (layer similarity + channel stats hooks)", "probe pass MFU",
            0.55, ">=", "fraction of measured matmul peak", ("probes",), _probe),
-    Target("sampler", "sampling", 8, "exact diffusion sampler samples/s over the reference's (identical tokens)",
+    Target("sampler", "sampling",
+           "exact diffusion sampler >= 1.6x the samples/s of LLaDA's reference sampler, identical tokens at "
+           "temperature 0 (LLaDA's GSM8K settings, 8B-shaped model)",
+           "exact diffusion sampler samples/s over the reference's (identical tokens)",
            "sampler vs reference", 1.6, ">=", "x", ("sampling",), _sampler),
-    Target("skipping", "skipping", 5, "sampler speed-up under skipping / ideal L/(L-k), worst k",
+    Target("skipping", "skipping",
+           "diffusion sampler speed-up with k early blocks statically skipped >= 0.9 x the ideal L/(L-k), every k",
+           "sampler speed-up under skipping / ideal L/(L-k), worst k",
            "skipping speed-up / ideal", 0.9, ">=", "x ideal", ("skipping",), _skipping),
-    Target("evals", "skipping_evals", 5, "evaluations per minute (one skip configuration, all tasks)",
+    Target("evals", "skipping_evals",
+           "evaluations per minute of the layer-skipping chapter's task set on the triplet (reported, no bound)",
+           "evaluations per minute (one skip configuration, all tasks)",
            "evaluations per minute", float("nan"), "report", "1/min", ("skipping_evals",), _evals,
            labels=("ar", "dlm")),
-    Target("gptq_time", "gptq", 7, "GPTQ of an 8B-shaped model, total time", "GPTQ 8B time",
+    Target("gptq_time", "gptq",
+           "GPTQ of an 8B-shaped model with 128 x 2048 calibration tokens on one GPU in <= 15 min",
+           "GPTQ of an 8B-shaped model, total time", "GPTQ 8B time",
            15.0, "<=", "min", ("gptq",), _gptq_time),
-    Target("gptq_memory", "gptq", 7, "GPTQ of an 8B-shaped model, peak GPU memory", "GPTQ 8B peak memory",
+    Target("gptq_memory", "gptq",
+           "GPTQ of an 8B-shaped model with 128 x 2048 calibration tokens on one GPU in <= 40 GiB peak memory",
+           "GPTQ of an 8B-shaped model, peak GPU memory", "GPTQ 8B peak memory",
            40.0, "<=", "GiB", ("gptq",), _gptq_mem),
-    Target("channel_memory", "probes_memory", 6,
+    Target("channel_memory", "probes_memory",
+           "channel-statistics peak memory independent of the number of tokens (most / fewest tokens <= 1, "
+           "1% tolerance)",
            "channel statistics peak memory, most / fewest tokens (independent of tokens)",
            "channel-stats memory growth", 1.0, "<=", "ratio", ("probes",), _channel_mem, rtol=0.01),
 )
@@ -593,16 +518,17 @@ def _met(value: float, t: Target) -> bool:
     return value <= t.target * (1 + t.rtol)
 
 
-def targets_table(results_dir: str | os.PathLike | None = None, *, tiny: bool = False) -> pd.DataFrame:
+def targets_table(results_dir: str | os.PathLike, *, tiny: bool = False) -> pd.DataFrame:
     """One row per target (per shape for skipping, per family for evaluations per minute).
 
     Columns: ``target_id`` (the target's key, plus ``_<shape>`` / ``_<family>`` where it has several
     rows), ``key`` (the :class:`Target`'s key in :data:`TARGETS_BY_KEY`), ``short`` (a label for
-    figures), ``benchmark``, ``issue``, ``quantity``, ``measured``, ``target``, ``comparison`` (``>=``,
-    ``<=``, ``report``), ``unit``, ``met`` (nullable boolean: NA where not run, no value or no numeric
-    target), ``status`` (``met`` / ``not met`` / ``not run`` (its CSV is missing) / ``no value`` /
-    ``reported``), ``measured_over_target``, ``device``, ``source`` (the CSV files read) and ``note``
-    (how the number was obtained, including MFU against the other peak where relevant).
+    figures), ``benchmark``, ``requirement`` (the target in one sentence), ``quantity``, ``measured``,
+    ``target``, ``comparison`` (``>=``, ``<=``, ``report``), ``unit``, ``met`` (nullable boolean: NA
+    where not run, no value or no numeric target), ``status`` (``met`` / ``not met`` / ``not run``
+    (its CSV is missing) / ``no value`` / ``reported``), ``measured_over_target``, ``device``, ``source``
+    (the CSV files read) and ``note`` (how the number was obtained, including MFU against the other
+    peak where relevant).
     """
     results = _resolve(results_dir)
     frames = load_benchmarks(results, tiny=tiny)
@@ -612,16 +538,18 @@ def targets_table(results_dir: str | os.PathLike | None = None, *, tiny: bool = 
     rows = []
     for t in TARGETS:
         sources = ", ".join(f"{_stem(name, tiny)}.csv" for name in t.sources)
+        measured: dict[str, Measurement | None]
         try:
-            measured = t.compute(frames, devices)
+            measured = dict(t.compute(frames, devices))
         except KeyError:
             measured = {lab: None for lab in t.labels}
         for label, m in measured.items():
             quantity = f"{t.quantity} [{label}]" if label else t.quantity
-            row = {"target_id": f"{t.key}_{label}" if label else t.key, "key": t.key,
+            value = np.nan if m is None else m.value
+            row: dict[str, Any] = {"target_id": f"{t.key}_{label}" if label else t.key, "key": t.key,
                    "short": f"{t.short} [{label}]" if label else t.short,
-                   "benchmark": t.benchmark, "issue": t.issue, "quantity": quantity,
-                   "measured": np.nan if m is None else m.value, "target": t.target, "comparison": t.comparison,
+                   "benchmark": t.benchmark, "requirement": t.requirement, "quantity": quantity,
+                   "measured": value, "target": t.target, "comparison": t.comparison,
                    "unit": t.unit, "device": "" if m is None else m.device, "source": sources,
                    "note": "not run: no results file" if m is None else m.note}
             if m is None:
@@ -633,7 +561,7 @@ def targets_table(results_dir: str | os.PathLike | None = None, *, tiny: bool = 
             else:
                 ok = _met(m.value, t)
                 row.update(met=ok, status="met" if ok else "not met")
-            row["measured_over_target"] = (row["measured"] / t.target
+            row["measured_over_target"] = (value / t.target
                                            if t.comparison != "report" and t.target else np.nan)
             rows.append(row)
     out = pd.DataFrame(rows, columns=TARGET_COLUMNS)

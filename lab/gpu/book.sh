@@ -4,10 +4,10 @@
 # on the CPU) runs in a second lane beside the others; the ledger (08) runs last, after both lanes.
 # Everything it writes is git-ignored (_build/, .cache/, runs/): a device call re-syncs tracked and
 # untracked files. With BENCH=1 the training benchmark runs afterwards (alone on the GPU).
-# Usage: LAYERWISE_COMMIT=<short hash of HEAD> setsid nohup bash scripts/gpu/book.sh > runs/logs/book.log 2>&1 < /dev/null &
-#        then scripts/gpu/poll.sh
+# Usage: LAYERWISE_COMMIT=<short hash of HEAD> setsid nohup bash lab/gpu/book.sh > runs/logs/book.log 2>&1 < /dev/null &
+#        then lab/gpu/poll.sh
 cd "$(dirname "$0")/../.." || exit 1
-. scripts/gpu/env.sh
+. lab/gpu/env.sh
 mkdir -p "$LAYERWISE_DATA_DIR/corpus"
 mv -f .carry/train/corpus/*.xz "$LAYERWISE_DATA_DIR/corpus/" 2>/dev/null
 ls -la "$LAYERWISE_DATA_DIR/corpus"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every GPU benchmark in sequence (each under its own time limit), logs to runs/logs/bench_*.log.
 # Everything it writes lives in git-ignored runs/: a device call re-syncs tracked and untracked files.
-# Usage on the GPU machine: setsid nohup bash scripts/gpu/benchmarks.sh > runs/logs/bench.log 2>&1 < /dev/null &
-# Then poll: bash scripts/gpu/poll.sh
+# Usage on the GPU machine: setsid nohup bash lab/gpu/benchmarks.sh > runs/logs/bench.log 2>&1 < /dev/null &
+# Then poll: bash lab/gpu/poll.sh
 cd "$(dirname "$0")/../.." || exit 1
-. scripts/gpu/env.sh
+. lab/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt 2>&1
 run() {  # name timeout command...
   local name=$1 t=$2; shift 2

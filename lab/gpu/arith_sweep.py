@@ -1,7 +1,7 @@
 """Diagnostic for issue 3: how fast do `ar` and the masked-diffusion objective learn held-out 2-digit
 arithmetic from a pure arithmetic stream, and which knob (steps, learning rate, batch, width, loss
 weighting, mask-ratio range) lets the diffusion objective learn it? Not part of the book; its log is
-committed under benchmarks/results/logs/.
+committed under lab/logs/.
 
 Each run trains a small Llama (the triplet's architecture) from the same seed on packed arithmetic
 documents (the training split only) and, every ``--eval-every`` steps, scores 128 held-out bare
@@ -9,8 +9,8 @@ problems with the answer's length given (one forward pass): ``ar`` teacher-force
 diffusion objectives argmax at the masked answer positions. It reports exact match and the accuracy
 of the first and last answer digit.
 
-    python scripts/gpu/arith_sweep.py --objective dlm --steps 10000 --tag dlm-base
-    python scripts/gpu/arith_sweep.py --launch   # the sweep of the log, in parallel on one GPU
+    python lab/gpu/arith_sweep.py --objective dlm --steps 10000 --tag dlm-base
+    python lab/gpu/arith_sweep.py --launch   # the sweep of the log, in parallel on one GPU
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 import sys, time, numpy as np, torch
-sys.path.insert(0, "/work/main/scripts/gpu"); sys.argv = sys.argv[:1] + sys.argv[1:]
+sys.path.insert(0, "/work/main/lab/gpu"); sys.argv = sys.argv[:1] + sys.argv[1:]
 import arith_sweep as S
 from layerwise import data as D, training as T
 torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the given chapters of the gpu profile, one runner call each (see book.sh). Usage: chapters.sh 02 03 ...
 cd "$(dirname "$0")/../.." || exit 1
-. scripts/gpu/env.sh
+. lab/gpu/env.sh
 for c in "$@"; do
   echo "=== $c start $(date -u +%T)"
   python3 -m layerwise.book run --profile gpu --chapters "$c" --no-progress > "runs/logs/ch_$c.log" 2>&1

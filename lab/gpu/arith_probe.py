@@ -1,9 +1,9 @@
 """Diagnostic for issue 3: does the diffusion objective learn the arithmetic task when it dominates the
 stream? Trains `ar` and `dlm` of a preset with a large arithmetic share on a small text slice, then
 scores held-out arithmetic (sampled exact match, and the answer line by likelihood). Not part of the
-book; its log is committed under benchmarks/results/logs/.
+book; its log is committed under lab/logs/.
 
-    python scripts/gpu/arith_probe.py --preset gpu --arith-frac 0.9 --tokens 30e6 --max-train-chars 4e6
+    python lab/gpu/arith_probe.py --preset gpu --arith-frac 0.9 --tokens 30e6 --max-train-chars 4e6
 """
 
 from __future__ import annotations

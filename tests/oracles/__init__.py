@@ -1,0 +1,1 @@
+"""Reference implementations the library is checked against (test oracles, not library code)."""
