@@ -239,14 +239,14 @@ def test_channel_means_padded_equal_on_lookalikes(kind):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from layerwise import lookalikes as LA
-    from layerwise import models as M
+    from layerwise.arch import dream, llada
 
     if kind == "llada":
         std = tiny_lm(causal=False).model
         look = LA.llada_like_from_llama(std)
-        M.patch_llada_config(look.config)
+        llada.patch_llada_config(look.config)
     else:
-        M.patch_rope_default()
+        dream.patch_rope_default()
         torch.manual_seed(1)
         cfg = Qwen2Config(vocab_size=V, hidden_size=D, intermediate_size=64, num_hidden_layers=L,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)

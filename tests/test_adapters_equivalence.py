@@ -1,4 +1,4 @@
-"""Issue 8's "Must show": probes, skipping, ablation, compression and sampling run through the layer
+"""Probes, skipping, ablation, compression and sampling run through the layer
 adapters and give the same numbers on LLaDA / Dream look-alikes as on the equivalent standard-named
 transformers model (Llama / Qwen2 with is_causal=False, weights copied), and on GPT-NeoX and
 DiffusionGemma the same numbers as a reference computed directly on their named modules.
@@ -16,11 +16,12 @@ import torch
 from layerwise import lookalikes as LA
 from layerwise import models as M
 from layerwise.ablation import ablate_channels
+from layerwise.arch import LayerAdapter, dream, llada
 from layerwise.compress import prune, quantize, rtn_quantize_weight
+from layerwise.config import LayerwiseError
 from layerwise.probes import channel_stats, layer_similarity
 from layerwise.sampling import diffusion_generate
 from layerwise.skipping import skip_layers
-
 from test_models import V, _gpt_neox, _llama, _qwen2, diffusion_gemma
 
 T = 12
@@ -42,10 +43,10 @@ def _pair(kind: str) -> tuple[M.LoadedModel, M.LoadedModel]:
     if kind == "llada":
         std = _llama()
         look = LA.llada_like_from_llama(std)
-        M.patch_llada_config(look.config)
+        llada.patch_llada_config(look.config)
         fam = "dlm"
     else:
-        M.patch_rope_default()
+        dream.patch_rope_default()
         std = _qwen2()
         look = LA.dream_like_from_qwen2(std)
         fam = "ar2dlm"
@@ -75,7 +76,7 @@ def _logits(lm: M.LoadedModel, ids: torch.Tensor) -> torch.Tensor:
 
 def test_probes_equal(pair):
     s, l = pair
-    ids, am = _ids(), _pad_mask()
+    ids = _ids()
     for kw in ({}, {"mask_ratio": 0.3}):
         g = {"generator": torch.Generator().manual_seed(1)} if "mask_ratio" in kw else {}
         a = layer_similarity(s, ids, **kw, **{k: torch.Generator().manual_seed(1) for k in g})
@@ -186,7 +187,7 @@ def test_native_probes_match_direct_hooks(native):
     ids = _ids()
     cos: list[torch.Tensor] = []
     hooks = [(blk, lambda _m, a, o: cos.append(torch.nn.functional.cosine_similarity(
-        a[0].double(), M.LayerAdapter.hidden_from_output(o).double(), dim=-1).mean(1)))
+        a[0].double(), LayerAdapter.hidden_from_output(o).double(), dim=-1).mean(1)))
         for blk in layers(lm.model)]
     _ref_forward(lm, ids, hooks)
     ref = torch.stack(cos, 1).mean(0).numpy()  # [L]: mean over sequences of per-sequence token means
@@ -238,7 +239,7 @@ def test_native_rtn_touches_exactly_the_named_linears(native):
     quantize(lm, "rtn", bits=3, group_size=16, progress=False)
     changed = {n for n, p in lm.model.named_parameters() if not torch.equal(p, before[n])}
     expected = set()
-    for i, blk in enumerate(layers(lm.model)):
+    for blk in layers(lm.model):
         for n, mod in blk.named_modules():
             if isinstance(mod, torch.nn.Linear) and (n.startswith("self_attn.") or n.startswith("mlp.")
                                                       or n.startswith("attention.")):
@@ -254,7 +255,7 @@ def test_native_sampling(native):
     prompt = _ids(n=2, seed=3)[:, :6]
     kw = dict(gen_length=8, steps=4, block_length=4, temperature=0.0)
     if lm.adapter.noise == "uniform":  # DiffusionGemma has no mask token: the masked sampler refuses
-        with pytest.raises(M.LayerwiseError):
+        with pytest.raises(LayerwiseError):
             diffusion_generate(lm, prompt, **kw)
         return
     a, b = diffusion_generate(lm, prompt, **kw), diffusion_generate(lm, prompt, **kw)

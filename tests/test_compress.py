@@ -11,7 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from layerwise import compress as C
 from layerwise.config import LayerwiseError
-from layerwise.models import LayerAdapter, wrap
+from layerwise.arch import LayerAdapter
+from layerwise.models import wrap
 
 VOCAB, D, F, L = 64, 32, 64, 4
 
@@ -344,7 +345,7 @@ def test_blockwise_mixed_layer_types_diffusion_gemma():
     which feeds the tokens to the denoiser), so its block outputs equal those of a hooked forward."""
     from test_models import V as GV, diffusion_gemma
 
-    from layerwise.models import LayerAdapter
+    from layerwise.arch import LayerAdapter
 
     lm = wrap(diffusion_gemma(), None, "dlm")
     assert C.mixed_layer_types(lm) and not C.mixed_layer_types(tiny_llama())

@@ -1,5 +1,7 @@
 """Registry, adapters, transformers-5 patches and loading (incl. a dispatched model) on tiny models.
 
+(Detection from a config and each patch on its own: tests/test_arch.py.)
+
 The look-alikes (layerwise.lookalikes) carry LLaDA's / Dream's names, output types and
 transformers-4 habits; their math equals Llama / Qwen2 with is_causal=False, so after a weight copy
 every part the adapters expose must give the same tensors.
@@ -13,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from layerwise import arch as A
 from layerwise import lookalikes as LA
 from layerwise import models as M
+from layerwise.arch import dream, llada, llama
 from layerwise.config import LayerwiseError
+from layerwise.diffusion import Family
 
 V, T = 64, 12
 
@@ -70,14 +74,14 @@ def diffusion_gemma():
 def pair_llada():
     ll = _llama()
     la = LA.llada_like_from_llama(ll)
-    M.patch_llada_config(la.config)
+    llada.patch_llada_config(la.config)
     return ll, la
 
 
 @pytest.fixture(scope="module")
 def pair_dream():
     qw = _qwen2()
-    M.patch_rope_default()
+    dream.patch_rope_default()
     return qw, LA.dream_like_from_qwen2(qw)
 
 
@@ -85,12 +89,13 @@ def _ids(b: int = 2, seed: int = 5) -> torch.Tensor:
     return torch.randint(0, V - 1, (b, T), generator=torch.Generator().manual_seed(seed))
 
 
-def _capture(model, adapter: M.LayerAdapter, ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def _capture(model, adapter: A.LayerAdapter, ids: torch.Tensor) -> dict[str, list[torch.Tensor]]:
     """Block outputs, attention inputs, MLP inputs and every Linear's input, via the adapter."""
     rec: dict[str, list[torch.Tensor]] = {"block": [], "attn_in": [], "mlp_in": [], "final_norm": []}
     hs = []
     for blk in adapter.get_blocks(model):
-        hs.append(blk.register_forward_hook(lambda _m, _a, o: rec["block"].append(M.LayerAdapter.hidden_from_output(o))))
+        hs.append(blk.register_forward_hook(
+            lambda _m, _a, o: rec["block"].append(A.LayerAdapter.hidden_from_output(o))))
         hs.append(adapter.attn_input_module(blk).register_forward_hook(lambda _m, _a, o: rec["attn_in"].append(o)))
         hs.append(adapter.mlp_input_module(blk).register_forward_hook(lambda _m, _a, o: rec["mlp_in"].append(o)))
         for role, lin in adapter.block_linears(blk).items():
@@ -112,7 +117,7 @@ def _capture(model, adapter: M.LayerAdapter, ids: torch.Tensor) -> dict[str, lis
 @pytest.mark.parametrize("which", ["llada", "dream"])
 def test_lookalike_parts_equal_standard_model(which, pair_llada, pair_dream):
     std, look = pair_llada if which == "llada" else pair_dream
-    a_std, a_look = M.infer_adapter(std), M.infer_adapter(look)
+    a_std, a_look = A.infer_adapter(std), A.infer_adapter(look)
     assert (a_std.name, a_look.name) == ("llama", which)
     assert a_look.block_returns_tuple
     ids = _ids()
@@ -135,10 +140,10 @@ def test_block_output_type_and_layer_index(pair_llada, pair_dream):
     _, la = pair_llada
     _, dr = pair_dream
     x = torch.randn(1, 4, 32)
-    assert isinstance(M.ADAPTERS["llada"].get_blocks(la)[0](x), tuple)
-    assert isinstance(M.ADAPTERS["dream"].get_blocks(dr)[0](x), tuple)
-    for ad, model in ((M.ADAPTERS["llada"], la), (M.ADAPTERS["dream"], dr)):
-        idx = [M.get_path(b, ad.attn_layer_idx) for b in ad.get_blocks(model)]
+    assert isinstance(A.ADAPTERS["llada"].get_blocks(la)[0](x), tuple)
+    assert isinstance(A.ADAPTERS["dream"].get_blocks(dr)[0](x), tuple)
+    for ad, model in ((A.ADAPTERS["llada"], la), (A.ADAPTERS["dream"], dr)):
+        idx = [A.get_path(b, ad.attn_layer_idx) for b in ad.get_blocks(model)]
         assert idx == list(range(3))
 
 
@@ -152,7 +157,7 @@ def test_padding_mask_through_adapter(pair_llada, pair_dream):
     for std, look, name in (*pair_llada, "llada"), (*pair_dream, "dream"):
         with torch.no_grad():
             ref = std(input_ids=ids, attention_mask=am).logits
-            got = M.ADAPTERS[name].logits(look, ids, am)
+            got = A.ADAPTERS[name].logits(look, ids, am)
         torch.testing.assert_close(got[keep], ref[keep], rtol=1e-5, atol=1e-5)
     ll, la = pair_llada
     with torch.no_grad():
@@ -164,12 +169,12 @@ def test_padding_mask_through_adapter(pair_llada, pair_dream):
 
 def test_gpt_neox_adapter_matches_module_names():
     m = _gpt_neox()
-    ad = M.infer_adapter(m)
+    ad = A.infer_adapter(m)
     assert ad.name == "gpt_neox"
     blk = ad.get_blocks(m)[0]
     assert set(ad.block_linears(blk)) == {"qkv", "o", "up", "down"}
     assert ad.get_lm_head(m) is m.lm_head and ad.get_final_norm(m) is m.gpt_neox.final_layer_norm
-    assert [M.get_path(b, ad.attn_layer_idx) for b in ad.get_blocks(m)] == [0, 1]
+    assert [A.get_path(b, ad.attn_layer_idx) for b in ad.get_blocks(m)] == [0, 1]
     assert ad.config_num_layers(m) == 2
     # the final norm's output through the head gives the model's logits
     ids = _ids()
@@ -183,12 +188,13 @@ def test_gpt_neox_adapter_matches_module_names():
 
 def test_diffusion_gemma_adapter():
     m = diffusion_gemma()
-    ad = M.infer_adapter(m)
+    ad = A.infer_adapter(m)
     assert ad.name == "diffusion_gemma" and ad.noise == "uniform"
     assert ad.num_layers(m) == ad.config_num_layers(m) == 2
     assert ad.layer_config(m) is m.config.text_config
     # full-attention layers share k and v (v_proj is None): the role is left out there
-    assert [set(ad.block_linears(b)) for b in ad.get_blocks(m)] == [set(M._LLAMA_LINEARS), set(M._LLAMA_LINEARS) - {"v"}]
+    roles = set(llama.LLAMA_LINEARS)
+    assert [set(ad.block_linears(b)) for b in ad.get_blocks(m)] == [roles, roles - {"v"}]
     ids = _ids()
     rec = _capture(m, ad, ids)
     assert rec["logits"][0].shape == (2, T, V)
@@ -208,15 +214,15 @@ def test_llada_block_groups_error_is_clear():
     ll = _llama(layers=4)
     grouped = LA.llada_like_from_llama(ll, block_group_size=2)
     with pytest.raises(LayerwiseError, match="block_group_size"):
-        M.infer_adapter(grouped)
+        A.infer_adapter(grouped)
     with pytest.raises(LayerwiseError, match="block_group_size"):
-        M.ADAPTERS["llada"].get_blocks(grouped)
+        A.ADAPTERS["llada"].get_blocks(grouped)
 
 
 def test_infer_adapter_error_lists_modules():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     with pytest.raises(LayerwiseError, match=r"modules are \['0'\].*register_adapter"):
-        M.infer_adapter(model)
+        A.infer_adapter(model)
 
 
 def test_wrap_errors():
@@ -225,33 +231,50 @@ def test_wrap_errors():
     with pytest.raises(LayerwiseError, match="unknown adapter"):
         M.wrap(_llama(layers=1), None, "ar", adapter="nope")
     with pytest.raises(LayerwiseError, match="out of range"):
-        M.ADAPTERS["llama"].block(_llama(layers=1), 3)
+        A.ADAPTERS["llama"].block(_llama(layers=1), 3)
 
 
 # -- registry -----------------------------------------------------------------------------------
 
 
 def test_registry_entries():
+    """Per-model facts: family, mask token, sampler defaults, Base/Instruct pairs. (Which architecture,
+    remote code and patches each model gets is detected from its config: test_arch.py asserts it for
+    every registered id.)"""
     r = M.REGISTRY
     for mid in ("GSAI-ML/LLaDA-8B-Base", "GSAI-ML/LLaDA-8B-Instruct"):
         s = r[mid]
-        assert (s.family, s.adapter, s.mask_token_id, s.trust_remote_code) == (M.Family.DLM, "llada", 126336, True)
-        assert not s.shifted_logits and s.patches == ("llada",)
+        assert (s.family, s.mask_token_id) == (Family.DLM, 126336)
+        assert not s.shifted_logits
         assert (s.sampler.gen_length, s.sampler.steps, s.sampler.block_length) == (256, 256, 32)
     for mid in ("Dream-org/Dream-v0-Base-7B", "Dream-org/Dream-v0-Instruct-7B"):
         s = r[mid]
-        assert (s.family, s.adapter, s.mask_token_id) == (M.Family.AR2DLM, "dream", 151666)
-        assert s.shifted_logits and s.trust_remote_code and s.patches == ("dream",)
+        assert (s.family, s.mask_token_id) == (Family.AR2DLM, 151666)
+        assert s.shifted_logits
     for mid in ("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B",
                 "meta-llama/Llama-3.1-8B-Instruct"):
-        assert (r[mid].family, r[mid].adapter, r[mid].trust_remote_code) == (M.Family.AR, "llama", False)
-    dg = [s for s in r.values() if s.adapter == "diffusion_gemma"]
-    assert dg and dg[0].mask_token_id is None and dg[0].family is M.Family.DLM
-    import transformers
+        assert r[mid].family is Family.AR
+    dg = r["google/diffusiongemma-26B-A4B-it"]
+    assert dg.mask_token_id is None and dg.family is Family.DLM
+    assert all(s.adapter == "" for s in r.values())  # the architecture comes from the checkpoint's config
 
-    for s in r.values():  # every non-remote class name exists in this transformers
-        assert s.adapter in M.ADAPTERS and all(p in M.PATCHES for p in s.patches)
-        assert s.trust_remote_code or hasattr(transformers, s.auto_class)
+
+def test_registry_base_instruct_pairs():
+    pairs = {"GSAI-ML/LLaDA-8B-Base": "GSAI-ML/LLaDA-8B-Instruct",
+             "Dream-org/Dream-v0-Base-7B": "Dream-org/Dream-v0-Instruct-7B",
+             "Qwen/Qwen2.5-7B": "Qwen/Qwen2.5-7B-Instruct",
+             "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B-Instruct"}
+    for base, inst in pairs.items():
+        for mid in (base, inst):
+            assert (M.base_of(mid), M.instruct_of(mid)) == (base, inst)
+        assert (M.REGISTRY[base].variant, M.REGISTRY[inst].variant) == ("base", "instruct")
+        assert M.REGISTRY[base].family is M.REGISTRY[inst].family
+    for s in M.REGISTRY.values():  # pairs are symmetric
+        assert s.pair is None or M.REGISTRY[s.pair].pair == s.model_id
+    dg = "google/diffusiongemma-26B-A4B-it"
+    assert (M.base_of(dg), M.instruct_of(dg)) == (None, dg)
+    with pytest.raises(LayerwiseError, match="not in the registry"):
+        M.base_of("nobody/nothing")
 
 
 def test_unknown_id_errors(tmp_path):
@@ -271,14 +294,14 @@ def test_llada_patches_make_from_pretrained_and_forward_work(tmp_path, pair_llad
 
     with pytest.raises(AttributeError, match="all_tied_weights_keys"):
         Fresh.from_pretrained(tmp_path)
-    M.patch_llada_class(Fresh)
+    llada.patch_llada_class(Fresh)
     m = Fresh.from_pretrained(tmp_path).eval()
     cfg = LA.LLaDALikeConfig.from_pretrained(tmp_path)
     cfg.__dict__.pop("use_cache", None)  # as LLaDAConfig: no use_cache at all
     m.config = cfg
     with pytest.raises(AttributeError, match="use_cache"):
         m(input_ids=_ids())
-    M.patch_llada_config(m.config)
+    llada.patch_llada_config(m.config)
     with torch.no_grad():
         torch.testing.assert_close(m(input_ids=_ids()).logits, la(input_ids=_ids()).logits)
     m.tie_weights(missing_keys=set(), recompute_mapping=False)  # transformers 5's call
@@ -295,11 +318,11 @@ def test_dream_rope_patch():
         class Fresh(LA.DreamLikeModel):
             pass
 
-        M.patch_dream_class(Fresh)
+        dream.patch_dream_class(Fresh)
         Fresh(LA.DreamLikeConfig())
         assert r"rotary_emb\.inv_freq" in Fresh._keys_to_ignore_on_load_unexpected
         cfg = LA.DreamLikeConfig(hidden_size=32, num_attention_heads=4, rope_theta=500.0)
-        inv, scale = M.compute_default_rope_parameters(cfg)
+        inv, scale = dream.compute_default_rope_parameters(cfg)
         assert scale == 1.0 and inv.shape == (4,)
         torch.testing.assert_close(inv, 1.0 / 500.0 ** (torch.arange(0, 8, 2).float() / 8))
     finally:
@@ -311,36 +334,80 @@ def test_dream_rope_patch():
 
 
 def _remote_dir(tmp_path: Path, model, cls_name: str, cfg_name: str) -> Path:
-    """A local checkpoint whose config.json names remote code (a copy of layerwise.lookalikes)."""
+    """A local checkpoint whose config.json names remote code (a copy of layerwise.lookalikes), laid out
+    as the hub repos are (Dream's with a generation_config.json). Written without save_pretrained,
+    which Dream's class cannot do unpatched."""
+    from safetensors.torch import save_file
+
     d = tmp_path / cls_name
-    model.save_pretrained(d)
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
     shutil.copy(LA.__file__, d / "modeling_lookalike.py")
-    cfg = json.loads((d / "config.json").read_text())
+    cfg = model.config.to_dict()
+    cfg["architectures"] = [cls_name]
     cfg["auto_map"] = {"AutoConfig": f"modeling_lookalike.{cfg_name}", "AutoModel": f"modeling_lookalike.{cls_name}"}
     cfg.pop("use_cache", None)
     (d / "config.json").write_text(json.dumps(cfg))
+    if cls_name.startswith("Dream"):
+        gen = {"mask_token_id": V - 1, "transformers_version": "4.46.2"}
+        (d / "generation_config.json").write_text(json.dumps(gen))
     return d
 
 
+def _load_registered(d: Path, family: Family, **kw) -> M.LoadedModel:
+    """load() of a local folder registered with per-model facts only (family, mask token, dtype)."""
+    M.register(M.ModelSpec(str(d), family, mask_token_id=V - 1, dtype="float32"))
+    try:
+        return M.load(str(d), device="cpu", **kw)
+    finally:
+        del M.REGISTRY[str(d)]
+
+
 def test_load_remote_code_applies_patches(tmp_path, pair_llada, pair_dream):
-    """load() of remote code: AutoConfig -> class from the dynamic module -> class patches ->
-    from_pretrained -> config patches. Without the patches this load fails (see the tests above)."""
+    """load() of a local folder of remote code: its config names the architecture, which decides
+    trust_remote_code and the fixes: AutoConfig -> class from the dynamic module -> class patches ->
+    config check and patches -> from_pretrained -> model patches. Without the patches this load fails
+    (see the tests above and test_arch.py)."""
     ids = _ids()
-    for (std, look), cls_name, cfg_name, spec in (
-        (pair_llada, "LLaDALikeLM", "LLaDALikeConfig", M.REGISTRY["GSAI-ML/LLaDA-8B-Base"]),
-        (pair_dream, "DreamLikeModel", "DreamLikeConfig", M.REGISTRY["Dream-org/Dream-v0-Base-7B"]),
+    for (std, look), cls_name, cfg_name, arch, fam in (
+        (pair_llada, "LLaDALikeLM", "LLaDALikeConfig", "llada", Family.DLM),
+        (pair_dream, "DreamLikeModel", "DreamLikeConfig", "dream", Family.AR2DLM),
     ):
         d = _remote_dir(tmp_path, look, cls_name, cfg_name)
-        M.register(M.ModelSpec(str(d), spec.family, spec.adapter, mask_token_id=V - 1, dtype="float32",
-                               trust_remote_code=True, auto_class="AutoModel", patches=spec.patches))
-        try:
-            lm = M.load(str(d), device="cpu")
-        finally:
-            del M.REGISTRY[str(d)]
+        lm = _load_registered(d, fam)
         assert type(lm.model).__name__ == cls_name and type(lm.model) is not type(look)
-        assert lm.adapter.name == spec.adapter and lm.family is spec.family and lm.spec.mask_token_id == V - 1
+        assert lm.adapter.name == lm.spec.adapter == arch and lm.family is fam and lm.spec.mask_token_id == V - 1
         with torch.no_grad():
             torch.testing.assert_close(lm.logits(ids), std(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        # an explicit trust_remote_code=False is kept, and the error says what to pass
+        with pytest.raises(LayerwiseError, match="trust_remote_code=True"):
+            _load_registered(d, fam, trust_remote_code=False)
+    assert type(lm.model.generation_config).__name__ == "DreamLikeGenerationConfig"
+
+
+def test_load_checks_config_before_weights(tmp_path, pair_llada):
+    """A grouped LLaDA checkpoint is refused from its config, before any weight is read."""
+    d = _remote_dir(tmp_path, pair_llada[1], "LLaDALikeLM", "LLaDALikeConfig")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "block_group_size": 2}))
+    (d / "model.safetensors").unlink()  # would fail differently if the weights were read
+    with pytest.raises(LayerwiseError, match="block_group_size = 2"):
+        _load_registered(d, Family.DLM)
+
+
+def test_load_unknown_remote_code(tmp_path, pair_dream, caplog):
+    """Remote code of an unsupported architecture: refused with the supported ones named; with an
+    explicit trust_remote_code=True it loads unpatched, adapter inferred from module names."""
+    d = _remote_dir(tmp_path, pair_dream[1], "DreamLikeModel", "DreamLikeConfig")
+    (d / "generation_config.json").unlink()
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "fancy", "architectures": ["FancyLM"]}))
+    with pytest.raises(LayerwiseError, match=r"not a supported architecture.*llada.*register_architecture"):
+        M.load(str(d), device="cpu", family="ar2dlm")
+    dream.patch_rope_default()  # the one fix this class cannot be built without
+    with caplog.at_level("WARNING", logger="layerwise.models"):
+        lm = M.load(str(d), device="cpu", family="ar", trust_remote_code=True)
+    assert lm.adapter.name == "dream" and "from its module names" in caplog.text
 
 
 def _triplet_dir(tmp_path: Path, model, objective: str) -> Path:
@@ -353,7 +420,7 @@ def _triplet_dir(tmp_path: Path, model, objective: str) -> Path:
 def test_load_local_triplet_and_unknown(tmp_path, caplog):
     ll = _llama()
     lm = M.load(str(_triplet_dir(tmp_path, ll, "dlm")), device="cpu")
-    assert (lm.family, lm.adapter.name, lm.spec.mask_token_id) == (M.Family.DLM, "llama", V - 1)
+    assert (lm.family, lm.adapter.name, lm.spec.mask_token_id) == (Family.DLM, "llama", V - 1)
     # an unknown bidirectional model: the family must be given
     d = tmp_path / "unknown"
     ll.save_pretrained(d)
@@ -363,8 +430,8 @@ def test_load_local_triplet_and_unknown(tmp_path, caplog):
     _llama(causal=True).save_pretrained(causal)
     with caplog.at_level("WARNING", logger="layerwise.models"):
         lm2 = M.load(str(causal), device="cpu")
-    assert lm2.family is M.Family.AR and lm2.adapter.name == "llama"
-    assert "inferred layer adapter 'llama'" in caplog.text
+    assert lm2.family is Family.AR and lm2.adapter.name == "llama"
+    assert "inferred layer adapter 'llama' from its config" in caplog.text
 
 
 def test_load_dispatched_over_cpu_and_disk(tmp_path):
@@ -379,7 +446,7 @@ def test_load_dispatched_over_cpu_and_disk(tmp_path):
     assert {p.device.type for p in lm.adapter.get_blocks(lm.model)[2].parameters()} == {"meta"}
     ids = _ids()
     rec = _capture(lm.model, lm.adapter, ids)
-    ref = _capture(ll, M.ADAPTERS["llama"], ids)
+    ref = _capture(ll, A.ADAPTERS["llama"], ids)
     for key in ("block", "attn_in", "logits"):
         for x, y in zip(rec[key], ref[key]):
             torch.testing.assert_close(x, y)
@@ -389,7 +456,7 @@ def test_random_model_shape_and_attention():
     """random_model builds the asked shape; diffusion families are bidirectional, AR causal."""
     import torch
 
-    from layerwise.models import Family, random_model
+    from layerwise.testing import random_model
     for fam, causal in (("dlm", False), ("ar", True)):
         lm = random_model(layers=3, d_model=32, heads=4, mlp=64, vocab=50, family=fam, device="cpu")
         assert lm.num_layers == 3 and lm.family is Family(fam)

@@ -3,7 +3,9 @@
 One module per responsibility (see the book's intro):
 
 - ``config``: data/cache directories, device selection, the project's error type.
-- ``models``: model registry, loading, and the layer adapters every other module goes through.
+- ``arch``: one module per architecture (layer adapter, forward quirks, load-time fixes, config
+  checks), detected from a checkpoint's config; the adapters every other module goes through.
+- ``models``: the hub-id registry of per-model facts, ``load()`` and ``wrap()``.
 - ``data``: synthetic and Gutenberg corpora, the arithmetic task, tokenizer, token cache, packing.
 - ``training``: the controlled triplet (ar / dlm / ar2dlm) and its presets.
 - ``sampling``: AR and masked-diffusion generation, exact and Monte-Carlo likelihoods.

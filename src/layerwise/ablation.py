@@ -34,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import LayerwiseError
-from .models import LayerAdapter, LoadedModel, check_layer_index
+from .arch import LayerAdapter, check_layer_index
+from .models import LoadedModel
 
 Where = Literal["attn_input", "residual"]
 Mode = Literal["zero", "mean"]

@@ -10,7 +10,12 @@ The real 8B models load only with hub access, so the adapters are tested on thes
   lacks; ``tie_weights()`` takes no arguments and ``__init__`` never calls ``post_init()``.
 - :class:`DreamLikeModel` mirrors ``modeling_dream.py`` (``model.layers[i].self_attn.{q,k,v,o}_proj``,
   ``mlp.{gate,up,down}_proj``; decoder layers return a tuple; the attention takes a 4D bool mask or
-  None; every rotary embedding looks up ``ROPE_INIT_FUNCTIONS["default"]``, gone in transformers 5).
+  None; every rotary embedding looks up ``ROPE_INIT_FUNCTIONS["default"]``, gone in transformers 5;
+  ``_tied_weights_keys`` is a list; ``from_pretrained`` reads ``generation_config.json`` into a
+  generation config whose ``validate(is_init=False)`` predates transformers 5's arguments).
+
+Their configs carry the real ``model_type`` ("llada", "Dream"), so a saved look-alike is detected as
+the architecture it mirrors (:func:`layerwise.arch.detect_architecture`).
 
 Their math equals transformers' ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` with ``is_causal=False``,
 so :func:`llada_like_from_llama` and :func:`dream_like_from_qwen2` copy weights across and tests can
@@ -20,12 +25,13 @@ assert equal numbers through the adapters. Shapes: ``x [B, T, d]``, logits ``[B,
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import GenerationConfig, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 
 
@@ -92,7 +98,7 @@ class LLaDALikeConfig(PretrainedConfig):
     """LLaDA's config names (``d_model``, ``n_heads``, ``n_layers``, ``mlp_hidden_size``...); like
     ``LLaDAConfig`` it has no ``use_cache``."""
 
-    model_type = "llada_like"
+    model_type = "llada"
 
     def __init__(self, vocab_size: int = 64, d_model: int = 32, n_heads: int = 4, n_kv_heads: int | None = None,
                  n_layers: int = 2, mlp_hidden_size: int = 64, rope_theta: float = 10000.0,
@@ -158,20 +164,20 @@ class LLaDALikeModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 attention_bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.transformer.wte(input_ids)
+        tr: Any = self.transformer
+        x = tr.wte(input_ids)
         T = input_ids.shape[1]
         if attention_bias is None and attention_mask is not None and bool((attention_mask == 0).any()):
             # LLaDA's quirk: a padding mask brings in its causal bias
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             attention_bias = causal[None, None] & attention_mask.bool()[:, None, None, :]
-        blocks = self.transformer["blocks"] if "blocks" in self.transformer else [
-            b for grp in self.transformer["block_groups"] for b in grp]
+        blocks = tr["blocks"] if "blocks" in tr else [b for grp in tr["block_groups"] for b in grp]
         for blk in blocks:
             x, _ = blk(x, attention_bias=attention_bias)
-        x = self.transformer.ln_f(x)
+        x = tr.ln_f(x)
         if self.config.weight_tying:
-            return F.linear(x, self.transformer.wte.weight)
-        return self.transformer.ff_out(x)
+            return F.linear(x, tr.wte.weight)
+        return tr.ff_out(x)
 
 
 class LLaDALikeLM(PreTrainedModel):
@@ -204,13 +210,14 @@ class LLaDALikeLM(PreTrainedModel):
 def llada_like_from_llama(llama: nn.Module, *, block_group_size: int = 1) -> LLaDALikeLM:
     """A :class:`LLaDALikeLM` with a transformers ``LlamaForCausalLM``'s weights (same math when the
     Llama has ``is_causal=False``, no biases, default RoPE)."""
-    c = llama.config
+    c: Any = llama.config
     cfg = LLaDALikeConfig(vocab_size=c.vocab_size, d_model=c.hidden_size, n_heads=c.num_attention_heads,
                           n_kv_heads=c.num_key_value_heads, n_layers=c.num_hidden_layers,
                           mlp_hidden_size=c.intermediate_size, rope_theta=float(c.rope_parameters["rope_theta"]),
                           rms_norm_eps=c.rms_norm_eps, block_group_size=block_group_size)
-    out = LLaDALikeLM(cfg).to(next(llama.parameters()).dtype)
-    src = llama.model
+    out: Any = LLaDALikeLM(cfg)
+    out = out.to(next(llama.parameters()).dtype)
+    src: Any = llama.model
     names = {"attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm",
              "q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
              "attn_out": "self_attn.o_proj", "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj",
@@ -220,7 +227,7 @@ def llada_like_from_llama(llama: nn.Module, *, block_group_size: int = 1) -> LLa
     with torch.no_grad():
         t.wte.weight.copy_(src.embed_tokens.weight)
         t.ln_f.weight.copy_(src.norm.weight)
-        t.ff_out.weight.copy_(llama.lm_head.weight)
+        t.ff_out.weight.copy_(llama.get_submodule("lm_head").weight)
         for blk, layer in zip(blocks, src.layers):
             for mine, theirs in names.items():
                 getattr(blk, mine).weight.copy_(layer.get_submodule(theirs).weight)
@@ -235,7 +242,7 @@ def llada_like_from_llama(llama: nn.Module, *, block_group_size: int = 1) -> LLa
 class DreamLikeConfig(PretrainedConfig):
     """Dream's config names (Qwen2's), with ``rope_theta`` as a plain attribute as in transformers 4."""
 
-    model_type = "dream_like"
+    model_type = "Dream"
 
     def __init__(self, vocab_size: int = 64, hidden_size: int = 32, intermediate_size: int = 64,
                  num_hidden_layers: int = 2, num_attention_heads: int = 4, num_key_value_heads: int = 2,
@@ -244,11 +251,14 @@ class DreamLikeConfig(PretrainedConfig):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.num_key_value_heads, self.rope_theta, self.rms_norm_eps = num_key_value_heads, rope_theta, rms_norm_eps
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        kwargs["tie_word_embeddings"] = tie_word_embeddings
+        super().__init__(**kwargs)
 
 
 class DreamLikeRotary(nn.Module):
     """Dream's rotary embedding: asks ``ROPE_INIT_FUNCTIONS["default"]`` (KeyError in transformers 5)."""
+
+    inv_freq: torch.Tensor
 
     def __init__(self, config: DreamLikeConfig) -> None:
         super().__init__()
@@ -321,12 +331,21 @@ class DreamLikeBase(nn.Module):
         return self.norm(h)
 
 
+class DreamLikeGenerationConfig(GenerationConfig):
+    """``DreamGenerationConfig``: its ``validate`` has transformers 4's signature, so transformers 5's
+    ``validate(user_set_attributes=...)`` (in ``from_dict``) raises TypeError unless patched."""
+
+    def validate(self, is_init: bool = False) -> None:  # type: ignore[override]
+        pass
+
+
 class DreamLikeModel(PreTrainedModel):
     """``DreamModel``: ``model`` (base) + ``lm_head``; logits are shifted (position i -> token i+1)."""
 
     config_class = DreamLikeConfig
     base_model_prefix = "model"
     _no_split_modules = ["DreamLikeLayer"]
+    _tied_weights_keys = ["lm_head.weight"]  # type: ignore[assignment]  # transformers 4's list (see Dream)
 
     def __init__(self, config: DreamLikeConfig) -> None:
         super().__init__(config)
@@ -337,19 +356,28 @@ class DreamLikeModel(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
 
+    @classmethod
+    def from_pretrained(cls, path: Any, *args: Any, **kwargs: Any) -> DreamLikeModel:  # type: ignore[override]
+        """Like Dream's: the loaded model's generation config is read again as its own class."""
+        model = super().from_pretrained(path, *args, **kwargs)
+        if (Path(path) / "generation_config.json").is_file():
+            model.generation_config = DreamLikeGenerationConfig.from_pretrained(path)
+        return model
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> MaskedLMOutput:
         return MaskedLMOutput(logits=self.lm_head(self.model(input_ids, attention_mask)))
 
 
 def dream_like_from_qwen2(qwen2: nn.Module) -> DreamLikeModel:
     """A :class:`DreamLikeModel` with a transformers ``Qwen2ForCausalLM``'s weights (same names).
-    Needs :func:`layerwise.models.patch_rope_default` first (as Dream does on transformers 5)."""
-    c = qwen2.config
+    Needs :func:`layerwise.arch.dream.patch_rope_default` first (as Dream does on transformers 5)."""
+    c: Any = qwen2.config
     cfg = DreamLikeConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
                           num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
                           num_key_value_heads=c.num_key_value_heads, rope_theta=float(c.rope_parameters["rope_theta"]),
                           rms_norm_eps=c.rms_norm_eps)
-    out = DreamLikeModel(cfg).to(next(qwen2.parameters()).dtype)
+    out: Any = DreamLikeModel(cfg)
+    out = out.to(next(qwen2.parameters()).dtype)
     missing, unexpected = out.load_state_dict(qwen2.state_dict(), strict=False)
     if missing or unexpected:
         raise ValueError(f"weight names differ: missing {missing}, unexpected {unexpected}")

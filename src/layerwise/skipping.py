@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .config import LayerwiseError
-from .models import LoadedModel, get_path, set_path
+from .arch import get_path, set_path
+from .models import LoadedModel
 
 STRATEGIES = ("redundant", "early", "late", "uniform", "random")
 
