@@ -35,11 +35,18 @@ profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
 preset = "tiny"       # unused: this page loads no model
 models = []           # unused: this page loads no model
 data_dir = ""         # unused
-cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise (where the result file goes)
+cache_dir = ""        # where the result file goes; "" = $LAYERWISE_CACHE_DIR (the runner passes its cache)
 device = "auto"       # unused: nothing is computed on a device
 seed = 0
 benchmarks_dir = ""   # benchmark results folder; "" = $LAYERWISE_BENCHMARKS_DIR, else the checkout's benchmarks/results
 smoke_runs = False    # True: read the CPU smoke runs (*_tiny.csv) instead of the GPU results
+
+# %% tags=["provenance"]
+from layerwise.book import provenance
+from layerwise.params import coerce_injected
+
+coerce_injected(globals(), "09_performance")  # values papermill injected as text get their parameters' types
+provenance(profile=profile, models=[], benchmarks_dir=benchmarks_dir or "benchmarks/results", smoke_runs=smoke_runs)
 
 # %%
 import math
@@ -68,13 +75,6 @@ def find_benchmarks_dir(given: str) -> Path:
 
 
 rdir = find_benchmarks_dir(benchmarks_dir)
-
-# %% tags=["provenance"]
-from layerwise.book import provenance
-
-provenance(profile=profile, models=[], benchmarks_dir=str(rdir), smoke_runs=smoke_runs)
-
-# %%
 plots.style()
 frames = perf.load_benchmarks(rdir, tiny=smoke_runs)
 info = perf.benchmark_info(rdir, tiny=smoke_runs)
