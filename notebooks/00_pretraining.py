@@ -186,7 +186,7 @@ if paths:
 # %%
 import numpy as np
 
-from layerwise import evals
+from layerwise import evals, stats
 from layerwise.models import load
 
 if paths:
@@ -198,7 +198,7 @@ if paths:
         key = next(k for k in r["metrics"]["lw_arithmetic"] if k.startswith("exact_match"))
         scores = r["items"]["lw_arithmetic"][key]
         k_ok, n = int(round(sum(scores))), r["n"]["lw_arithmetic"]
-        lo, hi = evals.wilson_interval(k_ok, n)
+        lo, hi = stats.wilson_interval(k_ok, n)
         one_pass = float(np.mean(r["items"]["lw_arithmetic_ll"]["acc,none"]))
         arith_rows.append({"model": o, "sampler": "greedy (AR)" if lm.family.value == "ar" else "masked diffusion",
                            "accuracy": k_ok / n, "ci_low": lo, "ci_high": hi,
@@ -226,7 +226,11 @@ if paths:
     plt.show()
     display(Markdown(f"**Figure 3.** Held-out arithmetic accuracy per model ({arith_items} problems, 95% Wilson "
                      "intervals); dashed: chance."))
-    display(arith.round(3))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if paths:
+    print(arith.round(3).to_string())
     display(Markdown("`answer_by_likelihood`: the same problems scored by `lw_arithmetic_ll`, whether the answer "
                      "line is the model's argmax at every position (AR: greedy decoding; diffusion: ONE pass over "
                      "the fully masked answer, its length given). "

@@ -32,9 +32,11 @@
 # generating; paper B does the same).
 #
 # **Summary numbers** (result file): the *early-layer similarity* of a model is the mean of $c_s(l)$
-# over the first third of the blocks, $l < \lceil L/3 \rceil$; we report DLM minus AR with a 95%
-# bootstrap interval over sequences, and whether the AR-initialised model's profile is closer to the
-# AR model's than to the DLM's (mean absolute difference over layers).
+# over the first third of the blocks, $l < \lceil L/3 \rceil$ (`layerwise.claims.early_layers`, the
+# book's one definition of early layers); we report DLM minus AR with a 95% bootstrap interval over
+# sequences, and whether the AR-initialised model's profile is closer to the AR model's than to the
+# DLM's (mean absolute difference over layers). The claims are computed by `layerwise.claims`
+# (`early_similarity_difference`, `ar2dlm_closer_to_ar`).
 
 # %% tags=["parameters"]
 profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
@@ -58,18 +60,16 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
            n_seqs=n_seqs, seq_len=seq_len)
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from layerwise import plots
+from layerwise import claims, plots
 from layerwise.data import eval_sequences
-from layerwise.probes import layer_similarity, paired_bootstrap
-from layerwise.results import metric, save_result
+from layerwise.probes import layer_similarity
+from layerwise.results import save_result
 from layerwise.subjects import load_subjects
 
 plots.style()
@@ -92,7 +92,7 @@ for name, lm in subjects.items():
                                              generator=torch.Generator().manual_seed(seed), keep_per_sequence=True)
 
 fig, ax = plt.subplots()
-for name, lm in subjects.items():
+for name in subjects:
     r = sims[name, 0.0]
     plots.line_with_band(ax, np.arange(len(r.mean)), r.mean, r.std, label=name)
 plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$, mean over sequences", xlabel="block $l$")
@@ -126,6 +126,7 @@ plt.show()
 # sequences.*
 
 # %%
+# NBVAL_CHECK_OUTPUT
 table = pd.concat([r.to_frame() for r in sims.values()], ignore_index=True)
 display(Markdown(table.pivot_table(index="layer", columns=["model", "mask_ratio"], values="cos_mean")
                  .round(4).to_markdown()))
@@ -136,44 +137,17 @@ display(Markdown(table.pivot_table(index="layer", columns=["model", "mask_ratio"
 # ## Early layers: diffusion minus autoregressive
 
 # %%
-def early_mean(per_seq: np.ndarray) -> np.ndarray:
-    """Per-sequence mean over the first third of the blocks: [n_seqs, L] -> [n_seqs]."""
-    return per_seq[:, : math.ceil(per_seq.shape[1] / 3)].mean(1)
-
-
-by_family = {}
-for name, lm in subjects.items():
-    by_family.setdefault(lm.family.value, name)  # the first model of each family is its representative
-metrics, rows = {}, []
-for name in subjects:
-    v, ci = paired_bootstrap(lambda p: early_mean(p).mean(), sims[name, 0.0].per_sequence, n_boot=n_boot, seed=seed)
-    rows.append({"model": name, "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
-    metrics[f"early_similarity_{name}"] = metric(v, ci, model=name, note="mean cos over the first third of blocks")
-if "dlm" in by_family and "ar" in by_family:
-    d, a = sims[by_family["dlm"], 0.0].per_sequence, sims[by_family["ar"], 0.0].per_sequence
-    v, ci = paired_bootstrap(lambda x, y: early_mean(x).mean() - early_mean(y).mean(), d, a, n_boot=n_boot,
-                             seed=seed, paired=same_inputs)
-    metrics["early_similarity_dlm_minus_ar"] = metric(
-        v, ci, model=f"{by_family['dlm']} - {by_family['ar']}", note="paper A: > 0")
-    rows.append({"model": "dlm - ar", "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
-if {"dlm", "ar", "ar2dlm"} <= set(by_family):
-    d, a, m = (sims[by_family[f], 0.0].per_sequence for f in ("dlm", "ar", "ar2dlm"))
-    if d.shape[1] == a.shape[1] == m.shape[1]:
-        def closer_to_ar(d_, a_, m_):
-            prof = lambda p: p.mean(0)  # noqa: E731
-            return np.abs(prof(m_) - prof(d_)).mean() - np.abs(prof(m_) - prof(a_)).mean()
-
-        v, ci = paired_bootstrap(closer_to_ar, d, a, m, n_boot=n_boot, seed=seed, paired=same_inputs)
-        metrics["ar2dlm_closer_to_ar"] = metric(
-            v, ci, model=by_family["ar2dlm"],
-            note="mean |profile(ar2dlm) - profile(dlm)| - mean |profile(ar2dlm) - profile(ar)|; paper A: > 0")
-        rows.append({"model": "ar2dlm: dist to dlm - dist to ar", "early_similarity": v, "ci_low": ci[0], "ci_high": ci[1]})
-summary = pd.DataFrame(rows)
-display(Markdown(summary.round(4).to_markdown(index=False)))
+# NBVAL_CHECK_OUTPUT
+metrics = claims.layer_similarity_metrics({name: sims[name, 0.0].per_sequence for name in subjects},
+                                          {name: lm.family for name, lm in subjects.items()},
+                                          paired=same_inputs, n_boot=n_boot, seed=seed)
+print(claims.format_metrics(metrics))
 
 # %% [markdown]
-# *Table 2: early-layer similarity per model and the differences the claims ledger reads, with 95%
-# percentile-bootstrap intervals over sequences (paired when the models read the same sequences).*
+# *Early-layer similarity per model (`early_similarity_<model>`) and the differences the claims ledger
+# reads (`early_similarity_dlm_minus_ar`; `ar2dlm_closer_to_ar`: the AR-initialised model's mean
+# distance to the DLM profile minus its distance to the AR profile), with 95% percentile-bootstrap
+# intervals over sequences (paired when the models read the same sequences).*
 
 # %%
 path = save_result(

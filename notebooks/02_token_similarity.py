@@ -66,10 +66,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from layerwise import plots
+from layerwise import claims, plots
 from layerwise.data import eval_sequences
-from layerwise.probes import paired_bootstrap, token_similarity
-from layerwise.results import metric, save_result
+from layerwise.probes import token_similarity
+from layerwise.results import save_result
 from layerwise.subjects import load_subjects
 
 plots.style()
@@ -144,6 +144,7 @@ plt.show()
 # each block (columns = blocks, colour = share of the block's tokens in each cosine bin).*
 
 # %%
+# NBVAL_CHECK_OUTPUT
 q = pd.concat([pd.DataFrame(r.cos_quantiles((0.1, 0.5, 0.9)), columns=["q10", "median", "q90"])
                .assign(model=n, block=np.arange(r.cos_hist.shape[0])) for n, r in res.items()])
 display(Markdown(q.pivot_table(index="block", columns="model", values="median").round(4).to_markdown()))
@@ -154,31 +155,17 @@ display(Markdown(q.pivot_table(index="block", columns="model", values="median").
 # ## Recency per model
 
 # %%
-def model_recency(p: np.ndarray) -> float:
-    """Mean over block outputs (states 1..L) and sequences of the per-sequence recency: [n, L+1] -> float."""
-    return float(p[:, 1:].mean())
-
-
-by_family = {}
-for name, lm in subjects.items():
-    by_family.setdefault(lm.family.value, name)
-metrics, rows = {}, []
-for name, r in res.items():
-    v, ci = paired_bootstrap(model_recency, r.per_sequence_recency, n_boot=n_boot, seed=seed)
-    metrics[f"recency_{name}"] = metric(v, ci, model=name, note="mean near-minus-far gap over block outputs")
-    rows.append({"model": name, "recency": v, "ci_low": ci[0], "ci_high": ci[1]})
-if "dlm" in by_family and "ar" in by_family:
-    v, ci = paired_bootstrap(lambda x, y: model_recency(x) - model_recency(y),
-                             res[by_family["dlm"]].per_sequence_recency, res[by_family["ar"]].per_sequence_recency,
-                             n_boot=n_boot, seed=seed, paired=same_inputs)
-    metrics["recency_dlm_minus_ar"] = metric(v, ci, model=f"{by_family['dlm']} - {by_family['ar']}",
-                                             note="paper A: < 0 (less recency bias in the DLM)")
-    rows.append({"model": "dlm - ar", "recency": v, "ci_low": ci[0], "ci_high": ci[1]})
-display(Markdown(pd.DataFrame(rows).round(4).to_markdown(index=False)))
+# NBVAL_CHECK_OUTPUT
+metrics = claims.token_similarity_metrics({name: r.per_sequence_recency for name, r in res.items()},
+                                          {name: lm.family for name, lm in subjects.items()},
+                                          paired=same_inputs, n_boot=n_boot, seed=seed)
+print(claims.format_metrics(metrics))
 
 # %% [markdown]
-# *Table 2: the recency measure per model and the DLM-minus-AR difference the claims ledger reads,
-# with 95% percentile-bootstrap intervals over sequences.*
+# *The recency measure per model (`recency_<model>`: the mean over block outputs of the per-sequence
+# near-minus-far gap, `layerwise.claims.model_recency`) and the DLM-minus-AR difference the claims
+# ledger reads (`recency_dlm_minus_ar`, `layerwise.claims.recency_difference`), with 95%
+# percentile-bootstrap intervals over sequences.*
 
 # %%
 path = save_result(

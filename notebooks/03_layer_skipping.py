@@ -76,14 +76,13 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import json
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from layerwise import plots
+from layerwise import claims, plots
 from layerwise.data import eval_sequences
 from layerwise.evals import TaskParams, load_tasks, retention
-from layerwise.results import metric, save_result
+from layerwise.results import save_result
 from layerwise.skipping import block_influence, flops_fraction, select_layers, skip_layers
 from layerwise.subjects import load_subjects
 
@@ -153,9 +152,10 @@ results["label"] = results.task + " " + results.metric
 # significantly above it (a metric that is not is marked *meaningless* in what follows).
 
 # %%
+# NBVAL_CHECK_OUTPUT
 base = results[(results.k == 0)].drop_duplicates(["model", "label"])
-display(base[["model", "family", "task", "metric", "n", "baseline", "chance", "baseline_p", "meaningful"]]
-        .round(4).reset_index(drop=True))
+print(base[["model", "family", "task", "metric", "n", "baseline", "chance", "baseline_p", "meaningful"]]
+      .round(4).reset_index(drop=True).to_string())
 
 # %% [markdown]
 # ## Retention against FLOPs reduction
@@ -214,30 +214,25 @@ plt.show()
 # strategy; the `headline_strategy` row is what the claims ledger reads.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 gen = curve[curve.label.str.startswith(generation_task)]
-at_target = []
-for (name, strategy), d in gen.groupby(["model", "strategy"]):
-    row = d.iloc[(d.k / d.layers - target_fraction).abs().argmin()]
-    at_target.append(row)
-at_target = pd.DataFrame(at_target).reset_index(drop=True)
+at_target = claims.closest_to_fraction(gen, target_fraction)
 at_target["family"] = at_target.model.map(lambda n: subjects[n].family.value)
-display(at_target[["model", "family", "strategy", "k", "layers", "flops_reduction", "retention", "ci_low", "ci_high",
-                   "meaningful"]].round(3))
+print(at_target[["model", "family", "strategy", "k", "layers", "flops_reduction", "retention", "ci_low", "ci_high",
+                 "meaningful"]].round(3).to_string())
 
 # %% [markdown]
 # ## Result file
+#
+# `layerwise.claims.retention_at_target` picks, for each model, the `headline_strategy` configuration
+# closest to paper A's 18.75% and reports its retention with the paired-bootstrap interval; the
+# ledger reads the first model of each family (`retention_at_18.75pct_dlm`, `..._ar`).
 
 # %%
-ledger_metrics = {}
-headline = at_target[at_target.strategy == headline_strategy]
-for _, row in headline.iterrows():
-    note = (f"{generation_task} exact match, strategy {headline_strategy}, {row.k} of {row.layers} blocks skipped "
-            f"({100 * row.flops_reduction:.1f}% of FLOPs), {limit} items"
-            + ("" if row.meaningful else "; baseline not above chance: retention meaningless"))
-    m = metric(row.retention, (row.ci_low, row.ci_high), model=row.model, note=note, meaningful=bool(row.meaningful),
-               k=int(row.k), layers=int(row.layers), flops_reduction=row.flops_reduction)
-    ledger_metrics[f"retention_at_18.75pct__{row.model}"] = m
-    ledger_metrics.setdefault(f"retention_at_18.75pct_{row.family}", m)  # first model of each family
+# NBVAL_CHECK_OUTPUT
+ledger_metrics = claims.layer_skipping_metrics(gen, {n: lm.family for n, lm in subjects.items()},
+                                               strategy=headline_strategy, target_fraction=target_fraction,
+                                               what=f"{generation_task} exact match, {limit} items")
 path = save_result(
     "03_layer_skipping", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
@@ -246,9 +241,7 @@ path = save_result(
           "params": {"limit": limit, "mc_samples": mc_samples, "diffusion_steps": diffusion_steps, "n_boot": n_boot,
                      "tasks": [generation_task, *likelihood_tasks], "headline_strategy": headline_strategy}},
     cache=cache_dir or None)
-display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
-                           if v["value"] is not None and v["ci"] and None not in v["ci"] else f"- `{k}`: {v['value']}"
-                           for k, v in ledger_metrics.items())))
+print(claims.format_metrics(ledger_metrics))
 
 # %% [markdown]
 # ## Speed: does skipping k of L blocks make generation L/(L-k) faster?

@@ -26,8 +26,9 @@
 # - the **top-5 channels** of each block and the **dominant channel** (largest max $|x|$);
 # - the **super-outlier**: the dominant channel overall, and in how many blocks it is the dominant one;
 # - the **outlier ratio** of a block: max $|x|$ of its dominant channel over that of its median
-#   channel; its $\log_{10}$, averaged over the early blocks, is the number the claims ledger compares
-#   (diffusion minus AR, with a bootstrap interval over groups of sequences);
+#   channel; its $\log_{10}$, averaged over the early blocks (the first $\lceil L/3 \rceil$,
+#   `layerwise.claims.early_layers`), is the number the claims ledger compares (diffusion minus AR, with
+#   a bootstrap interval over groups of sequences: `layerwise.claims.early_outlier_ratio_difference`);
 # - the **token share**: the fraction of tokens whose largest channel is the super-outlier (is it the
 #   same channel at every position?);
 # - for the diffusion models, the same statistics at **every denoising step** of a generation
@@ -46,7 +47,6 @@ n_seqs = 16                 # held-out sequences for the channel statistics
 seq_len = 128
 batch_size = 8
 n_groups = 8                # sequences are split into this many groups for the intervals
-early_frac = 1 / 3          # "early layers" = the first round(early_frac * depth) blocks (at least 1)
 top_k = 5                   # channels shown per block (paper B Fig. 1-2: top 5)
 gen_prompts = 2             # diffusion generations recorded step by step (appendix B.3)
 prompt_len = 32             # prompt tokens taken from held-out text
@@ -64,14 +64,12 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
-from layerwise import plots
+from layerwise import claims, plots
 from layerwise.data import eval_sequences
-from layerwise.models import Family
-from layerwise.probes import channel_stats, paired_bootstrap, record_channels
-from layerwise.results import metric, save_result
+from layerwise.probes import channel_stats, record_channels
+from layerwise.results import save_result
 from layerwise.sampling import diffusion_generate
 from layerwise.subjects import load_subjects
 
@@ -178,10 +176,11 @@ plt.show()
 # input is the model's super-outlier; 1 means the same channel dominates at every position.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 per_layer = pd.concat([stats[n][w].to_frame() for n in subjects for w in ("attn_input", "residual")],
                       ignore_index=True)
-display(per_layer[per_layer["where"] == "attn_input"]
-        .drop(columns=["where", "top5_mean_abs"]).round(3).reset_index(drop=True))
+print(per_layer[per_layer["where"] == "attn_input"]
+      .drop(columns=["where", "top5_mean_abs"]).round(3).reset_index(drop=True).to_string())
 
 # %% [markdown]
 # ## Along a diffusion generation (paper B appendix B.3)
@@ -238,46 +237,26 @@ if traces:
 # token ids, i.e. share a tokenizer).
 
 # %%
-def early_log_ratio(ratios: np.ndarray) -> float:
-    """Mean over the early blocks of log10(outlier ratio); ``ratios``: [L] or [groups, L]."""
-    L = ratios.shape[-1]
-    n_early = max(1, round(L * early_frac))
-    return np.log10(ratios[..., :n_early]).mean(-1)
+# NBVAL_CHECK_OUTPUT
+def same_inputs(a: str, b: str) -> bool:
+    """Did models ``a`` and ``b`` read the same token ids (then the interval is paired)?"""
+    return bool(inputs[a].shape == inputs[b].shape and (inputs[a] == inputs[b]).all())
 
 
-group_values = {n: early_log_ratio(np.stack([g.outlier_ratio for g in groups[n]])) for n in subjects}  # [groups]
-ledger_metrics = {}
-for name, lm in subjects.items():
-    v, ci = paired_bootstrap(np.mean, group_values[name], n_boot=n_boot, seed=seed)
-    ledger_metrics[f"early_outlier_ratio__{name}"] = metric(
-        v, ci, model=name, note="mean over early blocks of log10(max|x| dominant / median channel), attention input")
-    s = stats[name]["attn_input"]
-    ledger_metrics[f"super_outlier_channel__{name}"] = metric(
-        s.super_outlier, model=name, note=f"dominant in {int(s.layers_dominated.sum())} of {s.num_layers} blocks",
-        layers_dominated=s.layers_dominated.tolist(), max_token_share=float(s.token_share.max()))
-by_family = {f: [n for n, lm in subjects.items() if lm.family is f] for f in Family}
-for fam in (Family.DLM, Family.AR2DLM):
-    for dname in by_family[fam]:
-        for aname in by_family[Family.AR]:
-            same = bool(inputs[dname].shape == inputs[aname].shape and (inputs[dname] == inputs[aname]).all())
-            v, ci = paired_bootstrap(lambda a, b: float(np.mean(a) - np.mean(b)), group_values[dname],
-                                     group_values[aname], n_boot=n_boot, seed=seed, paired=same)
-            m = metric(v, ci, model=f"{dname} - {aname}",
-                       note="difference of mean early-block log10 outlier ratios at the attention input; "
-                            f"bootstrap over {len(group_values[dname])} groups of sequences")
-            ledger_metrics.setdefault(f"early_outlier_ratio_{fam.value}_minus_ar", m)
-            ledger_metrics[f"early_outlier_ratio_diff__{dname}__{aname}"] = m
-
+ledger_metrics = claims.super_outlier_metrics(
+    {n: stats[n]["attn_input"] for n in subjects},
+    {n: np.stack([g.outlier_ratio for g in groups[n]]) for n in subjects},  # [groups, L] per model
+    {n: lm.family for n, lm in subjects.items()}, paired=same_inputs, n_boot=n_boot, seed=seed)
 path = save_result(
     "04_super_outlier", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
     data={"summary": summary.to_dict(orient="records"), "per_layer": per_layer.to_dict(orient="records"),
           "diffusion_steps": steps_table.to_dict(orient="records"),
-          "params": {"n_seqs": n_seqs, "seq_len": seq_len, "n_groups": n_groups, "early_frac": early_frac,
+          "params": {"n_seqs": n_seqs, "seq_len": seq_len, "n_groups": n_groups,
+                     "early_layers": {n: len(claims.early_layers(lm.num_layers)) for n, lm in subjects.items()},
                      "gen_length": gen_length, "diffusion_steps": diffusion_steps, "n_boot": n_boot}},
     cache=cache_dir or None)
-display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f}" + (f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v["ci"] else "")
-                           for k, v in ledger_metrics.items() if v["value"] is not None)))
+print(claims.format_metrics(ledger_metrics))
 
 # %% [markdown]
 # ## Run it yourself

@@ -56,7 +56,6 @@ diffusion_steps = 0         # denoising steps for the diffusion models; 0 = the 
 batch_size = 8
 where = "attn_input"        # ablated site: "attn_input" (paper B) or "residual"
 mode = "zero"               # "zero" (paper B) or "mean" (the channel's mean over held-out tokens)
-early_frac = 1 / 3          # "early" scope = the first round(early_frac * depth) blocks (at least 1)
 n_draws = 3                 # random control channels per scope
 rank_window = 8             # controls come from the channels within this many magnitude ranks
 headline_metric = "rep_2"   # the repetition metric the claims ledger reads
@@ -75,16 +74,13 @@ from functools import partial
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
-from layerwise import plots
-from layerwise.ablation import (ablation_conditions, ablation_effect, channel_means, random_control_channels,
-                                run_conditions)
+from layerwise import claims, plots
+from layerwise.ablation import ablation_conditions, channel_means, random_control_channels, run_conditions
 from layerwise.data import arithmetic_heldout, eval_sequences
-from layerwise.models import Family
 from layerwise.probes import channel_stats
-from layerwise.results import metric, save_result
+from layerwise.results import save_result
 from layerwise.sampling import generate
 from layerwise.subjects import load_subjects
 
@@ -105,7 +101,7 @@ for name, lm in subjects.items():
     ids = eval_sequences(lm.tokenizer, preset, stat_seqs, stat_len, data_dir=data_dir or None,
                          cache_dir=cache_dir or None, seed=seed)
     s = channel_stats(lm, ids, where=where, batch_size=batch_size)[where]
-    n_early = max(1, round(lm.num_layers * early_frac))
+    n_early = len(claims.early_layers(lm.num_layers))  # the first ceil(L/3) blocks
     target = s.super_outlier
     controls = random_control_channels(s.max_abs[:n_early], target, n_draws=n_draws, seed=seed,
                                        rank_window=rank_window)
@@ -144,12 +140,13 @@ arith_df = pd.concat(arith_tables, ignore_index=True)
 # ## Repetition and accuracy per condition
 
 # %%
+# NBVAL_CHECK_OUTPUT
 cols = ["rep_1", "rep_2", "rep_3", "distinct_2", "loop_frac", "loop_len"]
 table = (text_df.assign(group=text_df.kind + "/" + text_df.scope.replace("", "-"))
          .groupby(["model", "group"])[cols].mean())
 table["accuracy"] = (arith_df.assign(group=arith_df.kind + "/" + arith_df.scope.replace("", "-"))
                      .groupby(["model", "group"]).correct.mean())
-display(table.round(3))
+print(table.round(3).to_string())
 
 # %%
 groups = ["none/-", "outlier/early", "control/early", "outlier/all", "control/all"]
@@ -201,22 +198,19 @@ for name in subjects:
 # ablating a comparable channel; the interval resamples prompts and control draws.
 
 # %%
-effects = []
-for name in subjects:
-    for scope in ("early", "all"):
-        for df, col, kind in [(text_df, headline_metric, "repetition"), (text_df, "loop_frac", "loop"),
-                              (arith_df, "correct", "accuracy")]:
-            e = ablation_effect(df[df.model == name], metric=col, scope=scope, n_boot=n_boot, seed=seed)
-            effects.append({"model": name, "family": subjects[name].family.value, "scope": scope, "kind": kind,
-                            "metric": col, "outlier": e.outlier, "control": e.control, "diff": e.diff,
-                            "ci_low": e.ci[0], "ci_high": e.ci[1], "n_prompts": e.n_prompts, "n_draws": e.n_draws})
-effects = pd.DataFrame(effects)
-display(effects.round(3))
+# NBVAL_CHECK_OUTPUT
+ledger_metrics = claims.outlier_ablation_metrics(
+    text_df, arith_df, {n: lm.family for n, lm in subjects.items()}, repetition_measure=headline_metric,
+    headline_scope=headline_scope, scopes=("early", "all"), targets={n: p["target"] for n, p in plans.items()},
+    where=where, n_boot=n_boot, seed=seed)
+effects = claims.metrics_table(ledger_metrics)  # one row per (model, scope, kind)
+print(effects.drop(columns=["metric"]).round(3).to_string())
 
+# %%
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 rep = effects[effects.kind == "repetition"].reset_index(drop=True)
 for i, r in rep.iterrows():
-    ax.errorbar(i, r["diff"], yerr=[[r["diff"] - r.ci_low], [r.ci_high - r["diff"]]], fmt="o",
+    ax.errorbar(i, r.value, yerr=[[r.value - r.ci_low], [r.ci_high - r.value]], fmt="o",
                 color=plots.model_color(r.model), capsize=3)
 ax.axhline(0, color="grey", lw=1)
 ax.set_xticks(range(len(rep)), [f"{r.model}\n{r.scope}" for r in rep.itertuples()], fontsize=8)
@@ -232,29 +226,18 @@ plt.show()
 # ## Result file
 
 # %%
-ledger_metrics = {}
-for _, r in effects.iterrows():
-    key = {"repetition": "repetition_increase", "loop": "loop_increase", "accuracy": "accuracy_change"}[r.kind]
-    m = metric(r["diff"], (r.ci_low, r.ci_high), model=r.model,
-               note=(f"{r.metric} with the super-outlier (channel {plans[r.model]['target']}) zeroed at the "
-                     f"{where} of the {r.scope} blocks, minus the mean over {r.n_draws} random channels of similar "
-                     f"magnitude rank; {r.n_prompts} prompts"),
-               scope=r.scope, outlier=r.outlier, control=r.control)
-    ledger_metrics[f"{key}__{r.model}__{r.scope}"] = m
-    if r.scope == headline_scope:
-        ledger_metrics.setdefault(f"{key}_{r.family}", m)  # first model of each family
+# NBVAL_CHECK_OUTPUT
 path = save_result(
     "05_outlier_ablation", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
     data={"summary": table.reset_index().to_dict(orient="records"), "effects": effects.to_dict(orient="records"),
           "plans": {n: {k: v for k, v in p.items() if k not in ("conditions", "means")} for n, p in plans.items()},
           "generations": text_df[["model", "condition", "prompt_id", "text"]].to_dict(orient="records"),
-          "params": {"where": where, "mode": mode, "early_frac": early_frac, "n_draws": n_draws,
+          "params": {"where": where, "mode": mode, "n_draws": n_draws,
                      "rank_window": rank_window, "gen_tokens": gen_tokens, "text_prompts": text_prompts,
                      "arith_items": arith_items, "headline_metric": headline_metric, "n_boot": n_boot}},
     cache=cache_dir or None)
-display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
-                           for k, v in ledger_metrics.items() if v["value"] is not None and v["ci"])))
+print(claims.format_metrics(ledger_metrics))
 
 # %% [markdown]
 # ## Run it yourself

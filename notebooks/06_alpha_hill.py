@@ -31,7 +31,9 @@
 # eigenvalue (AlphaPruning's `xmin_mid`, the tail is the top half of the spectrum), and `ks`, the
 # cut-off minimising the Kolmogorov-Smirnov distance between the tail and the fitted power law
 # (WeightWatcher's choice). The per-layer value is the mean over the layer's modules, as in the
-# paper; the comparison DLM minus AR over the early layers gets a bootstrap interval over modules.
+# paper; the comparison DLM minus AR over the early layers (the first $\lceil L/3 \rceil$ blocks,
+# `layerwise.claims.early_layers`) gets a bootstrap interval over modules
+# (`layerwise.claims.early_alpha_difference`).
 # For the controlled triplet we also follow $\alpha$ over training, from the snapshots the
 # pretraining chapter keeps (25/50/75/100% of the budget).
 
@@ -47,7 +49,6 @@ cpu_threads = 1             # torch threads on CPU: tiny models run fastest on o
 methods = ["fixed", "ks"]   # cut-off rules computed; the first is the headline
 fraction = 0.5              # `fixed`: share of the spectrum in the tail (0.5 = median xmin, AlphaPruning)
 min_tail = 10               # `ks`: fewest eigenvalues a tail may keep
-early_frac = 1 / 3          # "early layers" = the first round(early_frac * depth) blocks (at least 1)
 over_training = True        # alpha at each training snapshot of the triplet (ignored for hub models)
 n_boot = 1000               # bootstrap resamples for the intervals
 
@@ -60,14 +61,11 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
-from layerwise import plots
-from layerwise.models import Family
-from layerwise.probes import paired_bootstrap
-from layerwise.results import metric, save_result
-from layerwise.spectra import checkpoint_alpha_hill, layer_alpha, model_alpha_hill
+from layerwise import claims, plots
+from layerwise.results import save_result
+from layerwise.spectra import checkpoint_alpha_hill, model_alpha_hill
 from layerwise.subjects import load_subjects
 
 plots.style()
@@ -89,8 +87,12 @@ for name, lm in subjects.items():
         tables.append(t.assign(model=name, family=lm.family.value, method=method, depth=lm.num_layers))
 alphas = pd.concat(tables, ignore_index=True)
 alphas["rel_depth"] = alphas.layer / (alphas.depth - 1).clip(lower=1)
-alphas["early"] = alphas.layer < (alphas.depth * early_frac).round().clip(lower=1)
-display(alphas.pivot_table(index=["model", "method"], columns="role", values="alpha", aggfunc="mean").round(2))
+alphas["early"] = claims.is_early_layer(alphas.layer, alphas.depth)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(alphas.pivot_table(index=["model", "method"], columns="role", values="alpha", aggfunc="mean").round(3)
+      .to_string())
 
 # %% [markdown]
 # ## Across depth (paper B Fig. 4 and 6)
@@ -137,49 +139,26 @@ plt.show()
 # %% [markdown]
 # ## Early layers: diffusion minus autoregressive
 #
-# Early layers are the first `round(early_frac x depth)` blocks. The interval resamples modules;
-# for models of the same architecture (the triplet) the resampling is paired by (layer, role).
+# Early layers are the first $\lceil L/3 \rceil$ blocks. The interval resamples modules; for models of
+# the same architecture (the triplet) the resampling is paired by (layer, role).
 
 # %%
-def early_values(name: str, method: str) -> pd.Series:
-    d = alphas[(alphas.model == name) & (alphas.method == method) & alphas.early]
-    return d.set_index(["layer", "role"]).alpha.sort_index()
-
-
+# NBVAL_CHECK_OUTPUT
 summary = (alphas.groupby(["model", "family", "method"])
            .apply(lambda d: pd.Series({"early_layers": int(d[d.early].layer.max() + 1),
                                        "early_alpha": d[d.early].alpha.mean(),
                                        "late_alpha": d[~d.early].alpha.mean() if (~d.early).any() else np.nan,
                                        "all_alpha": d.alpha.mean()}), include_groups=False)
            .reset_index())
-display(summary.round(3))
+print(summary.round(3).to_string())
 
-by_family = {f: [n for n, lm in subjects.items() if lm.family is f] for f in Family}
-ledger_metrics = {}
-diffs = []
-for method in methods:
-    for fam in (Family.DLM, Family.AR2DLM):
-        for dname in by_family[fam]:
-            for aname in by_family[Family.AR]:
-                a, b = early_values(dname, method), early_values(aname, method)
-                paired = a.index.equals(b.index)
-                value, ci = paired_bootstrap(lambda x, y: float(np.mean(x) - np.mean(y)), a.to_numpy(), b.to_numpy(),
-                                             n_boot=n_boot, seed=seed, paired=paired)
-                diffs.append({"method": method, "diffusion": dname, "family": fam.value, "ar": aname,
-                              "early_alpha_diff": value, "ci_low": ci[0], "ci_high": ci[1],
-                              "n_modules": len(a), "paired": paired})
-                n_early = int(alphas[(alphas.model == dname) & alphas.early].layer.max() + 1)
-                note = (f"mean alpha-Hill ({method} cut-off) over the modules of the first {n_early} blocks, "
-                        f"{dname} minus {aname}; bootstrap over modules ({'paired' if paired else 'unpaired'})")
-                m = metric(value, ci, model=f"{dname} - {aname}", note=note, method=method)
-                if method == head:
-                    ledger_metrics.setdefault(f"early_alpha_{fam.value}_minus_ar", m)
-                    ledger_metrics[f"early_alpha_diff__{dname}__{aname}"] = m
-diffs = pd.DataFrame(diffs)
-display(diffs.round(3))
-for _, r in summary[summary.method == head].iterrows():
-    ledger_metrics[f"early_alpha__{r.model}"] = metric(r.early_alpha, model=r.model,
-                                                       note=f"mean alpha-Hill ({head}) of the early blocks")
+# %%
+# NBVAL_CHECK_OUTPUT
+per_method = {method: claims.alpha_hill_metrics(alphas, method=method, n_boot=n_boot, seed=seed) for method in methods}
+ledger_metrics = per_method[head]
+diffs = pd.concat([claims.metrics_table(m) for m in per_method.values()], ignore_index=True)
+diffs = diffs.dropna(subset=["ci_low"]).astype({"n_modules": int, "paired": bool})  # the differences only
+print(diffs.round(3).to_string())
 
 # %% [markdown]
 # ## Over training (controlled triplet)
@@ -203,7 +182,7 @@ if over_training and not models:
     if frames:
         over = pd.concat(frames, ignore_index=True)
         depth = over.groupby("model").layer.transform("max") + 1
-        over["early"] = over.layer < (depth * early_frac).round().clip(lower=1)
+        over["early"] = claims.is_early_layer(over.layer, depth)
         curve = over.groupby(["model", "step", "early"]).alpha.mean().unstack("early")
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for name in snaps:
@@ -226,17 +205,16 @@ if over_training and not models:
 # ## Result file
 
 # %%
+# NBVAL_CHECK_OUTPUT
 path = save_result(
     "06_alpha_hill", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
     data={"per_matrix": alphas.drop(columns=["shape"]).to_dict(orient="records"),
           "summary": summary.to_dict(orient="records"), "differences": diffs.to_dict(orient="records"),
           "over_training": over.drop(columns=["shape"], errors="ignore").to_dict(orient="records"),
-          "params": {"methods": methods, "fraction": fraction, "min_tail": min_tail, "early_frac": early_frac,
-                     "n_boot": n_boot}},
+          "params": {"methods": methods, "fraction": fraction, "min_tail": min_tail, "n_boot": n_boot}},
     cache=cache_dir or None)
-display(Markdown("\n".join(f"- `{k}`: {v['value']:.3f}" + (f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v["ci"] else "")
-                           for k, v in ledger_metrics.items() if v["value"] is not None)))
+print(claims.format_metrics(ledger_metrics))
 
 # %% [markdown]
 # **Reading the numbers.** alpha-Hill is a property of the weights alone (no data), and for small

@@ -82,12 +82,12 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from layerwise import compress, plots
+from layerwise import claims, compress, plots
 from layerwise.data import calibration_sequences
-from layerwise.evals import TaskParams, load_tasks, retention, retention_table
-from layerwise.results import metric, save_result
+from layerwise.evals import TaskParams, load_tasks, retention
+from layerwise.results import save_result
 from layerwise.spectra import model_alpha_hill
 from layerwise.subjects import load_subjects
 
@@ -220,8 +220,10 @@ print(pd.DataFrame(described).groupby(["model", "kind"]).size().unstack(fill_val
 # above a uniform guess): tiny-profile retentions check the machinery, not paper B's claims.
 
 # %%
-display(results[results.intervention == "unmodified"][["model", "family", "task", "metric", "n", "baseline",
-                                                        "chance", "meaningful"]].round(4).reset_index(drop=True))
+# NBVAL_CHECK_OUTPUT
+print(results[results.intervention == "unmodified"][["model", "family", "task", "metric", "n", "baseline",
+                                                      "chance", "meaningful"]].round(4).reset_index(drop=True)
+      .to_string())
 
 # %% [markdown]
 # ## Retention against bits: GPTQ vs round-to-nearest
@@ -261,8 +263,9 @@ retention_panel("quant", "bits", "bits per weight", "Retention under weight quan
 # Bands: 95% paired-bootstrap intervals over items.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 quant = head[head.kind == "quant"].pivot_table(index=["model", "method"], columns="bits", values="retention")
-display(quant.round(3))
+print(quant.round(3).to_string())
 
 # %% [markdown]
 # ## Retention against sparsity: magnitude, Wanda, SparseGPT
@@ -275,8 +278,9 @@ retention_panel("prune", "sparsity", "unstructured sparsity (%)", "Retention und
 # pruning method and model; bands are 95% paired-bootstrap intervals.
 
 # %%
-display(head[head.kind == "prune"].pivot_table(index=["model", "method"], columns="sparsity",
-                                               values="retention").round(3))
+# NBVAL_CHECK_OUTPUT
+print(head[head.kind == "prune"].pivot_table(index=["model", "method"], columns="sparsity",
+                                             values="retention").round(3).to_string())
 
 # %% [markdown]
 # ## Where to put the sparsity: allocation at 50% average
@@ -344,18 +348,14 @@ plt.show()
 # paired-bootstrap intervals.
 
 # %%
-effects = []
-for name in subjects:
-    runs = all_runs[name]
-    t = retention_table(runs["alloc-deeper_sparser"], {"early": runs["alloc-earlier_sparser"]}, n_boot=n_boot,
-                        seed=seed)
-    t = t[t.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
-    for _, r in t.iterrows():
-        effects.append({"model": name, "family": subjects[name].family.value, "task": r.task, "metric": r.metric,
-                        "early_minus_late_pct": 100 * (r.retention - 1), "ci_low": 100 * (r.ci_low - 1),
-                        "ci_high": 100 * (r.ci_high - 1)})
-effects = pd.DataFrame(effects)
-display(effects.round(2))
+# NBVAL_CHECK_OUTPUT
+effects = claims.metrics_table({
+    f"{name} {task}": claims.early_minus_late(all_runs[name]["alloc-earlier_sparser"],
+                                              all_runs[name]["alloc-deeper_sparser"], task=task,
+                                              measure=FOLLOW.get(task, "acc"), model=name, n_boot=n_boot, seed=seed)
+    for name in subjects for task in tasks})
+effects = effects.rename(columns={"value": "early_minus_late_pct"}).drop(columns=["metric"])
+print(effects.round(2).to_string())
 
 # %% [markdown]
 # ## Diffusion-aware vs plain calibration
@@ -374,46 +374,24 @@ display(calib_cmp[["model", "calibration", "retention", "ci_low", "ci_high"]].ro
 # the same items (retention ratio minus 1, in percent; positive = masked calibration is better).
 
 # %%
-aware = []
-for name, lm in subjects.items():
-    runs = all_runs[name]
-    if "gptq-3bit-plain-calib" not in runs or "gptq-3bit" not in runs:
-        continue
-    t = retention_table(runs["gptq-3bit-plain-calib"], {"aware": runs["gptq-3bit"]}, n_boot=n_boot, seed=seed)
-    for _, r in t[t.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)].iterrows():
-        aware.append({"model": name, "task": r.task, "metric": r.metric,
-                      "aware_minus_plain_pct": 100 * (r.retention - 1), "ci_low": 100 * (r.ci_low - 1),
-                      "ci_high": 100 * (r.ci_high - 1)})
-aware = pd.DataFrame(aware)
+aware = claims.metrics_table({
+    f"{name} {task}": claims.relative_change_pct(all_runs[name]["gptq-3bit-plain-calib"], all_runs[name]["gptq-3bit"],
+                                                 task=task, measure=FOLLOW.get(task, "acc"), model=name,
+                                                 n_boot=n_boot, seed=seed)
+    for name in subjects if {"gptq-3bit-plain-calib", "gptq-3bit"} <= set(all_runs[name]) for task in tasks})
+if len(aware):
+    aware = aware.rename(columns={"value": "aware_minus_plain_pct"}).drop(columns=["metric"])
 display(aware.round(2))
 
 # %% [markdown]
 # ## Result file
 
 # %%
-ledger = {}
-for _, r in head[(head.kind == "quant") & (head.method == "gptq") & (head.bits == 3)].iterrows():
-    m = metric(100 * (r.retention - 1), (100 * (r.ci_low - 1), 100 * (r.ci_high - 1)), model=r.model,
-               note=f"3-bit GPTQ, change in {r.label} retention (%), {r.n} items"
-               + ("" if r.meaningful else "; baseline not above chance: meaningless"))
-    ledger[f"gptq3_change_pct__{r.model}"] = m
-    ledger.setdefault(f"gptq3_change_pct_{r.family}", m)
-for _, r in effects[effects.task == headline_task].iterrows():
-    m = metric(r.early_minus_late_pct, (r.ci_low, r.ci_high), model=r.model,
-               note=f"{allocation_method} at {allocation_average:.0%} average sparsity, epsilon {allocation_epsilon}: "
-                    f"earlier-is-sparser relative to deeper-is-sparser, {r.metric} (%)")
-    ledger[f"early_minus_late_pct__{r.model}"] = m
-    ledger.setdefault(f"early_minus_late_pct_{r.family}", m)
-# DLM minus AR difference of the 3-bit change; its interval combines the two intervals' half-widths in
-# quadrature (a normal approximation that treats the two models' bootstrap errors as independent)
-for fam in ("dlm", "ar2dlm"):
-    a, d = ledger.get("gptq3_change_pct_ar"), ledger.get(f"gptq3_change_pct_{fam}")
-    if a and d and a["value"] is not None and d["value"] is not None and a["ci"] and d["ci"]:
-        half = float(np.hypot((a["ci"][1] - a["ci"][0]) / 2, (d["ci"][1] - d["ci"][0]) / 2))
-        diff = d["value"] - a["value"]
-        ledger[f"gptq3_change_pct_{fam}_minus_ar"] = metric(
-            diff, (diff - half, diff + half), model=f"{d['model']} - {a['model']}",
-            note="3-bit GPTQ change (percentage points): positive = the diffusion model loses less")
+# NBVAL_CHECK_OUTPUT
+ledger = claims.compression_metrics(
+    head, all_runs, {n: lm.family for n, lm in subjects.items()}, task=headline_task,
+    measure=FOLLOW.get(headline_task, "acc"), n_boot=n_boot, seed=seed,
+    allocation=f"{allocation_method} at {allocation_average:.0%} average sparsity, epsilon {allocation_epsilon}")
 path = save_result(
     "07_compression", profile=profile, metrics=ledger,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
@@ -421,13 +399,12 @@ path = save_result(
           "early_minus_late": effects.to_dict(orient="records"),
           "aware_minus_plain_calibration": aware.to_dict(orient="records"),
           "allocations": {n: a for n, a in allocations.items()},
-          "params": {"tasks": tasks, "limit": limit, "gutenberg_chars": gutenberg_chars, "calib": [calib_seqs, calib_len], "group_size": group_size,
+          "params": {"tasks": tasks, "limit": limit, "gutenberg_chars": gutenberg_chars,
+                     "calib": [calib_seqs, calib_len], "group_size": group_size,
                      "diffusion_calibration": diffusion_calibration, "allocation_epsilon": allocation_epsilon,
                      "allocation_method": allocation_method, "mc_samples": mc_samples, "n_boot": n_boot}},
     cache=cache_dir or None)
-display(Markdown("\n".join(f"- `{k}`: {v['value']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
-                           if v["value"] is not None and v["ci"] and None not in v["ci"] else f"- `{k}`: {v['value']}"
-                           for k, v in ledger.items())))
+print(claims.format_metrics(ledger))
 
 # %% [markdown]
 # ## Speed

@@ -67,6 +67,7 @@ print(f"result files found for profile {profile!r}: {sorted(results)}")
 # ## The ledger
 
 # %%
+# NBVAL_CHECK_OUTPUT
 def _link(chapters: str) -> str:
     """Link the chapters that ran in this profile; name the others (their pages are not in this build)."""
     return ", ".join(f"[{c}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
@@ -111,11 +112,12 @@ plt.show()
 # (green reproduced, red not reproduced, orange inconclusive, grey not run).*
 
 # %%
+# NBVAL_CHECK_OUTPUT
 counts = ledger["verdict"].value_counts().to_dict()
 save_result("08_claims_ledger", profile=profile, results_dir=results_dir or None, cache=cache_dir or None,
             metrics={f"n_{k.replace(' ', '_')}": metric(v) for k, v in counts.items()},
             data={"ledger": ledger.to_dict(orient="records")})
-counts
+print("verdicts:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 # %% [markdown]
 # ## Run it yourself

@@ -86,7 +86,8 @@ def _gold_texts() -> set[str]:
         gold |= {f"{r['query']}\nAnswer: {r['choices'][r['gold']]}" for r in _rows(f)}
     gold |= {f"{r['query']} {r['choices'][r['gold']]}" for r in _rows("openbook_qa.jsonl")}
     labels = (DATA / "benchmarks" / "piqa_valid-labels.lst").read_text().split()
-    gold |= {f"Question: {r['goal']}\nAnswer: {r['sol' + str(int(y) + 1)]}" for r, y in zip(_rows("piqa_valid.jsonl"), labels)}
+    gold |= {f"Question: {r['goal']}\nAnswer: {r['sol' + str(int(y) + 1)]}"
+             for r, y in zip(_rows("piqa_valid.jsonl"), labels)}
     gold |= {f"{r['context_options'][r['gold']]} {r['continuation']}" for r in _rows("winogrande.jsonl")}
     gold |= {f"{r['context']} {r['continuation']}" for r in _rows("lambada_openai.jsonl")}
     return gold
@@ -232,17 +233,6 @@ def test_wrapper_rejects_bad_input(tiny_ar):
         LayerwiseLM(tiny_ar.model)  # type: ignore[arg-type]
     with pytest.raises(LayerwiseError, match="batch_size"):
         LayerwiseLM(tiny_ar, batch_size=0)
-
-
-def test_wilson_interval_matches_scipy_and_edges():
-    from scipy.stats import binomtest
-
-    from layerwise.evals import wilson_interval
-    for k, n in [(0, 10), (3, 10), (10, 10), (40, 64)]:
-        ci = binomtest(k, n).proportion_ci(method="wilson")
-        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-6)
-    with pytest.raises(LayerwiseError):
-        wilson_interval(0, 0)
 
 
 def test_arithmetic_fewshot_layout_matches_training_lines():

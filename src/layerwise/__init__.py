@@ -15,6 +15,9 @@ One module per responsibility (see the book's intro):
 - ``spectra``: alpha-Hill estimates of weight spectra.
 - ``compress``: GPTQ, magnitude/Wanda/SparseGPT pruning, layer-wise sparsity allocation.
 - ``evals``: lm-eval integration, local offline tasks, retention with confidence intervals.
+- ``stats``: bootstrap intervals, Wilson intervals, binomial tests, retention ratios.
+- ``claims``: the papers' claims as functions (one per ledger metric), early layers.
+- ``results`` / ``ledger``: result files with provenance; the claims ledger's verdicts.
 - ``book``: the papermill runner and the jupyter-book build.
 - ``plots``: the book's shared figure style.
 """

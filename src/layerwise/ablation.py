@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 from .config import LayerwiseError
 from .arch import LayerAdapter, check_layer_index
 from .models import LoadedModel
+from .stats import two_level_bootstrap
 
 Where = Literal["attn_input", "residual"]
 Mode = Literal["zero", "mean"]
@@ -439,15 +439,5 @@ def ablation_effect(df: pd.DataFrame, *, metric: str = "rep_3", scope: str = "ea
                              "ablation_conditions(...) that include it")
     ctrl = ctrl[out.index]
     o, c = out.to_numpy(float), ctrl.to_numpy(float)  # [P], [D, P]
-    P, D = o.size, c.shape[0]
-    rng = np.random.default_rng(seed)
-    pi = rng.integers(0, P, (n_boot, P))
-    di = rng.integers(0, D, (n_boot, D))
-    with warnings.catch_warnings():  # NaN metrics (generations shorter than n) may empty a slice
-        warnings.simplefilter("ignore", RuntimeWarning)
-        c_b = np.stack([np.nanmean(c[di[b]][:, pi[b]], 0) for b in range(n_boot)])  # [B, P]
-        diffs = np.nanmean(o[pi] - c_b, 1)
-        diff = float(np.nanmean(o - np.nanmean(c, 0)))
-    q = (1 - level) / 2
-    return Effect(metric, scope, float(np.nanmean(o)), float(np.nanmean(c)), diff,
-                  (float(np.nanquantile(diffs, q)), float(np.nanquantile(diffs, 1 - q))), P, D)
+    diff, ci = two_level_bootstrap(o, c, n_boot=n_boot, seed=seed, level=level)  # NaN metrics are ignored
+    return Effect(metric, scope, float(np.nanmean(o)), float(np.nanmean(c)), diff, ci, o.size, c.shape[0])

@@ -14,7 +14,8 @@ Three pieces:
   name goes to lm-eval's own registry unchanged (needs hub access for its dataset).
 - :func:`retention`: the unmodified model and each intervention on the same items, every metric as a
   fraction of the unmodified model, a paired bootstrap interval, and a flag for baselines that are
-  not significantly above chance (retaining chance-level accuracy means nothing).
+  not significantly above chance (retaining chance-level accuracy means nothing). The statistics
+  themselves (bootstrap, binomial test, ratios) are :mod:`layerwise.stats`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import hashlib
 import json
 import logging
 import lzma
-import math
 import os
 import random
 import re
@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .config import LayerwiseError, cache_dir as _cache_dir, data_dir as _data_dir, data_file
 from .models import LoadedModel
+from .stats import above_chance_pvalue, bootstrap_indices, paired_retention, retention_ratio
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def _gutenberg_rows(src: Path, passages: int, chars: int) -> list[dict[str, str]
                 if len(out) >= need:
                     break
         per_book.append(out)
-    rows = []
+    rows: list[dict[str, str]] = []
     for j in range(need):
         for out in per_book:
             if j < len(out) and len(rows) < passages:
@@ -329,7 +330,7 @@ def _default_backend() -> Backend:
     except ImportError as e:
         raise LayerwiseError(f"layerwise.sampling could not be imported ({e}): it drives generation and "
                              "likelihoods; pass backend=... to LayerwiseLM to use another") from e
-    return sampling  # type: ignore[return-value]
+    return sampling
 
 
 def _load_template_lm() -> type:
@@ -614,53 +615,6 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
 # ---------------------------------------------------------------------------------------------
 
 
-def _bootstrap_aggregates(agg: Callable[[list], float], items: list, idx: np.ndarray) -> np.ndarray:
-    """``agg`` over each row of resampled item indices ``idx`` [n_boot, n] -> [n_boot].
-
-    lm-eval's common aggregations are vectorised with numpy (same formulas as lm_eval.api.metrics);
-    any other is called on Python lists.
-    """
-    name = getattr(agg, "__name__", "")
-    if name in ("mean", "perplexity"):
-        arr = np.asarray(items, dtype=np.float64)[idx].mean(1)
-        return np.exp(-arr) if name == "perplexity" else arr
-    if name in ("weighted_perplexity", "bits_per_byte"):
-        pairs = np.asarray(items, dtype=np.float64)  # [n, 2] = (loglikelihood, weight)
-        wm = pairs[idx, 0].sum(1) / pairs[idx, 1].sum(1)
-        return np.exp(-wm) if name == "weighted_perplexity" else -wm / math.log(2)
-    return np.array([agg([items[i] for i in row]) for row in idx], dtype=np.float64)
-
-
-def _ratio(value: np.ndarray | float, base: np.ndarray | float, higher_is_better: bool) -> Any:
-    """Retention: value / base when higher is better, base / value otherwise (1 = unchanged)."""
-    num, den = (value, base) if higher_is_better else (base, value)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.asarray(den) == 0, np.nan, np.asarray(num, dtype=np.float64) / np.asarray(den))
-
-
-def above_chance_pvalue(items: Sequence[float], chance: float | None) -> float:
-    """One-sided binomial test that 0/1 scores exceed ``chance`` (nan when not applicable)."""
-    if chance is None:
-        return float("nan")
-    arr = np.asarray(items, dtype=np.float64)
-    if arr.size == 0 or not np.all((arr == 0) | (arr == 1)):
-        return float("nan")
-    from scipy.stats import binomtest
-
-    return float(binomtest(int(arr.sum()), int(arr.size), min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well-behaved at 0 and n, unlike Wald)."""
-    if n <= 0:
-        raise LayerwiseError(f"a proportion needs n >= 1 trials, got n={n}")
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def retention_table(base: dict[str, Any], runs: Mapping[str, dict[str, Any]], *, n_boot: int = 1000, seed: int = 0,
                     alpha: float = 0.05) -> Any:
     """Retention of each run relative to ``base`` (outputs of :func:`evaluate` on the same items).
@@ -676,28 +630,24 @@ def retention_table(base: dict[str, Any], runs: Mapping[str, dict[str, Any]], *,
     rows = []
     for task, metrics in base["metrics"].items():
         n = base["n"][task]
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), dtype=int)
+        idx = bootstrap_indices(n, n_boot, seed)
         for key, bval in metrics.items():
             hib = base["higher_is_better"][task][key]
             chance = base["chance"][task][key]
             p = above_chance_pvalue(base["items"][task][key], chance)
             meaningful = bool(chance is None or (p == p and p < alpha))
             agg = base["aggregation"][task][key]
-            bboot = _bootstrap_aggregates(agg, base["items"][task][key], idx) if n else np.array([])
             for name, run in runs.items():
                 if run["n"][task] != n:
                     raise LayerwiseError(f"{name!r} evaluated {run['n'][task]} items of {task}, the baseline {n}: "
                                          "use the same limit for every run")
                 val = run["metrics"][task][key]
-                rboot = _bootstrap_aggregates(agg, run["items"][task][key], idx) if n else np.array([])
-                ratios = _ratio(rboot, bboot, hib)
-                ok = ratios[np.isfinite(ratios)]
-                lo, hi = (np.quantile(ok, [alpha / 2, 1 - alpha / 2]) if ok.size else (np.nan, np.nan))
+                lo, hi = paired_retention(agg, base["items"][task][key], run["items"][task][key], idx,
+                                          higher_is_better=hib, level=1 - alpha)
                 metric, _, filt = key.partition(",")
                 rows.append({"intervention": name, "task": task, "metric": metric, "filter": filt,
                              "n": n, "baseline": bval, "value": val,
-                             "retention": float(_ratio(val, bval, hib)), "ci_low": float(lo), "ci_high": float(hi),
+                             "retention": float(retention_ratio(val, bval, hib)), "ci_low": lo, "ci_high": hi,
                              "higher_is_better": hib, "chance": chance, "baseline_p": p,
                              "meaningful": meaningful})
     return pd.DataFrame(rows)

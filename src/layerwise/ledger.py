@@ -1,7 +1,8 @@
 """The claims ledger: each quantitative claim of the two papers against the chapters' result files.
 
 A claim names one metric in one chapter's result file (see :mod:`layerwise.results`) and the side of a
-threshold the paper says it lies on. The verdict follows from the metric's confidence interval alone:
+threshold the paper says it lies on. The metric names and the functions that compute them are
+:mod:`layerwise.claims`. The verdict follows from the metric's confidence interval alone:
 
 - **reproduced**: the whole interval lies on the paper's side of the threshold;
 - **not reproduced**: the whole interval lies on the other side;
@@ -20,17 +21,23 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from . import claims as C
+
 Verdict = Literal["reproduced", "not reproduced", "inconclusive", "not run"]
 
 
 @dataclass(frozen=True)
 class Part:
-    """One comparison: ``metric`` (in ``chapter``'s result file) is ``side`` of ``threshold``."""
+    """One comparison: ``metric`` (in ``chapter``'s result file) is ``side`` of ``threshold``.
+
+    ``computed_by`` names the :mod:`layerwise.claims` function that computes the metric.
+    """
 
     chapter: str
     metric: str
     side: Literal[">", "<"]
     threshold: float
+    computed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,33 +52,34 @@ class Claim:
 CLAIMS: tuple[Claim, ...] = (
     Claim("A1", "A", "Consecutive-layer cosine similarity is higher for the diffusion model in early layers",
           "LLaDA above Qwen2.5 in the first layers (Fig. 2)",
-          (Part("01_layer_similarity", "early_similarity_dlm_minus_ar", ">", 0.0),)),
+          (Part(C.LAYER_SIMILARITY, C.EARLY_SIMILARITY.minus_ar("dlm"), ">", 0.0, "early_similarity_difference"),)),
     Claim("A2", "A", "Token-wise similarity shows less recency bias for the diffusion model",
           "LLaDA flatter than Qwen2.5 over token distance",
-          (Part("02_token_similarity", "recency_dlm_minus_ar", "<", 0.0),)),
+          (Part(C.TOKEN_SIMILARITY, C.RECENCY.minus_ar("dlm"), "<", 0.0, "recency_difference"),)),
     Claim("A3", "A", "Skipping ~18.75% of layers keeps > 90% for the diffusion model, and not for AR",
           "93-97% kept for LLaDA (GSM8K, MATH-500, HumanEval); AR collapses",
-          (Part("03_layer_skipping", "retention_at_18.75pct_dlm", ">", 0.9),
-           Part("03_layer_skipping", "retention_at_18.75pct_ar", "<", 0.9))),
+          (Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("dlm"), ">", 0.9, "retention_at_target"),
+           Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("ar"), "<", 0.9, "retention_at_target"))),
     Claim("A4", "A", "The AR-initialised diffusion model keeps AR-like layer dynamics",
           "Dream-7B's similarity profile close to Qwen2.5's",
-          (Part("01_layer_similarity", "ar2dlm_closer_to_ar", ">", 0.0),)),
+          (Part(C.LAYER_SIMILARITY, C.AR2DLM_CLOSER_TO_AR, ">", 0.0, "ar2dlm_closer_to_ar"),)),
     Claim("B1", "B", "A super-outlier channel dominates the attention input of early diffusion-model layers",
           "one channel orders of magnitude above the rest in LLaDA-8B (Fig. 1-2)",
-          (Part("04_super_outlier", "early_outlier_ratio_dlm_minus_ar", ">", 0.0),)),  # log10 ratios
+          (Part(C.SUPER_OUTLIER, C.EARLY_OUTLIER_RATIO.minus_ar("dlm"), ">", 0.0,  # log10 ratios
+                "early_outlier_ratio_difference"),)),
     Claim("B2", "B", "Zeroing the super-outlier turns diffusion-model outputs into repetitive loops",
           "repetitive random token loops (LLaDA-8B)",
-          (Part("05_outlier_ablation", "repetition_increase_dlm", ">", 0.0),)),
+          (Part(C.OUTLIER_ABLATION, C.REPETITION_INCREASE.of("dlm"), ">", 0.0, "repetition_increase"),)),
     Claim("B3", "B", "alpha-Hill is lower in the early layers of the diffusion model",
           "low alpha-Hill in LLaDA-8B's early layers (Fig. 4), DLM-160M below AR-160M (Fig. 6)",
-          (Part("06_alpha_hill", "early_alpha_dlm_minus_ar", "<", 0.0),)),
+          (Part(C.ALPHA_HILL, C.EARLY_ALPHA.minus_ar("dlm"), "<", 0.0, "early_alpha_difference"),)),
     Claim("B4", "B", "3-bit GPTQ costs the diffusion model much less than the AR model",
           "GSM8K drop 1.8% (LLaDA) vs 64.7% (Llama-3.1)",
-          (Part("07_compression", "gptq3_change_pct_dlm_minus_ar", ">", 0.0),)),
+          (Part(C.COMPRESSION, C.GPTQ3_CHANGE_PCT.minus_ar("dlm"), ">", 0.0, "gptq3_change_difference"),)),
     Claim("B5", "B", "At 50% average sparsity, more sparsity early helps the diffusion model and hurts AR",
           "+8.4% (LLaDA) vs -8.4% (Llama-3.1)",
-          (Part("07_compression", "early_minus_late_pct_dlm", ">", 0.0),
-           Part("07_compression", "early_minus_late_pct_ar", "<", 0.0))),
+          (Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("dlm"), ">", 0.0, "early_minus_late"),
+           Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("ar"), "<", 0.0, "early_minus_late"))),
 )
 
 

@@ -16,8 +16,9 @@ import json
 import math
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -64,10 +65,21 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def save_result(chapter: str, *, profile: str, metrics: dict[str, dict[str, Any]],
+class SupportsMetric(Protocol):
+    """Anything that turns itself into a metric entry (e.g. :class:`layerwise.claims.ClaimMetric`)."""
+
+    def to_metric(self) -> dict[str, Any]: ...
+
+
+def save_result(chapter: str, *, profile: str, metrics: Mapping[str, dict[str, Any] | SupportsMetric],
                 models: dict[str, str] | None = None, data: dict[str, Any] | None = None,
                 results_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> Path:
-    """Write ``<results_dir>/<chapter>.json`` and return its path."""
+    """Write ``<results_dir>/<chapter>.json`` and return its path.
+
+    ``metrics`` maps a name to a :func:`metric` entry or to an object with ``to_metric()`` (the claim
+    metrics of :mod:`layerwise.claims`, whose names the ledger reads).
+    """
+    metrics = {k: v.to_metric() if hasattr(v, "to_metric") else v for k, v in metrics.items()}
     for k, v in metrics.items():
         if not isinstance(v, dict) or "value" not in v:
             raise LayerwiseError(f"metric {k!r} must be made with layerwise.results.metric(value, ci)")

@@ -1,0 +1,42 @@
+"""The papers' claims as functions: each computes one claim part's metric from a chapter's measured data.
+
+The claims ledger (:mod:`layerwise.ledger`) compares numbers that the chapters write to their result
+files (:mod:`layerwise.results`). Every such number is computed here, by one named function per claim
+part, from the arrays and tables the chapter has measured:
+
+======  ====================================  ==========================================
+claim   part (metric name)                    function
+======  ====================================  ==========================================
+A1      ``early_similarity_dlm_minus_ar``     :func:`early_similarity_difference`
+A2      ``recency_dlm_minus_ar``              :func:`recency_difference`
+A3      ``retention_at_18.75pct_{dlm,ar}``    :func:`retention_at_target`
+A4      ``ar2dlm_closer_to_ar``               :func:`ar2dlm_closer_to_ar`
+B1      ``early_outlier_ratio_dlm_minus_ar``  :func:`early_outlier_ratio_difference`
+B2      ``repetition_increase_dlm``           :func:`repetition_increase`
+B3      ``early_alpha_dlm_minus_ar``          :func:`early_alpha_difference`
+B4      ``gptq3_change_pct_dlm_minus_ar``     :func:`gptq3_change_difference`
+B5      ``early_minus_late_pct_{dlm,ar}``     :func:`early_minus_late`
+======  ====================================  ==========================================
+
+Each returns a :class:`ClaimMetric` (value, 95% interval, a ``meaningful`` flag, the model(s) and a
+note). A chapter calls its ``*_metrics`` function (e.g. :func:`layer_similarity_metrics`), which runs
+the claim functions for every model or pair of models and names each result with the metric names
+defined here (:class:`MetricName`), and saves that dict with :func:`layerwise.results.save_result`;
+the ledger reads the same names, so a metric name lives in this module only.
+
+**Early layers** have one definition, :func:`early_layers`: the first ``ceil(L / 3)`` blocks of an
+``L``-block model (never empty; 2 of 4 blocks, 4 of 12, 10 of 28, 11 of 32).
+
+The package: :mod:`~layerwise.claims.base` (:class:`ClaimMetric`, the metric names, early layers,
+formatting), :mod:`~layerwise.claims.paper_a` (A1-A4, chapters 01-03), :mod:`~layerwise.claims.paper_b`
+(B1-B5, chapters 04-07); everything is importable from ``layerwise.claims``.
+
+Conventions: models are named (``"ar"``, ``"LLaDA-8B-Base"``...) and each has a family (``"ar"``,
+``"dlm"``, ``"ar2dlm"``); where a claim compares families, the *first* model of each family (in the
+order the chapter lists its subjects) is the family's representative, and every diffusion/AR pair
+also gets its own per-pair metric.
+"""
+
+from .base import *  # noqa: F401,F403
+from .paper_a import *  # noqa: F401,F403
+from .paper_b import *  # noqa: F401,F403

@@ -1,0 +1,182 @@
+"""Claim metrics, their names, and the one definition of early layers (see :mod:`layerwise.claims`)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import LayerwiseError
+from ..results import metric as _metric_entry
+
+__all__ = [
+    "EARLY_DENOMINATOR", "n_early_layers", "early_layers", "is_early_layer", "ClaimMetric", "MetricName",
+    "LAYER_SIMILARITY", "TOKEN_SIMILARITY", "LAYER_SKIPPING", "SUPER_OUTLIER", "OUTLIER_ABLATION", "ALPHA_HILL",
+    "COMPRESSION", "EARLY_SIMILARITY", "AR2DLM_CLOSER_TO_AR", "RECENCY", "RETENTION_AT_TARGET",
+    "EARLY_OUTLIER_RATIO", "SUPER_OUTLIER_CHANNEL", "REPETITION_INCREASE", "LOOP_INCREASE", "ACCURACY_CHANGE",
+    "EARLY_ALPHA", "GPTQ3_CHANGE_PCT", "EARLY_MINUS_LATE_PCT", "DIFFUSION_FAMILIES", "representatives",
+    "metrics_table", "format_metrics", "to_result_metrics",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Early layers
+# ---------------------------------------------------------------------------------------------
+
+#: "early" = the first third of the blocks, rounded up
+EARLY_DENOMINATOR = 3
+
+
+def n_early_layers(n_layers: int) -> int:
+    """How many blocks count as early: ``ceil(n_layers / 3)`` (at least 1)."""
+    if int(n_layers) < 1:
+        raise LayerwiseError(f"a model needs at least one block to have early layers, got n_layers={n_layers}")
+    return -(-int(n_layers) // EARLY_DENOMINATOR)
+
+
+def early_layers(n_layers: int) -> range:
+    """The early blocks of an ``n_layers``-block model: ``range(ceil(n_layers / 3))``.
+
+    4 blocks -> blocks 0-1; 12 -> 0-3; 28 -> 0-9; 32 -> 0-10.
+    """
+    return range(n_early_layers(n_layers))
+
+
+def is_early_layer(layer: Any, n_layers: Any) -> np.ndarray:
+    """Elementwise ``layer < ceil(n_layers / 3)`` (arrays or Series of block indices and depths)."""
+    depth = np.asarray(n_layers, dtype=np.int64)
+    if np.any(depth < 1):
+        raise LayerwiseError("every model needs at least one block: check the depth column")
+    return np.asarray(layer) < -(-depth // EARLY_DENOMINATOR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and their names
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimMetric:
+    """One number for the ledger: a value, its 95% interval, and whether it means anything.
+
+    ``meaningful`` is False when the number exists but cannot support a claim (e.g. the retention of
+    a baseline that is not above chance). ``extra`` holds what the chapter shows beside it (the
+    configuration, sample sizes...); it goes to the result file with the metric.
+    """
+
+    value: float | None
+    ci: tuple[float, float] | None = None
+    meaningful: bool = True
+    model: str = ""
+    note: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_metric(self) -> dict[str, Any]:
+        """The result-file entry (:func:`layerwise.results.metric`)."""
+        return _metric_entry(self.value, self.ci, model=self.model, note=self.note,  # type: ignore[arg-type]
+                             meaningful=bool(self.meaningful), **dict(self.extra))
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A family of metric names sharing a stem, e.g. ``early_alpha``.
+
+    ``of("dlm")`` -> ``early_alpha_dlm``; ``minus_ar("dlm")`` -> ``early_alpha_dlm_minus_ar``;
+    ``per_model("dlm", "early")`` -> ``early_alpha__dlm__early``; ``diff("dlm", "ar")`` ->
+    ``early_alpha_diff__dlm__ar``.
+    """
+
+    stem: str
+
+    def of(self, suffix: str) -> str:
+        return f"{self.stem}_{suffix}"
+
+    def minus_ar(self, family: str) -> str:
+        return f"{self.stem}_{_fam(family)}_minus_ar"
+
+    def per_model(self, model: str, *qualifiers: str) -> str:
+        return "__".join([self.stem, model, *qualifiers])
+
+    def diff(self, diffusion: str, ar: str) -> str:
+        return f"{self.stem}_diff__{diffusion}__{ar}"
+
+
+# chapters (result file stems)
+LAYER_SIMILARITY = "01_layer_similarity"
+TOKEN_SIMILARITY = "02_token_similarity"
+LAYER_SKIPPING = "03_layer_skipping"
+SUPER_OUTLIER = "04_super_outlier"
+OUTLIER_ABLATION = "05_outlier_ablation"
+ALPHA_HILL = "06_alpha_hill"
+COMPRESSION = "07_compression"
+
+# metric names (the published result files use these: renaming one makes the ledger report "not run")
+EARLY_SIMILARITY = MetricName("early_similarity")  #: 01: ``of(model)``, ``minus_ar("dlm")`` (A1)
+AR2DLM_CLOSER_TO_AR = "ar2dlm_closer_to_ar"  #: 01 (A4)
+RECENCY = MetricName("recency")  #: 02: ``of(model)``, ``minus_ar("dlm")`` (A2)
+RETENTION_AT_TARGET = MetricName("retention_at_18.75pct")  #: 03: ``per_model``, ``of(family)`` (A3)
+EARLY_OUTLIER_RATIO = MetricName("early_outlier_ratio")  #: 04: ``per_model``, ``minus_ar``, ``diff`` (B1)
+SUPER_OUTLIER_CHANNEL = MetricName("super_outlier_channel")  #: 04: ``per_model``
+REPETITION_INCREASE = MetricName("repetition_increase")  #: 05: ``per_model(m, scope)``, ``of(family)`` (B2)
+LOOP_INCREASE = MetricName("loop_increase")  #: 05
+ACCURACY_CHANGE = MetricName("accuracy_change")  #: 05
+EARLY_ALPHA = MetricName("early_alpha")  #: 06: ``per_model``, ``minus_ar``, ``diff`` (B3)
+GPTQ3_CHANGE_PCT = MetricName("gptq3_change_pct")  #: 07: ``per_model``, ``of(family)``, ``minus_ar`` (B4)
+EARLY_MINUS_LATE_PCT = MetricName("early_minus_late_pct")  #: 07: ``per_model``, ``of(family)`` (B5)
+
+DIFFUSION_FAMILIES = ("dlm", "ar2dlm")
+
+
+def _fam(family: Any) -> str:
+    return family.value if isinstance(family, enum.Enum) else str(family)
+
+
+def representatives(families: Mapping[str, Any]) -> dict[str, str]:
+    """family -> its first model (in ``families``' order)."""
+    out: dict[str, str] = {}
+    for name, fam in families.items():
+        out.setdefault(_fam(fam), name)
+    return out
+
+
+def _by_family(families: Mapping[str, Any], family: str) -> list[str]:
+    return [n for n, f in families.items() if _fam(f) == family]
+
+
+def metrics_table(metrics: Mapping[str, ClaimMetric], *, unique: bool = True) -> pd.DataFrame:
+    """One row per metric: name, model, value, ci_low, ci_high, meaningful, then the extras.
+
+    With ``unique=True`` a metric stored under several names (a family's representative is also
+    stored per model) appears once, under its first name.
+    """
+    rows, seen = [], set()
+    for key, m in metrics.items():
+        if unique and id(m) in seen:
+            continue
+        seen.add(id(m))
+        lo, hi = m.ci if m.ci else (np.nan, np.nan)
+        rows.append({"metric": key, "model": m.model, "value": m.value, "ci_low": lo, "ci_high": hi,
+                     "meaningful": m.meaningful, **dict(m.extra)})
+    return pd.DataFrame(rows)
+
+
+def format_metrics(metrics: Mapping[str, ClaimMetric], digits: int = 3) -> str:
+    """The metrics as text lines ``name: value [lo, hi]`` (rounded: stable under re-runs)."""
+    def num(x: Any) -> str:
+        return "nan" if x is None or not np.isfinite(x) else f"{round(float(x), digits) + 0.0:.{digits}f}"  # no -0.000
+
+    lines = []
+    for key, m in metrics.items():
+        s = f"{key}: {num(m.value)}"
+        if m.ci:
+            s += f" [{num(m.ci[0])}, {num(m.ci[1])}]"
+        lines.append(s + ("" if m.meaningful else " (not meaningful)"))
+    return "\n".join(lines)
+
+
+def to_result_metrics(metrics: Mapping[str, ClaimMetric]) -> dict[str, dict[str, Any]]:
+    """``{name: result-file entry}`` for :func:`layerwise.results.save_result`."""
+    return {k: m.to_metric() for k, m in metrics.items()}

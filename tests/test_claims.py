@@ -1,0 +1,291 @@
+"""layerwise.claims: each claim function on constructed data whose answer is known, the one definition
+of early layers, and the metric names that tie the chapters to the ledger."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerwise import claims
+from layerwise.claims import ClaimMetric
+from layerwise.config import LayerwiseError
+from layerwise.ledger import CLAIMS, build_ledger, part_verdict
+from layerwise.results import load_results, save_result
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = {"ar": "ar", "dlm": "dlm", "ar2dlm": "ar2dlm"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Early layers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_early_layers_is_the_first_third_rounded_up():
+    assert claims.early_layers(4) == range(2)  # the tiny triplet: blocks 0-1
+    assert claims.early_layers(12) == range(4)  # the gpu triplet
+    assert claims.early_layers(32) == range(11)  # LLaDA-8B, Llama-3.1-8B
+    assert claims.early_layers(28) == range(10)  # Qwen2.5-7B, Dream-7B
+    assert [claims.n_early_layers(n) for n in (1, 2, 3)] == [1, 1, 1]  # never empty
+    with pytest.raises(LayerwiseError, match="at least one block"):
+        claims.early_layers(0)
+    flags = claims.is_early_layer(pd.Series([0, 1, 2, 3, 3]), pd.Series([4, 4, 4, 4, 12]))
+    assert flags.tolist() == [True, True, False, False, True]
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper A
+# ---------------------------------------------------------------------------------------------
+
+
+def _similarity(n_seqs: int = 20, L: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.5, 0.9, size=(n_seqs, L))
+
+
+def test_a1_early_similarity_difference_is_the_early_gap():
+    ar = _similarity()
+    dlm = ar.copy()
+    dlm[:, :2] += 0.1  # 0.1 above AR in the early blocks (2 of 6) ...
+    dlm[:, 2:] -= 0.3  # ... and far below in the late ones, which must not count
+    m = claims.early_similarity_difference(dlm, ar, paired=True, n_boot=200)
+    assert m.value == pytest.approx(0.1) and m.ci == pytest.approx((0.1, 0.1))
+    assert m.meaningful and part_verdict(CLAIMS[0].parts[0], m.to_metric()) == "reproduced"
+    one = claims.early_similarity(ar, model="ar", n_boot=50)
+    assert one.value == pytest.approx(ar[:, :2].mean()) and one.ci[0] <= one.value <= one.ci[1]
+
+
+def test_a2_recency_difference_ignores_the_embedding_state():
+    ar = np.random.default_rng(1).uniform(0.1, 0.5, size=(16, 5))  # [n_seqs, L+1]
+    dlm = ar - 0.2
+    dlm[:, 0] = 9.0  # state 0 (the embeddings) is not a block output
+    m = claims.recency_difference(dlm, ar, paired=True, n_boot=200)
+    assert m.value == pytest.approx(-0.2) and m.ci == pytest.approx((-0.2, -0.2))
+    assert claims.model_recency(ar) == pytest.approx(ar[:, 1:].mean())
+
+
+def test_a3_retention_at_the_configuration_closest_to_the_target():
+    curve = pd.DataFrame({"model": "dlm", "strategy": "early", "k": range(5), "layers": 12,
+                          "flops_reduction": [0.0, 0.07, 0.15, 0.22, 0.3],
+                          "retention": [1.0, 0.98, 0.95, 0.8, 0.6], "ci_low": [1.0, 0.96, 0.92, 0.7, 0.5],
+                          "ci_high": [1.0, 1.0, 0.97, 0.9, 0.7], "meaningful": True})
+    # 0.1875 of 12 blocks = 2.25: k = 2 (0.167) is closer than k = 3 (0.25)
+    m = claims.retention_at_target(curve, "dlm", strategy="early", target_fraction=0.1875)
+    assert m.value == 0.95 and m.ci == (0.92, 0.97) and m.extra["k"] == 2 and m.meaningful
+    chance = claims.retention_at_target(curve.assign(meaningful=False), "dlm", strategy="early", target_fraction=0.1875)
+    assert not chance.meaningful and part_verdict(CLAIMS[2].parts[0], chance.to_metric()) == "inconclusive"
+    with pytest.raises(LayerwiseError, match="strategy"):
+        claims.retention_at_target(curve, "dlm", strategy="late", target_fraction=0.1875)
+
+
+def test_a4_ar2dlm_closer_to_ar():
+    ar, dlm = _similarity(seed=2), _similarity(seed=3)
+    m = claims.ar2dlm_closer_to_ar(ar.copy(), dlm, ar, paired=True, n_boot=100)  # ar2dlm == ar exactly
+    assert m.value == pytest.approx(np.abs(ar.mean(0) - dlm.mean(0)).mean()) and m.value > 0
+    m = claims.ar2dlm_closer_to_ar(dlm.copy(), dlm, ar, paired=True, n_boot=100)  # ar2dlm == dlm exactly
+    assert m.value == pytest.approx(-np.abs(ar.mean(0) - dlm.mean(0)).mean())
+    with pytest.raises(LayerwiseError, match="depths"):
+        claims.ar2dlm_closer_to_ar(ar[:, :4], dlm, ar, paired=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper B
+# ---------------------------------------------------------------------------------------------
+
+
+def test_b1_early_outlier_ratio_difference_in_log10():
+    ar = np.full((8, 6), 10.0)
+    dlm = np.full((8, 6), 3.0)
+    dlm[:, :2] = 100.0  # early blocks: 100 vs 10 -> log10 difference 1; late blocks must not count
+    m = claims.early_outlier_ratio_difference(dlm, ar, paired=True, n_boot=100)
+    assert m.value == pytest.approx(1.0) and m.ci == pytest.approx((1.0, 1.0))
+    assert claims.early_log_outlier_ratio(dlm).tolist() == pytest.approx([2.0] * 8)
+
+
+def _generations(model: str, effect: float, prompts: int = 6, draws: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A run_conditions-like table: control draws random, the outlier `effect` above their mean."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for scope in ("early", "all"):
+        ctrl = rng.uniform(0.0, 0.3, size=(draws, prompts))
+        for d in range(draws):
+            rows += [{"model": model, "kind": "control", "scope": scope, "draw": d, "prompt_id": p,
+                      "condition": f"control/{scope}/{d}", "rep_2": ctrl[d, p], "loop_frac": ctrl[d, p] / 2,
+                      "correct": float(p % 2)} for p in range(prompts)]
+        rows += [{"model": model, "kind": "outlier", "scope": scope, "draw": 0, "prompt_id": p,
+                  "condition": f"outlier/{scope}", "rep_2": ctrl[:, p].mean() + effect,
+                  "loop_frac": ctrl[:, p].mean() / 2, "correct": float(p % 2)} for p in range(prompts)]
+    return pd.DataFrame(rows)
+
+
+def test_b2_repetition_increase_is_outlier_minus_mean_control():
+    g = _generations("dlm", 0.25)
+    m = claims.repetition_increase(g, measure="rep_2", scope="early", n_boot=200)
+    assert m.value == pytest.approx(0.25) and m.ci[0] <= 0.25 <= m.ci[1] and m.ci[0] > 0
+    assert m.extra["n_prompts"] == 6 and m.extra["n_draws"] == 3 and m.extra["kind"] == "repetition"
+
+
+def _alphas(model: str, family: str, early_shift: float, late: float = 3.0, depth: int = 6) -> pd.DataFrame:
+    roles = ["q", "k", "v", "o"]
+    base = {(layer, role): 2.0 + 0.1 * layer + 0.01 * i for layer in range(depth) for i, role in enumerate(roles)}
+    return pd.DataFrame([{"model": model, "family": family, "method": "fixed", "depth": depth, "layer": layer,
+                          "role": role, "alpha": v + early_shift if layer < 2 else late}
+                         for (layer, role), v in base.items()])
+
+
+def test_b3_early_alpha_difference_over_the_early_modules():
+    m = claims.early_alpha_difference(_alphas("dlm", "dlm", -0.5, late=9.0), _alphas("ar", "ar", 0.0), n_boot=100)
+    assert m.value == pytest.approx(-0.5) and m.ci == pytest.approx((-0.5, -0.5))
+    assert m.extra["paired"] and m.extra["n_modules"] == 8  # 2 early blocks x 4 modules
+    assert claims.early_alpha(_alphas("ar", "ar", 0.0)).value == pytest.approx(
+        np.mean([2.0 + 0.1 * layer + 0.01 * i for layer in range(2) for i in range(4)]))
+
+
+def test_b4_gptq3_change_difference_combines_in_quadrature():
+    d = ClaimMetric(-1.0, (-2.0, 0.0), model="dlm")
+    a = ClaimMetric(-10.0, (-13.0, -7.0), model="ar")
+    m = claims.gptq3_change_difference(d, a)
+    assert m.value == pytest.approx(9.0) and m.ci == pytest.approx((9 - 10 ** 0.5, 9 + 10 ** 0.5))
+    assert m.model == "dlm - ar" and m.meaningful
+    assert claims.gptq3_change_difference(ClaimMetric(float("nan"), (0.0, 1.0)), a) is None
+    assert not claims.gptq3_change_difference(ClaimMetric(-1.0, (-2.0, 0.0), meaningful=False), a).meaningful
+    r = claims.retention_change_pct(0.9, (0.85, 0.95))
+    assert r.value == pytest.approx(-10.0) and r.ci == pytest.approx((-15.0, -5.0))
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+_mean.__name__ = "mean"
+
+
+def _run(items: list[float], task: str = "lw_x") -> dict:
+    """A layerwise.evals.evaluate-like output with one accuracy metric."""
+    key = "acc,none"
+    return {"metrics": {task: {key: _mean(items)}}, "items": {task: {key: items}},
+            "higher_is_better": {task: {key: True}}, "chance": {task: {key: None}}, "n": {task: len(items)},
+            "aggregation": {task: {key: _mean}}}
+
+
+def test_b5_early_minus_late_is_the_relative_change_in_percent():
+    late = [0.2, 0.4, 0.5, 0.6, 0.8, 0.3, 0.7, 0.9]
+    early = [1.1 * x for x in late]  # every item 10% better with early sparsity
+    m = claims.early_minus_late(_run(early), _run(late), task="lw_x", measure="acc", n_boot=200)
+    assert m.value == pytest.approx(10.0) and m.ci == pytest.approx((10.0, 10.0))
+    with pytest.raises(LayerwiseError, match="evaluate that task"):
+        claims.early_minus_late(_run(early), _run(late), task="lw_x", measure="exact_match")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters -> result files -> ledger: one name per metric
+# ---------------------------------------------------------------------------------------------
+
+
+def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
+    """Every chapter's *_metrics function on constructed data: chapter -> metrics it writes."""
+    sims = {n: _similarity(seed=i) for i, n in enumerate(FAMILIES)}
+    rec = {n: np.random.default_rng(i).uniform(0, 1, (10, 7)) for i, n in enumerate(FAMILIES)}
+    curve = pd.concat([pd.DataFrame({"model": n, "strategy": "early", "k": range(3), "layers": 6,
+                                     "flops_reduction": [0, 0.15, 0.3], "retention": [1, 0.9, 0.7],
+                                     "ci_low": [1, 0.8, 0.6], "ci_high": [1, 0.95, 0.8], "meaningful": True})
+                       for n in FAMILIES])
+    site = SimpleNamespace(super_outlier=3, layers_dominated=np.array([True, True, False]),
+                           token_share=np.array([0.9, 0.5, 0.1]), num_layers=3)
+    ratios = {n: np.random.default_rng(i).uniform(2, 50, (4, 3)) for i, n in enumerate(FAMILIES)}
+    gens = pd.concat([_generations(n, 0.1 * i, seed=i) for i, n in enumerate(FAMILIES)], ignore_index=True)
+    alphas = pd.concat([_alphas(n, f, -0.1 * i) for i, (n, f) in enumerate(FAMILIES.items())], ignore_index=True)
+    retentions = pd.DataFrame([{"model": n, "kind": "quant", "method": "gptq", "bits": 3, "retention": 0.9 + 0.02 * i,
+                                "ci_low": 0.85, "ci_high": 0.97, "meaningful": True, "label": "lw_x acc", "n": 8}
+                               for i, n in enumerate(FAMILIES)])
+    runs = {n: {"alloc-earlier_sparser": _run([0.5, 0.6, 0.7, 0.9]), "alloc-deeper_sparser": _run([0.6, 0.6, 0.7, 0.8])}
+            for n in FAMILIES}
+    return {
+        claims.LAYER_SIMILARITY: claims.layer_similarity_metrics(sims, FAMILIES, paired=True, n_boot=20),
+        claims.TOKEN_SIMILARITY: claims.token_similarity_metrics(rec, FAMILIES, paired=True, n_boot=20),
+        claims.LAYER_SKIPPING: claims.layer_skipping_metrics(curve, FAMILIES, strategy="early", target_fraction=0.1875),
+        claims.SUPER_OUTLIER: claims.super_outlier_metrics({n: site for n in FAMILIES}, ratios, FAMILIES, n_boot=20),
+        claims.OUTLIER_ABLATION: claims.outlier_ablation_metrics(
+            gens, gens, FAMILIES, repetition_measure="rep_2", headline_scope="early", n_boot=20),
+        claims.ALPHA_HILL: claims.alpha_hill_metrics(alphas, method="fixed", n_boot=20),
+        claims.COMPRESSION: claims.compression_metrics(retentions, runs, FAMILIES, task="lw_x", measure="acc",
+                                                       n_boot=20),
+    }
+
+
+@pytest.fixture(scope="module")
+def chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
+    return _chapter_metrics()
+
+
+def test_every_metric_the_ledger_reads_is_written_by_its_chapter_function(chapter_metrics, tmp_path):
+    """Renaming a metric in the ledger, or in the function a chapter calls, fails here."""
+    for c in CLAIMS:
+        for p in c.parts:
+            assert p.chapter in chapter_metrics, f"{c.cid}: no claims function writes chapter {p.chapter}"
+            assert p.metric in chapter_metrics[p.chapter], \
+                f"{c.cid}: the ledger reads {p.metric!r}, {p.chapter} writes {sorted(chapter_metrics[p.chapter])}"
+            fn = getattr(claims, p.computed_by)
+            assert callable(fn) and fn.__module__.startswith("layerwise.claims"), p.computed_by
+    # through the result files: every claim gets a verdict, none is "not run"
+    for chapter, ms in chapter_metrics.items():
+        save_result(chapter, profile="test", results_dir=tmp_path, metrics=ms)
+    ledger = build_ledger(load_results("test", results_dir=tmp_path))
+    assert "not run" not in set(ledger.verdict), ledger[["claim", "verdict"]]
+
+
+def test_published_result_files_carry_every_ledger_metric():
+    """The published (gpu) result files use today's names: renaming a metric breaks the ledger's reading."""
+    published = ROOT / "book" / "results" / "gpu"
+    if not published.is_dir():
+        pytest.skip("no published result files in this checkout")
+    files = {p.stem: json.loads(p.read_text()) for p in published.glob("*.json")}
+    for c in CLAIMS:
+        for p in c.parts:
+            assert p.metric in files[p.chapter]["metrics"], f"{c.cid}: {p.metric} not in {p.chapter}.json"
+    assert "not run" not in set(build_ledger(files).verdict)
+
+
+def test_chapter_metric_names_match_the_published_ones(chapter_metrics):
+    """Per-model and per-pair names too (e.g. ``early_outlier_ratio_diff__dlm__ar``) stay those of the
+    published result files, whose subjects are the same triplet."""
+    published = ROOT / "book" / "results" / "gpu"
+    if not published.is_dir():
+        pytest.skip("no published result files in this checkout")
+    for chapter, ms in chapter_metrics.items():
+        names = set(json.loads((published / f"{chapter}.json").read_text())["metrics"])
+        assert set(ms) == names, (chapter, set(ms) ^ names)
+
+
+def test_chapters_name_no_metric_themselves():
+    """Chapters 01-07 get their metrics from their claims function; no code line spells a ledger name."""
+    functions = {claims.LAYER_SIMILARITY: "layer_similarity_metrics",
+                 claims.TOKEN_SIMILARITY: "token_similarity_metrics",
+                 claims.LAYER_SKIPPING: "layer_skipping_metrics", claims.SUPER_OUTLIER: "super_outlier_metrics",
+                 claims.OUTLIER_ABLATION: "outlier_ablation_metrics", claims.ALPHA_HILL: "alpha_hill_metrics",
+                 claims.COMPRESSION: "compression_metrics"}
+    names = {p.metric for c in CLAIMS for p in c.parts}
+    for chapter, fn in functions.items():
+        src = (ROOT / "notebooks" / f"{chapter}.py").read_text()
+        code = "\n".join(line for line in src.splitlines() if not line.lstrip().startswith("#"))
+        assert f"claims.{fn}(" in code, f"{chapter} does not call layerwise.claims.{fn}"
+        assert not re.search(r"\bmetric\(", code), f"{chapter} builds a metric by hand"
+        assert not any(n in code for n in names), f"{chapter} spells a ledger metric name"
+        assert "early_frac" not in code, f"{chapter} defines early layers itself"
+
+
+def test_claim_metric_round_trips_through_a_result_file(tmp_path):
+    m = ClaimMetric(0.5, (0.2, 0.8), meaningful=False, model="dlm", note="n", extra={"k": 2})
+    save_result("x", profile="t", results_dir=tmp_path, metrics={"a": m})
+    entry = load_results("t", results_dir=tmp_path)["x"]["metrics"]["a"]
+    assert entry == {"value": 0.5, "ci": [0.2, 0.8], "model": "dlm", "note": "n", "meaningful": False, "k": 2}
+    table = claims.metrics_table({"a": m, "a_again": m, "b": ClaimMetric(1.0)})
+    assert list(table.metric) == ["a", "b"] and np.isnan(table.ci_low.iloc[1])
+    assert claims.format_metrics({"a": m}) == "a: 0.500 [0.200, 0.800] (not meaningful)"
+    assert importlib.import_module("layerwise.claims").ClaimMetric is ClaimMetric
