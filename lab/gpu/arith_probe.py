@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from layerwise import evals
+from layerwise import evals, stats
 from layerwise import training as T
 from layerwise.models import load
 
@@ -27,7 +27,7 @@ def score(o: str, path: Path, a: argparse.Namespace, ov: dict) -> dict:
     em = r["metrics"]["lw_arithmetic"]["exact_match,first-number"]
     ll = r["metrics"]["lw_arithmetic_ll"]["acc,none"]
     chance = r["chance"]["lw_arithmetic"]["exact_match,first-number"]
-    p = evals.above_chance_pvalue(r["items"]["lw_arithmetic"]["exact_match,first-number"], chance)
+    p = stats.above_chance_pvalue(r["items"]["lw_arithmetic"]["exact_match,first-number"], chance)
     print(f"{o} {path.name} (tokens {meta.get('tokens_seen')}): val_loss {meta.get('val_loss', float('nan')):.3f}, "
           f"arithmetic exact match {em:.3f}, answer by likelihood {ll:.3f}, chance {chance:.3f}, "
           f"p(above chance) {p:.2g}, {r['n']['lw_arithmetic']} items", flush=True)
