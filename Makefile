@@ -4,7 +4,7 @@
 # then `pip install -e '.[all]'`.
 #
 #   make book   run every chapter on the tiny profile, then build its site: _build/tiny/html/index.html
-#   make test   unit tests + nbval over the reference notebooks in tests/notebooks/
+#   make test   ruff + mypy, then unit tests + nbval over the reference notebooks in tests/notebooks/
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_INSTALL ?= torch==2.13.0
@@ -27,11 +27,12 @@ $(INSTALLED): pyproject.toml constraints.txt
 book: $(INSTALLED)
 	$(BIN)/python -m layerwise.book run --profile tiny --build
 
-# pytest exits 5 when it collects no test: reported, not a failure
+# ruff and mypy first (under a minute), then pytest; pytest's exit 5 ("no tests collected") fails like any other
 test: $(INSTALLED)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) tests/; \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) tests/
 
 clean-book:
 	rm -rf _build

@@ -45,8 +45,8 @@
 profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
 preset = "tiny"       # triplet preset trained or loaded when `models` is empty
 models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
-data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
-cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR (the runner passes its data directory)
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR (the runner passes its cache)
 device = "auto"
 seed = 0
 overrides = {}        # Preset field overrides for training, e.g. {"micro_batch": 32}; {} keeps the preset
@@ -57,7 +57,9 @@ semi_ar_block = 4     # also sample the diffusion models in semi-autoregressive 
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
+from layerwise.params import coerce_injected
 
+coerce_injected(globals(), "00_pretraining")  # values papermill injected as text get their parameters' types
 provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed)
 
 # %%

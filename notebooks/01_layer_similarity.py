@@ -42,8 +42,8 @@
 profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
 preset = "tiny"       # triplet preset trained or loaded when `models` is empty
 models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
-data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
-cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR (the runner passes its data directory)
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR (the runner passes its cache)
 device = "auto"
 seed = 0
 n_seqs = 16           # held-out sequences per model
@@ -55,7 +55,9 @@ results_dir = ""      # "" = <cache>/results/<profile>
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
+from layerwise.params import coerce_injected
 
+coerce_injected(globals(), "01_layer_similarity")  # values papermill injected as text get their parameters' types
 provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed,
            n_seqs=n_seqs, seq_len=seq_len)
 

@@ -47,8 +47,8 @@
 profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
 preset = "tiny"       # triplet preset trained or loaded when `models` is empty
 models = []           # hub ids or local paths; [] = the controlled triplet (ar, dlm, ar2dlm)
-data_dir = ""         # "" = $LAYERWISE_DATA_DIR or ../shared/data
-cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR or .cache/layerwise
+data_dir = ""         # "" = $LAYERWISE_DATA_DIR (the runner passes its data directory)
+cache_dir = ""        # "" = $LAYERWISE_CACHE_DIR (the runner passes its cache)
 device = "auto"
 seed = 0
 tasks = ["lw_gutenberg"]       # evaluation tasks; retention of `headline_task` goes to the ledger
@@ -75,7 +75,9 @@ n_boot = 500
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
+from layerwise.params import coerce_injected
 
+coerce_injected(globals(), "07_compression")  # values papermill injected as text get their parameters' types
 provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device, seed=seed)
 
 # %%

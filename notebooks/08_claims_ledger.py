@@ -47,7 +47,9 @@ seed = 0
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
+from layerwise.params import coerce_injected
 
+coerce_injected(globals(), "08_claims_ledger")  # values papermill injected as text get their parameters' types
 provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"])
 
 # %%

@@ -16,6 +16,7 @@ from layerwise import book
 from layerwise.config import LayerwiseError
 
 DUMMY = "99_dummy"
+REPO = Path(__file__).resolve().parents[1]  #: the clone the tests run from
 
 
 def _plan(dummy_notebooks: Path, tmp_path: Path, **kw):
@@ -55,6 +56,56 @@ def test_plan_reads_declared_parameters_and_profile(dummy_notebooks, tmp_path):
     assert p["cache_dir"] == str((tmp_path / "cache").resolve())
     assert p["data_dir"] == str(tmp_path.resolve())
     assert plan.output == tmp_path / "out" / "notebooks" / f"{DUMMY}.ipynb"
+
+
+def test_values_are_type_checked_and_yaml_text_is_parsed(dummy_notebooks, tmp_path):
+    (plan,) = _plan(dummy_notebooks, tmp_path, overrides={"data_dir": str(tmp_path), "models": "[a, b/c]",
+                                                           "n_points": "6"})
+    assert plan.parameters["models"] == ["a", "b/c"] and plan.parameters["n_points"] == 6
+    with pytest.raises(LayerwiseError, match=r"^chapter 99_dummy: parameter n_points = 'many' is not an integer "
+                                             r"\(its default is 5\): give an integer, e.g. -p n_points=5$"):
+        _plan(dummy_notebooks, tmp_path, overrides={"data_dir": str(tmp_path), "n_points": "many"})
+    rc = book.main(["run", "--notebooks", str(dummy_notebooks), "--out", str(tmp_path), "-p", "seed=[1, 2]"])
+    assert rc == 2
+
+
+def test_runner_finds_the_notebooks_from_flag_variable_or_current_directory(dummy_notebooks, tmp_path,
+                                                                            monkeypatch, capsys):
+    import shutil
+
+    from layerwise import config
+
+    assert not hasattr(config, "REPO_ROOT")
+    sources = Path(book.__file__).resolve().parents[1].rglob("*.py")
+    assert not [p for p in sources if "REPO_ROOT" in p.read_text()], "the library must not locate a checkout"
+    clone = tmp_path / "clone"
+    shutil.copytree(dummy_notebooks, clone / "notebooks")
+    monkeypatch.delenv(book.NOTEBOOKS_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.delenv("LAYERWISE_CACHE_DIR", raising=False)
+    monkeypatch.chdir(clone)  # a clone's root: notebooks/ is found there
+    (plan,) = book.plan_run("tiny", overrides={"data_dir": str(tmp_path)})
+    assert plan.source == clone / "notebooks" / f"{DUMMY}.py"
+    assert plan.output == clone / "_build" / "tiny" / "notebooks" / f"{DUMMY}.ipynb"
+    assert plan.parameters["cache_dir"] == str(tmp_path / "home-cache" / "layerwise")  # the library's default
+    assert book.main(["list"]) == 0 and "chapters: 99_dummy" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # elsewhere: the variable, else an error naming the flag
+    monkeypatch.setenv(book.NOTEBOOKS_ENV, str(clone / "notebooks"))
+    assert book.discover_chapters() == {DUMMY: clone / "notebooks" / f"{DUMMY}.py"}
+    monkeypatch.delenv(book.NOTEBOOKS_ENV)
+    with pytest.raises(LayerwiseError, match=r"no chapters folder: .* pass --notebooks DIR .*LAYERWISE_NOTEBOOKS"):
+        book.plan_run("tiny")
+    assert book.main(["run"]) == 2
+    assert capsys.readouterr().err.startswith("error: no chapters folder")
+
+
+@pytest.mark.parametrize("profile", ["tiny", "gpu", "paper"])
+def test_every_profile_type_checks_against_the_chapters(profile, tmp_path):
+    """The book's own profiles: every value a chapter receives has its parameter's type."""
+    plans = book.plan_run(profile, notebooks_dir=REPO / "notebooks", out=tmp_path, cache=tmp_path / "cache",
+                          overrides={"data_dir": str(tmp_path)})
+    assert [p.chapter for p in plans] == list(book.KNOWN_CHAPTERS)
+    assert all(p.parameters["profile"] == profile and isinstance(p.parameters["models"], list) for p in plans)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +218,7 @@ def fixed_library():
     """Pin the library fingerprint for this module, so that an edit of src/ while the tests run (in a
     shared checkout) does not make the second run of the same chapter look stale."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(book, "library_fingerprint", lambda: "pinned-for-the-test")
+        mp.setattr(book.runner, "library_fingerprint", lambda: "pinned-for-the-test")
         yield
 
 
@@ -198,8 +249,8 @@ def test_run_executes_chapter_with_banner_and_stamp(executed, dummy_notebooks, f
     stamp = json.loads((tmp / "out" / "notebooks" / f"{DUMMY}.stamp.json").read_text())
     assert stamp["parameters"]["n_points"] == 3
     # unchanged: skipped the second time
-    again = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp / "out", cache=tmp / "cache", overrides={"data_dir": str(tmp), "n_points": 3},
-                     progress=False)
+    again = book.run("tiny", notebooks_dir=dummy_notebooks, out=tmp / "out", cache=tmp / "cache",
+                     overrides={"data_dir": str(tmp), "n_points": 3}, progress=False)
     assert again == {DUMMY: "skipped"}
 
 
@@ -213,7 +264,7 @@ def test_build_site_renders_chapter_with_local_mathjax(executed):
     assert (index.parent / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert '<img alt="_images/' in page or "_images/" in page
     # the root config describes the published book and was not touched
-    assert not (book.BOOK_DIR / "chapters" / f"{DUMMY}.ipynb").exists()
+    assert not (REPO / "book" / "chapters" / f"{DUMMY}.ipynb").exists()
 
 
 @pytest.mark.slow
@@ -224,6 +275,22 @@ def test_refresh_reference_resets_machine_paths(executed, dummy_notebooks, tmp_p
     nb = nbformat.read(str(ref), as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.tags)
     assert 'cache_dir = ""' in injected.source and 'data_dir = ""' in injected.source
+
+
+@pytest.mark.slow
+def test_papermill_alone_gets_typed_parameters(dummy_notebooks, tmp_path):
+    """`papermill -p models '[a, b]'` injects text; the chapter's first cell after its parameters
+    (layerwise.params.coerce_injected) turns it into the list, and rejects an undeclared name."""
+    import papermill as pm
+
+    nb = book.read_chapter(dummy_notebooks / f"{DUMMY}.py")
+    out = pm.execute_notebook(nb, str(tmp_path / "out.ipynb"), cwd=str(tmp_path), progress_bar=False,
+                              parameters={"models": "[a, b]", "n_points": "3", "cache_dir": str(tmp_path)})
+    text = json.dumps([o for c in out.cells if c.cell_type == "code" for o in c.outputs])
+    assert "| models | a, b |" in text and "n_points = 3, sum = 3.000" in text
+    with pytest.raises(pm.PapermillExecutionError, match="n_pionts is no parameter of it"):
+        pm.execute_notebook(book.read_chapter(dummy_notebooks / f"{DUMMY}.py"), str(tmp_path / "bad.ipynb"),
+                            cwd=str(tmp_path), progress_bar=False, parameters={"n_pionts": 3})
 
 
 def test_declared_parameters_survive_quotes_in_comments():
@@ -242,16 +309,16 @@ def test_declared_parameters_survive_quotes_in_comments():
 def test_root_toc_describes_existing_pages_of_the_published_book():
     import yaml
 
-    toc = yaml.safe_load((book.REPO_ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
     for f in files:
-        assert any((book.BOOK_DIR / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), \
+        assert any((REPO / "book" / f"{f}{ext}").is_file() for ext in (".md", ".ipynb")), \
             f"_toc.yml lists {f} but book/ has no such page: run `layerwise-book run --profile gpu --publish`"
 
 
 def test_commit_in_provenance_can_be_passed_in(monkeypatch):
-    # a synced copy of the working tree (the lent GPU) has a stale .git: the real commit is passed in
-    from layerwise import book as B
+    # a synced copy of the working tree (e.g. on a remote GPU machine) has a stale .git: the real commit is passed in
+    from layerwise.book import origin as B
 
     monkeypatch.delenv(B.COMMIT_ENV, raising=False)
     own = B._git_commit()

@@ -191,8 +191,8 @@ def test_bad_source_and_missing_mask_token_errors(tiny_data: D.TrainData) -> Non
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    no_mask = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tiny_data.tokenizer.backend_tokenizer.to_str()),
-                                      eos_token=D.EOT)
+    backend = Tokenizer.from_str(tiny_data.tokenizer.backend_tokenizer.to_str())
+    no_mask = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=D.EOT)
     with pytest.raises(LayerwiseError, match="mask token"):
         D.require_mask_token(no_mask, "dlm")
     assert D.require_mask_token(tiny_data.tokenizer, "dlm") == tiny_data.tokenizer.mask_token_id

@@ -2,7 +2,7 @@
 
 One module per responsibility (see the book's intro):
 
-- ``config``: data/cache directories, device selection, the project's error type.
+- ``config``: data/cache/benchmark directories (arguments or environment), device selection, the error type.
 - ``arch``: one module per architecture (layer adapter, forward quirks, load-time fixes, config
   checks), detected from a checkpoint's config; the adapters every other module goes through.
 - ``models``: the hub-id registry of per-model facts, ``load()`` and ``wrap()``.
@@ -18,7 +18,8 @@ One module per responsibility (see the book's intro):
 - ``stats``: bootstrap intervals, Wilson intervals, binomial tests, retention ratios.
 - ``claims``: the papers' claims as functions (one per ledger metric), early layers.
 - ``results`` / ``ledger``: result files with provenance; the claims ledger's verdicts.
-- ``book``: the papermill runner and the jupyter-book build.
+- ``params``: the typed schema of a chapter's parameters (common fields, types from defaults).
+- ``book``: the papermill runner and the jupyter-book build (package: chapters, runner, site, CLI).
 - ``plots``: the book's shared figure style.
 """
 

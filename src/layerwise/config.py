@@ -1,7 +1,9 @@
 """Directories, devices and the project's error type.
 
-Every path the library reads comes from here, so that a notebook parameter, an environment variable
-and the repository default resolve the same way everywhere.
+Every path the library reads comes from here, so that a notebook parameter and an environment
+variable resolve the same way everywhere. The library never looks for a repository checkout: a path
+is an explicit argument, an environment variable, or (for the cache only) the user's cache folder.
+The book runner (``layerwise.book``) fills these from the folder holding the chapters.
 """
 
 from __future__ import annotations
@@ -13,28 +15,33 @@ import torch
 
 DATA_DIR_ENV = "LAYERWISE_DATA_DIR"
 CACHE_DIR_ENV = "LAYERWISE_CACHE_DIR"
+BENCHMARKS_DIR_ENV = "LAYERWISE_BENCHMARKS_DIR"  #: folder of the benchmark result tables (CSV, markdown)
 DTYPE_ENV = "LAYERWISE_DTYPE"  #: overrides what "auto" means (e.g. bfloat16 on CPU, to smoke-test bf16 paths)
-
-#: repository root when the package is used from a checkout (src/layerwise/config.py -> root)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class LayerwiseError(ValueError):
     """Bad input to the library. The message always says how to fix it."""
 
 
-def data_dir(path: str | os.PathLike | None = None, *, must_exist: bool = True) -> Path:
-    """Resolve the offline data directory.
+#: what ``data_dir(must_exist=False)`` returns when no directory is given; passing it back to
+#: :func:`data_dir` or :func:`data_file` counts as giving none (their error says how to give one)
+NO_DATA_DIR = Path("/nonexistent/layerwise-data-dir-not-given")
 
-    Order: explicit ``path`` argument, then ``$LAYERWISE_DATA_DIR``, then ``../shared/data`` beside
-    the repository checkout.
+
+def data_dir(path: str | os.PathLike | None = None, *, must_exist: bool = True) -> Path:
+    """Resolve the offline data directory: the ``path`` argument, else ``$LAYERWISE_DATA_DIR``.
+
+    With neither, raises :class:`LayerwiseError` when ``must_exist``, else returns :data:`NO_DATA_DIR`.
     """
-    if path is not None and str(path) != "":
+    if path is not None and str(path) != "" and Path(path) != NO_DATA_DIR:
         p, origin = Path(path), "the data_dir parameter"
     elif os.environ.get(DATA_DIR_ENV):
         p, origin = Path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}"
+    elif must_exist:
+        raise LayerwiseError(f"no data directory given: pass data_dir=... or set {DATA_DIR_ENV} to the folder "
+                             "holding corpus/ and benchmarks/")
     else:
-        p, origin = REPO_ROOT.parent / "shared" / "data", "the default (../shared/data beside the checkout)"
+        return NO_DATA_DIR
     p = p.expanduser().resolve()
     if must_exist and not p.is_dir():
         raise LayerwiseError(
@@ -56,19 +63,45 @@ def data_file(relative: str, path: str | os.PathLike | None = None) -> Path:
     return f
 
 
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """The artefact cache shared by chapters (checkpoints, token arrays, result files).
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/layerwise``, else ``~/.cache/layerwise``: the cache when none is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "layerwise"
 
-    Order: explicit argument, ``$LAYERWISE_CACHE_DIR``, ``<repo>/.cache/layerwise``.
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The artefact cache shared by chapters (checkpoints, token arrays, result files); created if missing.
+
+    Order: explicit argument, ``$LAYERWISE_CACHE_DIR``, :func:`default_cache_dir` (the training CLI,
+    the book runner and the chapters all resolve it this way, so they share checkpoints).
     """
     if path is not None and str(path) != "":
         p = Path(path)
     elif os.environ.get(CACHE_DIR_ENV):
         p = Path(os.environ[CACHE_DIR_ENV])
     else:
-        p = REPO_ROOT / ".cache" / "layerwise"
+        p = default_cache_dir()
     p = p.expanduser().resolve()
     p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def benchmarks_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder of benchmark result tables: explicit argument, else ``$LAYERWISE_BENCHMARKS_DIR``.
+
+    The book runner sets the variable to ``benchmarks/results`` of the clone it runs from.
+    """
+    if path is not None and str(path) != "":
+        p, origin = Path(path), "the argument"
+    elif os.environ.get(BENCHMARKS_DIR_ENV):
+        p, origin = Path(os.environ[BENCHMARKS_DIR_ENV]), f"${BENCHMARKS_DIR_ENV}"
+    else:
+        raise LayerwiseError(f"no benchmark results folder given: pass it (results_dir=...) or set "
+                             f"{BENCHMARKS_DIR_ENV} (benchmarks/results in a clone of the repository)")
+    p = p.expanduser().resolve()
+    if not p.is_dir():
+        raise LayerwiseError(f"benchmark results folder {p} (from {origin}) does not exist: pass the folder "
+                             f"holding the benchmark CSVs or set {BENCHMARKS_DIR_ENV}")
     return p
 
 

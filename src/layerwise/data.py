@@ -24,15 +24,20 @@ import lzma
 import os
 import random
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import LayerwiseError, cache_dir as _cache_dir, data_file
+from .config import LayerwiseError, data_file
+from .config import cache_dir as _cache_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOT, PAD, MASK = "<|endoftext|>", "<|pad|>", "<|mask|>"
 SPECIAL_TOKENS = (EOT, PAD, MASK)
@@ -151,7 +156,7 @@ def is_heldout_question(question: str) -> bool:
 
 
 #: operand digits of the bare problems. With 2-4 digits (and 3% of the stream) the gpu triplet stayed at
-#: chance; with 2-3 digits (12%) ar reached 17% and the diffusion models 0% (issue 3's note): 2 digits.
+#: chance; with 2-3 digits (12%) ar reached 17% and the diffusion models 0%: 2 digits.
 ARITH_DIGITS = (2, 2)
 
 
@@ -263,7 +268,7 @@ def iter_xz_chunks(path: Path, chunk_chars: int = 1 << 22) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, split_digits: bool = True) -> "PreTrainedTokenizerFast":  # noqa: F821
+def train_tokenizer(texts: Iterable[str], vocab_size: int, split_digits: bool = True) -> PreTrainedTokenizerFast:
     """Byte-level BPE (``tokenizers``) with ``<|endoftext|>`` (bos/eos), ``<|pad|>``, ``<|mask|>``.
 
     ``split_digits``: every digit is its own token (as in LLaMA's and Qwen's tokenizers), so that a
@@ -285,7 +290,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, split_digits: bool = 
     return wrap_tokenizer(tok)
 
 
-def wrap_tokenizer(tok: Any) -> "PreTrainedTokenizerFast":  # noqa: F821
+def wrap_tokenizer(tok: Any) -> PreTrainedTokenizerFast:
     """A ``tokenizers.Tokenizer`` as a transformers tokenizer that ``AutoTokenizer`` reloads."""
     from transformers import PreTrainedTokenizerFast
 
@@ -502,7 +507,8 @@ def prepare(spec: DataSpec, *, data_dir: str | os.PathLike | None = None,
     text_rows = _pack(np.asarray(text_flat), spec.seq_len, dtype)
 
     n_arith_rows = int(round(spec.arith_frac / (1 - spec.arith_frac) * len(text_rows)))
-    arith_path = root / "tokens" / f"{_sha('arith', spec.seed, n_arith_rows, spec.seq_len, tsha, ARITH_DIGITS)[:24]}.npy"
+    arith_key = _sha("arith", spec.seed, n_arith_rows, spec.seq_len, tsha, ARITH_DIGITS)[:24]
+    arith_path = root / "tokens" / f"{arith_key}.npy"
 
     def build_arith() -> np.ndarray:
         need = n_arith_rows * spec.seq_len
@@ -558,8 +564,10 @@ def eval_sequences(tokenizer: Any, preset_or_source: str, n_seqs: int, seq_len: 
             ids = np.concatenate([ids, encode(tokenizer, docs)])
         return torch.from_numpy(ids[:need].astype(np.int64).reshape(n_seqs, seq_len))
     f = data_file(GUTENBERG_HELDOUT, data_dir)
-    path = _cache_dir(cache_dir) / "data" / "tokens" / f"heldout-{_sha(file_sha256(f), tokenizer_sha(tokenizer))[:24]}.npy"
-    flat = np.asarray(_cached_array(path, lambda: encode(tokenizer, _split_docs(read_xz_text(f))).astype(np.int32), False))
+    key = _sha(file_sha256(f), tokenizer_sha(tokenizer))[:24]
+    path = _cache_dir(cache_dir) / "data" / "tokens" / f"heldout-{key}.npy"
+    flat = np.asarray(_cached_array(path, lambda: encode(tokenizer, _split_docs(read_xz_text(f))).astype(np.int32),
+                                    False))
     n_windows = len(flat) // seq_len
     if n_windows < n_seqs:
         raise LayerwiseError(f"the held-out corpus has {n_windows} windows of {seq_len} tokens, fewer than "

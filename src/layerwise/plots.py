@@ -8,12 +8,13 @@ line before reading its legend.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
+from matplotlib.rcsetup import cycler
 
 #: Autoregressive models: blues. Diffusion models: reds / oranges (ar2dlm is AR-initialised diffusion,
 #: so it sits between, in orange).
@@ -96,8 +97,8 @@ def style() -> None:
         "legend.frameon": False,
         "legend.fontsize": 9,
         "lines.linewidth": 1.8,
-        "axes.prop_cycle": mpl.cycler(color=["#0072B2", "#D55E00", "#009E73", "#CC79A7",
-                                             "#E69F00", "#56B4E9", "#F0E442", "#000000"]),
+        "axes.prop_cycle": cycler(color=["#0072B2", "#D55E00", "#009E73", "#CC79A7",
+                                         "#E69F00", "#56B4E9", "#F0E442", "#000000"]),
     })
 
 

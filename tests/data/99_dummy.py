@@ -29,12 +29,13 @@ n_points = 5          # points on the dummy curve
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
+from layerwise.params import coerce_injected
 
+coerce_injected(globals(), "99_dummy")  # values papermill injected as text get their parameters' types
 provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=preset, device=device)
 
 # %%
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np

@@ -1,0 +1,88 @@
+"""``layerwise-book`` (also ``python -m layerwise.book``): run chapters, build sites, refresh references."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..config import LayerwiseError
+from .chapters import discover_chapters, parse_overrides, profiles_in
+from .paths import NOTEBOOKS_ENV, locate
+from .runner import refresh_reference, run
+from .site import PUBLISHED_PROFILE, build_site, publish
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="layerwise-book", description="The book's runner: execute chapters with "
+                                "papermill, build the site with jupyter-book.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--notebooks", default=None,
+                        help=f"folder of NN_name.py chapters (default: ${NOTEBOOKS_ENV}, else ./notebooks)")
+        sp.add_argument("--profiles-dir", default=None, help="folder of <profile>.yaml (default: NOTEBOOKS/profiles)")
+        sp.add_argument("--out", default=None,
+                        help="output folder of the profile (default: _build/<profile> beside NOTEBOOKS)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("run", help="execute chapters with papermill (skips unchanged ones)")
+    r.add_argument("--profile", default="tiny", help="tiny (default), gpu or paper")
+    r.add_argument("--chapters", nargs="+", default=None, help="names or NN prefixes; default: all")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter (value parsed as YAML); repeatable")
+    r.add_argument("--cache-dir", default=None,
+                   help="artefact cache (default: $LAYERWISE_CACHE_DIR, else ~/.cache/layerwise)")
+    r.add_argument("--force", action="store_true", help="run even unchanged chapters")
+    r.add_argument("--build", action="store_true", help="then build the profile's site")
+    r.add_argument("--publish", action="store_true", help="gpu profile only: copy the notebooks to book/chapters/")
+    r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's, python3)")
+    common(r)
+
+    b = sub.add_parser("build", help="build a profile's site with jupyter-book (execution off, -W)")
+    b.add_argument("--profile", default="tiny")
+    b.add_argument("--published", action="store_true",
+                   help="build the published book (book/ with the root _config.yml/_toc.yml) into _build/gpu/html")
+    common(b)
+
+    f = sub.add_parser("refresh-reference", help="run the tiny profile and copy its notebooks to tests/notebooks/")
+    f.add_argument("--chapters", nargs="+", default=None)
+    f.add_argument("--dest", default=None, help="default: tests/notebooks beside NOTEBOOKS")
+    common(f)
+
+    ls = sub.add_parser("list", help="list chapters and profiles")
+    common(ls)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = not args.no_progress
+    nb = args.notebooks
+    try:
+        if args.command == "run":
+            if args.publish and args.profile != PUBLISHED_PROFILE:  # say so before hours of running
+                publish(args.profile, out=args.out, notebooks_dir=nb)
+            run(args.profile, chapters=args.chapters, overrides=parse_overrides(args.param), out=args.out,
+                notebooks_dir=nb, profiles_dir=args.profiles_dir, cache=args.cache_dir,
+                force=args.force, kernel=args.kernel, progress=progress)
+            if args.publish:
+                for p in publish(args.profile, out=args.out, notebooks_dir=nb):
+                    print(f"published {p}")
+            if args.build:
+                print(f"site: {build_site(args.profile, out=args.out, published=args.publish, notebooks_dir=nb)}")
+        elif args.command == "build":
+            profile = PUBLISHED_PROFILE if args.published else args.profile
+            print(f"site: {build_site(profile, out=args.out, published=args.published, notebooks_dir=nb)}")
+        elif args.command == "refresh-reference":
+            for p in refresh_reference(chapters=args.chapters, dest=args.dest, notebooks_dir=nb,
+                                       profiles_dir=args.profiles_dir, out=args.out, progress=progress):
+                print(f"reference {p}")
+        elif args.command == "list":
+            layout = locate(nb)
+            print("chapters:", ", ".join(discover_chapters(layout.notebooks)) or "(none)")
+            print("profiles:", ", ".join(profiles_in(args.profiles_dir or layout.profiles)) or "(none)")
+    except LayerwiseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
