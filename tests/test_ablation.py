@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from layerwise.ablation import (
     ablate_channels,
     ablation_conditions,
+    ablation_effect,
     channel_means,
     distinct_n,
     exact_match,
@@ -17,7 +18,6 @@ from layerwise.ablation import (
     longest_loop,
     random_control_channels,
     repeated_ngram_share,
-    ablation_effect,
     run_conditions,
     text_metrics,
 )
@@ -222,7 +222,8 @@ def test_run_conditions_and_effect_ci():
     assert eff.ci[0] <= eff.diff + 1e-12 and eff.diff <= eff.ci[1] + 1e-12
     # the effect is outlier minus mean control, computed by hand from the table
     sub = df[df.scope == "all"]
-    by_hand = sub[sub.kind == "outlier"].rep_1.mean() - sub[sub.kind == "control"].groupby("prompt_id").rep_1.mean().mean()
+    controls = sub[sub.kind == "control"].groupby("prompt_id").rep_1.mean()
+    by_hand = sub[sub.kind == "outlier"].rep_1.mean() - controls.mean()
     assert eff.diff == pytest.approx(by_hand)
 
 

@@ -10,8 +10,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from layerwise import compress as C
-from layerwise.config import LayerwiseError
 from layerwise.arch import LayerAdapter
+from layerwise.config import LayerwiseError
 from layerwise.models import wrap
 
 VOCAB, D, F, L = 64, 32, 64, 4
@@ -343,9 +343,9 @@ def test_blockwise_mixed_layer_types_diffusion_gemma():
     """DiffusionGemma mixes sliding-window and full-attention blocks, each with its own mask and rotary
     tables: the loop must replay every block with its own arguments (captured through ``lm.logits``,
     which feeds the tokens to the denoiser), so its block outputs equal those of a hooked forward."""
-    from test_models import V as GV, diffusion_gemma
-
     from layerwise.arch import LayerAdapter
+    from test_models import V as GV
+    from test_models import diffusion_gemma
 
     lm = wrap(diffusion_gemma(), None, "dlm")
     assert C.mixed_layer_types(lm) and not C.mixed_layer_types(tiny_llama())

@@ -122,7 +122,8 @@ def brute_channels(lm, x):
     hs = []
     for i, blk in enumerate(lm.model.model.layers):
         hs.append(blk.input_layernorm.register_forward_hook(lambda _m, _a, o, i=i: got["attn_input"].__setitem__(i, o)))
-        hs.append(blk.register_forward_hook(lambda _m, _a, o, i=i: got["residual"].__setitem__(i, o[0] if isinstance(o, tuple) else o)))
+        hs.append(blk.register_forward_hook(
+            lambda _m, _a, o, i=i: got["residual"].__setitem__(i, o[0] if isinstance(o, tuple) else o)))
     try:
         with torch.no_grad():
             lm.model(input_ids=x)
@@ -254,17 +255,3 @@ def test_probe_pass_combines_probes_in_one_forward():
     np.testing.assert_allclose(both.token_similarity.sim, token_similarity(lm, x, max_distance=3).sim)
     np.testing.assert_allclose(both.channel_stats["attn_input"].max_abs,
                                channel_stats(lm, x, where="attn_input")["attn_input"].max_abs)
-
-
-def test_paired_bootstrap_interval():
-    from layerwise.probes import paired_bootstrap
-
-    rng = np.random.default_rng(0)
-    a = rng.normal(1.0, 0.1, size=(200, 3))
-    b = a - 0.5 + rng.normal(0, 0.01, size=(200, 3))  # paired: the difference is very precise
-    v, (lo, hi) = paired_bootstrap(lambda x, y: (x - y).mean(), a, b, n_boot=300)
-    assert lo < v < hi and hi - lo < 0.01
-    _, (lo_u, hi_u) = paired_bootstrap(lambda x, y: x.mean() - y.mean(), a, b, n_boot=300, paired=False)
-    assert hi_u - lo_u > hi - lo  # unpaired ignores the pairing: wider
-    with pytest.raises(LayerwiseError, match="same input_ids"):
-        paired_bootstrap(lambda x, y: 0.0, a, b[:10])

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from layerwise.config import LayerwiseError
-from layerwise.models import LoadedModel, ModelSpec, Family, wrap
 from layerwise import sampling as S
-
-from oracles.llada_reference import get_num_transfer_tokens, reference_diffusion_generate as reference
+from layerwise.config import LayerwiseError
+from layerwise.models import Family, LoadedModel, ModelSpec, wrap
+from oracles.llada_reference import get_num_transfer_tokens
+from oracles.llada_reference import reference_diffusion_generate as reference
 
 VOCAB = 97
 MASK = VOCAB - 1

@@ -171,7 +171,8 @@ def test_flops_fraction():
     assert f2 == pytest.approx(2 * per_block[0] / (6 * per_block[0] + head))
     assert 0 < f2 < 2 / 6  # the LM head is never skipped
     # the per-block count equals the Linear parameter count x 2T plus attention's 4 T^2 d
-    n_lin = sum(p.numel() for n, p in lm.adapter.get_blocks(lm.model)[0].named_parameters() if n.endswith("proj.weight"))
+    block0 = lm.adapter.get_blocks(lm.model)[0]
+    n_lin = sum(p.numel() for n, p in block0.named_parameters() if n.endswith("proj.weight"))
     assert per_block[0] == 2 * 16 * n_lin + 4 * 16 * 16 * 32
 
 

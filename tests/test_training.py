@@ -204,7 +204,7 @@ def test_flash_sdpa_under_compile_drops_the_traced_mask(objective):
 
     from transformers import masking_utils as mu
 
-    from layerwise.models import flash_sdpa_under_compile
+    from layerwise.training import flash_sdpa_under_compile
 
     tok = D.train_tokenizer(["What is 12 + 34? Answer: 46"] * 40, 300)
     model = T.init_model(T.get_preset("test"), tok, objective).eval()

@@ -26,7 +26,7 @@ from torch import nn
 
 from .arch import ADAPTERS, Architecture, LayerAdapter, detect_architecture, infer_adapter
 from .config import LayerwiseError, resolve_device, resolve_dtype
-from .diffusion import Family
+from .diffusion import Family, find_mask_token_id
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,7 @@ def wrap(model: nn.Module, tokenizer: Any, family: Family | str, *, mask_token_i
         ad = ADAPTERS[adapter]
     else:
         ad = adapter or infer_adapter(model)
-    if mask_token_id is None and tokenizer is not None:
-        mask_token_id = getattr(tokenizer, "mask_token_id", None)
+    mask_token_id = find_mask_token_id(mask_token_id, tokenizer)
     if family.is_diffusion and ad.noise == "mask" and mask_token_id is None:
         raise LayerwiseError(
             "a diffusion model needs a mask token id: the tokenizer has no mask token; "
@@ -357,5 +356,5 @@ def load(model_id: str, *, device: str | torch.device = "auto", dtype: str | tor
     if not registered:
         log.warning("model %s is not in the registry: inferred layer adapter %r from its %s (family %s)",
                     model_id, ad.name, "config" if arch is not None else "module names", spec.family.value)
-    mask = spec.mask_token_id if spec.mask_token_id is not None else getattr(tok, "mask_token_id", None)
+    mask = find_mask_token_id(spec.mask_token_id, tok)
     return wrap(model, tok, spec.family, mask_token_id=mask, adapter=ad, model_id=model_id, spec=spec)

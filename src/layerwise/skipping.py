@@ -14,14 +14,15 @@ says which share of a forward pass's FLOPs a configuration removes.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import LayerwiseError
 from .arch import get_path, set_path
+from .config import LayerwiseError
 from .models import LoadedModel
 
 STRATEGIES = ("redundant", "early", "late", "uniform", "random")
@@ -37,12 +38,15 @@ def _check_indices(indices: Sequence[int], n_layers: int) -> list[int]:
     idx = [int(i) for i in idx]
     bad = [i for i in idx if not 0 <= i < n_layers]
     if bad:
-        raise LayerwiseError(f"layer indices {bad} are out of range: this model has {n_layers} layers, use 0..{n_layers - 1}")
+        raise LayerwiseError(f"layer indices {bad} are out of range: this model has {n_layers} layers, "
+                             f"use 0..{n_layers - 1}")
     dup = sorted({i for i in idx if idx.count(i) > 1})
     if dup:
-        raise LayerwiseError(f"layer indices {dup} are given more than once: pass each of 0..{n_layers - 1} at most once")
+        raise LayerwiseError(f"layer indices {dup} are given more than once: pass each of 0..{n_layers - 1} "
+                             "at most once")
     if len(idx) >= n_layers:
-        raise LayerwiseError(f"cannot skip all {n_layers} layers: keep at least one (skip at most {n_layers - 1} of 0..{n_layers - 1})")
+        raise LayerwiseError(f"cannot skip all {n_layers} layers: keep at least one (skip at most {n_layers - 1} "
+                             f"of 0..{n_layers - 1})")
     return sorted(idx)
 
 
@@ -87,8 +91,8 @@ def skip_layers(lm: LoadedModel, indices: Sequence[int]) -> Iterator[list[int]]:
         yield skip
     finally:
         set_path(model, ad.blocks, blocks)
-        for blk, old in old_idx:
-            set_path(blk, ad.attn_layer_idx, old)
+        for blk, old in old_idx:  # filled only when the adapter has an attn_layer_idx path
+            set_path(blk, str(ad.attn_layer_idx), old)
         for k, v in old_cfg.items():
             if v is _MISSING:
                 if k in getattr(cfg, "__dict__", {}):
@@ -157,8 +161,8 @@ def block_flops(lm: LoadedModel, seq_len: int) -> tuple[list[float], float]:
         f = sum(2.0 * T * m.in_features * m.out_features for m in lins.values())
         d_q = lins["q"].out_features if "q" in lins else lins["qkv"].out_features / 3
         per_block.append(f + 4.0 * T * T * d_q)
-    head = lm.adapter.get_lm_head(lm.model)
-    return per_block, 2.0 * T * head.in_features * head.out_features
+    head: Any = lm.adapter.get_lm_head(lm.model)  # a Linear (or Linear-like) module
+    return per_block, 2.0 * T * int(head.in_features) * int(head.out_features)
 
 
 def flops_fraction(lm: LoadedModel, indices: Sequence[int], seq_len: int = 2048) -> float:

@@ -13,7 +13,7 @@ import torch
 
 from .config import LayerwiseError, resolve_device
 from .models import LoadedModel, load
-from .training import OBJECTIVES, ensure_triplet
+from .training import ensure_triplet
 
 
 def load_subjects(models: list[str] | tuple[str, ...] = (), preset: str = "tiny", *,
@@ -35,7 +35,7 @@ def load_subjects(models: list[str] | tuple[str, ...] = (), preset: str = "tiny"
         raise LayerwiseError(f"models must be a list of ids, got the string {models!r}: write [{models!r}]")
     if not models:
         paths = ensure_triplet(preset, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress)
-        return {o: load(str(paths[o]), device=device, dtype=dtype) for o in OBJECTIVES}
+        return {o: load(str(paths[o]), device=device, dtype=dtype) for o in paths}
     out: dict[str, LoadedModel] = {}
     for m in models:
         if m in out:

@@ -1,0 +1,162 @@
+"""Log-likelihoods: exact for autoregressive models, LLaDA's Monte-Carlo ELBO for diffusion models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import LayerwiseError
+from ..diffusion import Family, logit_positions, stratified_mask
+from ..models import LoadedModel
+from .common import _mask_id, _model_logits, _none_if_full, sliced_lm_head
+
+
+def _check_pairs(context_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]]) -> None:
+    if len(context_ids) != len(continuation_ids):
+        raise LayerwiseError(
+            f"{len(context_ids)} contexts but {len(continuation_ids)} continuations: pass one context per continuation"
+        )
+    for i, c in enumerate(continuation_ids):
+        if len(c) == 0:
+            raise LayerwiseError(f"continuation {i} is empty: every request needs at least one token to score")
+
+
+@torch.no_grad()
+def ar_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
+                     continuation_ids: Sequence[Sequence[int]], *, batch_size: int = 16,
+                     progress: bool = False) -> list[tuple[float, bool]]:
+    """Exact ``sum_t log p(cont_t | ctx, cont_<t)`` and whether greedy decoding reproduces ``cont``.
+
+    Requests are batched with right padding (harmless for a causal model); the log-softmax is taken in
+    float32 on the continuation positions only. Contexts must be non-empty (prepend a BOS/EOS token, as
+    lm-eval does, to score a text from its first token).
+    """
+    _check_pairs(context_ids, continuation_ids)
+    for i, c in enumerate(context_ids):
+        if len(c) == 0:
+            raise LayerwiseError(
+                f"context {i} is empty: an AR model cannot score the first token; prepend the tokenizer's "
+                "BOS or EOS id to the context"
+            )
+    dev = lm.device
+    results: list[tuple[float, bool]] = []
+    order = range(0, len(context_ids), batch_size)
+    for s in tqdm(order, desc="AR log-likelihood", disable=not progress, leave=False):
+        ctxs, conts = context_ids[s:s + batch_size], continuation_ids[s:s + batch_size]
+        seqs = [list(a) + list(c) for a, c in zip(ctxs, conts)]
+        inputs = [q[:-1] for q in seqs]  # the last token is only predicted, never an input
+        width = max(len(q) for q in inputs)
+        ids = torch.zeros(len(inputs), width, dtype=torch.long)
+        am = torch.zeros(len(inputs), width, dtype=torch.long)
+        for r, q in enumerate(inputs):
+            ids[r, :len(q)] = torch.tensor(q)
+            am[r, :len(q)] = 1
+        logits = _model_logits(lm, ids.to(dev), _none_if_full(am.to(dev)))
+        for r, (a, c) in enumerate(zip(ctxs, conts)):
+            raw = logit_positions(torch.arange(len(a), len(a) + len(c), device=dev), lm.family)
+            lp = F.log_softmax(logits[r, raw].float(), dim=-1)  # [T, V]: position len(a) + t predicts c[t]
+            tgt = torch.tensor(list(c), device=dev)
+            results.append((float(lp.gather(-1, tgt[:, None]).sum()), bool((lp.argmax(-1) == tgt).all())))
+    return results
+
+
+
+@torch.no_grad()
+def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
+                            continuation_ids: Sequence[Sequence[int]], *, n_samples: int = 128,
+                            batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[float]:
+    """LLaDA's Monte-Carlo estimate of ``log p(cont | ctx)`` (a lower bound: the ELBO).
+
+    For each request, ``n_samples`` noisy copies mask a sampled fraction ``t`` of the continuation only;
+    the estimate is ``-mean over copies of sum_masked CE / t``. Logits are aligned for shifted-logit
+    models. The randomness restarts from ``seed`` for every request, so continuations of one context are
+    compared under the same masks (common random numbers) and the value of a request does not depend on
+    its neighbours. The LM head runs on the continuation positions only.
+    """
+    _check_pairs(context_ids, continuation_ids)
+    if n_samples < 1 or batch_size < 1:
+        raise LayerwiseError(f"n_samples={n_samples} and batch_size={batch_size} must be >= 1")
+    mid = _mask_id(lm)
+    dev = lm.device
+    out: list[float] = []
+    with sliced_lm_head(lm) as logits_at:
+        pairs = list(zip(context_ids, continuation_ids))
+        for ctx, cont in tqdm(pairs, desc="diffusion log-likelihood", disable=not progress, leave=False):
+            gen = torch.Generator().manual_seed(seed)  # CPU: the same masks on any device
+            p, t = len(ctx), len(cont)
+            seq = torch.tensor(list(ctx) + list(cont), dtype=torch.long, device=dev)
+            target = seq[p:]
+            positions = torch.arange(p, p + t, device=dev)
+            total = 0.0
+            for s in range(0, n_samples, batch_size):
+                n = min(batch_size, n_samples - s)
+                is_mask, p_mask = stratified_mask(n, t, gen)
+                is_mask, p_mask = is_mask.to(dev), p_mask.to(dev)
+                noisy = seq.repeat(n, 1)
+                noisy[:, p:] = torch.where(is_mask, mid, target)
+                logits = logits_at(noisy, None, positions)  # [n, T, V], aligned to the continuation
+                ce = F.cross_entropy(logits.float().transpose(1, 2), target.expand(n, t), reduction="none")
+                total += float(((ce * is_mask) / p_mask[:, None]).sum())
+            out.append(-total / n_samples)
+    return out
+
+
+@torch.no_grad()
+def _diffusion_is_greedy(lm: LoadedModel, ctx: Sequence[int], cont: Sequence[int]) -> bool:
+    """Whether one step on the fully masked continuation predicts it exactly (argmax at every position)."""
+    mid = _mask_id(lm)
+    dev = lm.device
+    seq = torch.tensor([list(ctx) + [mid] * len(cont)], dtype=torch.long, device=dev)
+    pos = torch.arange(len(ctx), len(ctx) + len(cont), device=dev)
+    with sliced_lm_head(lm) as logits_at:
+        pred = logits_at(seq, None, pos)[0].argmax(-1)
+    return bool((pred == torch.tensor(list(cont), device=dev)).all())
+
+
+def loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
+                  continuation_ids: Sequence[Sequence[int]], **kw: Any) -> list[tuple[float, bool]]:
+    """``(log p(cont | ctx), is_greedy)`` per request, dispatched on ``lm.family``.
+
+    ``ar``: exact (:func:`ar_loglikelihood`). Diffusion: the Monte-Carlo ELBO
+    (:func:`diffusion_loglikelihood`, keyword arguments passed on), and ``is_greedy`` is whether one
+    denoising step from the fully masked continuation predicts every token of it.
+    """
+    if lm.family is Family.AR:
+        return ar_loglikelihood(lm, context_ids, continuation_ids, **kw)
+    lls = diffusion_loglikelihood(lm, context_ids, continuation_ids, **kw)
+    return [(ll, _diffusion_is_greedy(lm, a, c)) for ll, a, c in zip(lls, context_ids, continuation_ids)]
+
+
+def rolling_loglikelihood(lm: LoadedModel, token_ids: Sequence[int], *, max_length: int,
+                          n_samples: int = 128, prefix_token_id: int | None = None, **kw: Any) -> float:
+    """Log-likelihood of a whole document, in windows of at most ``max_length`` tokens.
+
+    Windows are lm-eval's (``get_rolling_token_windows`` with context 1, made disjoint): each token is
+    scored once, conditioned on up to ``max_length`` preceding tokens, the first on ``prefix_token_id``
+    (default: the tokenizer's BOS, else EOS). AR sums exact log-likelihoods; diffusion sums the ELBO of
+    each window (``n_samples`` Monte-Carlo samples each), a lower bound.
+    """
+    try:
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+    except ImportError as e:  # pragma: no cover - lm-eval is an optional extra
+        raise LayerwiseError("rolling_loglikelihood uses lm-eval's windows: pip install 'layerwise[eval]'") from e
+    if max_length < 1:
+        raise LayerwiseError(f"max_length={max_length} must be >= 1")
+    if prefix_token_id is None:
+        tok = lm.tokenizer
+        if tok is not None:
+            prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if prefix_token_id is None:
+        raise LayerwiseError("no prefix token: pass prefix_token_id=... (the tokenizer has no BOS or EOS token)")
+    windows = [make_disjoint_window(w) for w in
+               get_rolling_token_windows(list(token_ids), prefix_token_id, max_length, 1)]
+    if not windows:
+        return 0.0
+    ctxs, conts = [w[0] for w in windows], [w[1] for w in windows]
+    if lm.family is Family.AR:
+        return sum(ll for ll, _ in ar_loglikelihood(lm, ctxs, conts, **kw))
+    return sum(diffusion_loglikelihood(lm, ctxs, conts, n_samples=n_samples, **kw))

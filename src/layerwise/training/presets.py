@@ -1,0 +1,181 @@
+"""Triplet presets (data, architecture, budget, optimisation) and the model they build."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from .. import data as D
+from ..config import LayerwiseError
+from ..diffusion import Objective
+
+#: H100 SXM dense bf16 peak (FLOP/s) used for MFU unless told otherwise
+H100_BF16_PEAK = 989e12
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A triplet configuration: data, architecture, budget and optimisation.
+
+    ``batch_size`` is sequences per optimizer step; ``micro_batch`` splits it into gradient
+    accumulation steps (results do not depend on it up to float rounding, so it is left out of the
+    config hash, as are ``compile``, ``ckpt_every`` and ``log_every``).
+    """
+
+    name: str
+    data: D.DataSpec
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_mlp: int
+    tokens: int  # training tokens per model
+    batch_size: int
+    micro_batch: int
+    lr: float = 3e-3
+    min_lr_frac: float = 0.1
+    warmup_frac: float = 0.03
+    decay_frac: float = 0.2
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eps: float = 1e-3  # LLaDA's minimum mask probability
+    branch_frac: float = 0.75  # where ar2dlm branches off the ar run
+    snapshot_fracs: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    seed: int = 0
+    compile: bool | Literal["auto"] = "auto"
+    ckpt_every: int = 100
+    log_every: int = 10
+    val_seqs: int = 32
+    #: torch CPU threads while training on CPU (None = leave as is). Small models run faster on one
+    #: thread than on two busy-waiting OpenMP threads when the cores are shared (measured ~10x).
+    cpu_threads: int | None = 1
+
+    @property
+    def seq_len(self) -> int:
+        return self.data.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.tokens // (self.batch_size * self.seq_len))
+
+    @property
+    def branch_step(self) -> int:
+        return max(1, round(self.branch_frac * self.total_steps))
+
+    def snapshot_steps(self) -> list[int]:
+        steps = {max(1, round(f * self.total_steps)) for f in self.snapshot_fracs} | {self.branch_step}
+        return sorted(steps)
+
+    def config_hash(self) -> str:
+        d = asdict(self)
+        for k in ("micro_batch", "compile", "ckpt_every", "log_every", "cpu_threads"):
+            d.pop(k)
+        d["data"]["arith_digits"] = D.ARITH_DIGITS  # the arithmetic distribution shapes the training stream
+        return D._sha(d)[:16]
+
+    def validate(self) -> None:
+        if self.batch_size % self.micro_batch:
+            raise LayerwiseError(f"batch_size={self.batch_size} must be a multiple of micro_batch={self.micro_batch}")
+        if self.d_model % self.n_heads:
+            raise LayerwiseError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if not 0 < self.branch_frac < 1:
+            raise LayerwiseError(f"branch_frac={self.branch_frac} must be in (0, 1)")
+        if self.branch_frac > 1 - self.decay_frac:
+            raise LayerwiseError(f"branch_frac={self.branch_frac} falls in the decay phase (last "
+                                 f"{self.decay_frac:.0%}): lower decay_frac or branch_frac")
+
+
+PRESETS: dict[str, Preset] = {
+    # the README default / CI / nbval: synthetic corpus, ~1 minute per model on 2 CPU cores
+    "tiny": Preset(name="tiny", data=D.DataSpec(source="synthetic", vocab_size=512, seq_len=128,
+                                                 synthetic_docs=4000, arith_frac=0.04,
+                                                 tokenizer_train_bytes=500_000),
+                   d_model=64, n_layers=4, n_heads=4, d_mlp=176, tokens=600_000, batch_size=16,
+                   micro_batch=16, lr=3e-3, ckpt_every=50, log_every=5),
+    # the test suite: seconds per model
+    "test": Preset(name="test", data=D.DataSpec(source="synthetic", vocab_size=320, seq_len=32,
+                                                 synthetic_docs=300, arith_frac=0.05,
+                                                 tokenizer_train_bytes=50_000),
+                   d_model=32, n_layers=2, n_heads=2, d_mlp=64, tokens=40 * 8 * 32, batch_size=8,
+                   micro_batch=4, lr=1e-2, warmup_frac=0.1, ckpt_every=10, log_every=2, val_seqs=8),
+    # the published book: Gutenberg, 12 layers, >= 100M tokens per model on one H100
+    # 25% arithmetic: at 3% the models stayed at chance on the arithmetic task
+    "gpu": Preset(name="gpu", data=D.DataSpec(source="gutenberg", vocab_size=16384, seq_len=512, arith_frac=0.25,
+                                               tokenizer_train_bytes=50_000_000),
+                  d_model=512, n_layers=12, n_heads=8, d_mlp=1408, tokens=100_000_000, batch_size=128,
+                  micro_batch=128, lr=2e-3, warmup_frac=0.02, ckpt_every=200, log_every=10, val_seqs=64),
+}
+
+
+def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
+    """A preset by name (or as given) with field overrides; data fields may be overridden too."""
+    if isinstance(preset, Preset):
+        p = preset
+    elif preset in PRESETS:
+        p = PRESETS[preset]
+    else:
+        raise LayerwiseError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)} or pass a Preset")
+    data_fields = {f.name for f in dataclasses.fields(D.DataSpec)}
+    preset_fields = {f.name for f in dataclasses.fields(Preset)}
+    top = {k: v for k, v in overrides.items() if k in preset_fields or k not in data_fields}
+    dat = {k: v for k, v in overrides.items() if k in data_fields}  # `seed` goes to both
+    bad = set(top) - preset_fields
+    if bad:
+        raise LayerwiseError(f"unknown preset field(s) {sorted(bad)}: Preset has "
+                             f"{[f.name for f in dataclasses.fields(Preset)]} and DataSpec {sorted(data_fields)}")
+    if dat:
+        top["data"] = dataclasses.replace(p.data, **dat)
+    p = dataclasses.replace(p, **top) if top else p
+    p.validate()
+    return p
+
+
+
+def model_config(preset: Preset, tokenizer: Any, objective: Objective | str, attn_implementation: str = "sdpa") -> Any:
+    """``LlamaConfig`` of the preset; only ``is_causal`` differs between objectives."""
+    from transformers import LlamaConfig
+
+    vocab = len(tokenizer)
+    vocab = -(-vocab // 64) * 64  # pad to a multiple of 64 for tensor-core friendly matmuls
+    kw: dict[str, Any] = dict(
+        vocab_size=vocab, hidden_size=preset.d_model, intermediate_size=preset.d_mlp,
+        num_hidden_layers=preset.n_layers, num_attention_heads=preset.n_heads, num_key_value_heads=preset.n_heads,
+        max_position_embeddings=preset.seq_len, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=attn_implementation)
+    cfg = LlamaConfig(**kw)
+    cfg.is_causal = Objective(objective).causal
+    return cfg
+
+
+def init_model(preset: Preset, tokenizer: Any, objective: Objective | str,
+               attn_implementation: str = "sdpa") -> torch.nn.Module:
+    """A freshly initialised model; identical weights for every objective (seeded, same shapes)."""
+    from transformers import LlamaForCausalLM
+
+    cfg = model_config(preset, tokenizer, objective, attn_implementation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(preset.seed)
+        return LlamaForCausalLM(cfg)
+
+
+def n_params(model: torch.nn.Module, non_embedding: bool = True) -> int:
+    """Parameter count; ``non_embedding`` drops the input embedding (the LM head matmul is compute)."""
+    hf: Any = model  # a transformers model (nn.Module's typing does not know its methods)
+    emb = hf.get_input_embeddings().weight.numel() if non_embedding else 0
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token: ``6 * N_nonembedding + 12 * n_layers * d_model * seq_len``.
+
+    The second term is attention's score and value matmuls (PaLM's appendix B convention, counted
+    in full even for causal masks).
+    """
+    hf: Any = model  # a transformers model: nn.Module's typing does not know its config
+    c = hf.config
+    return 6.0 * n_params(model) + 12.0 * c.num_hidden_layers * c.hidden_size * seq_len
+
