@@ -299,14 +299,11 @@ def wrap_tokenizer(tok: Any) -> PreTrainedTokenizerFast:
 
 
 def require_mask_token(tokenizer: Any, objective: str) -> int:
-    """The mask id a diffusion objective needs; error if the tokenizer has none."""
-    mid = getattr(tokenizer, "mask_token_id", None)
-    if mid is None:
-        raise LayerwiseError(
-            f"objective {objective!r} is a masked-diffusion objective but the tokenizer has no mask token: "
-            f"add {MASK!r} as its mask_token (layerwise.data.train_tokenizer does) or use objective='ar'"
-        )
-    return int(mid)
+    """The mask id a diffusion objective needs; error if the tokenizer has none
+    (:func:`layerwise.diffusion.mask_token_id`)."""
+    from .diffusion import mask_token_id
+
+    return mask_token_id(tokenizer, purpose=f"objective {str(objective)!r}", alternative="objective='ar'")
 
 
 def encode(tokenizer: Any, texts: Sequence[str], batch: int = 4096) -> np.ndarray:
