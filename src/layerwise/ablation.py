@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import LayerwiseError
 from .arch import LayerAdapter, check_layer_index
+from .config import LayerwiseError
 from .models import LoadedModel
 from .stats import two_level_bootstrap
 
@@ -48,7 +49,8 @@ Layers = Sequence[int] | Literal["all"]
 
 def hidden_size(lm: LoadedModel) -> int:
     """``d_model``, read from the embedding matrix ``[vocab, d_model]`` (works for every adapter)."""
-    return int(lm.adapter.get_embed(lm.model).weight.shape[-1])
+    emb: Any = lm.adapter.get_embed(lm.model)  # an Embedding (or Embedding-like) module
+    return int(emb.weight.shape[-1])
 
 
 def resolve_layers(lm: LoadedModel, layers: Layers) -> list[int]:
@@ -363,7 +365,7 @@ def ablation_conditions(target_channel: int, scopes: dict[str, Sequence[int] | L
     """The baseline, the outlier ablated at each layer scope, and one control per (scope, draw)."""
     conds = [Condition("none", "none")]
     for scope, layers in scopes.items():
-        lay = "all" if layers == "all" else tuple(layers)
+        lay: tuple[int, ...] | Literal["all"] = "all" if layers == "all" else tuple(layers)
         conds.append(Condition(f"outlier/{scope}", "outlier", (int(target_channel),), lay, scope))
         conds += [Condition(f"control/{scope}/{k}", "control", (int(c),), lay, scope, k)
                   for k, c in enumerate(control_channels)]
