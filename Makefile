@@ -29,7 +29,7 @@ book: $(INSTALLED)
 
 # ruff and mypy first (under a minute), then pytest; pytest's exit 5 ("no tests collected") fails like any other
 test: $(INSTALLED)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests notebooks benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_ARGS) tests/

@@ -73,7 +73,7 @@ from IPython.display import Markdown, display
 from layerwise import data, plots
 from layerwise.models import META_FILE
 from layerwise.results import metric, save_result
-from layerwise.training import OBJECTIVES, ensure_triplet, get_preset, read_log, run_dir
+from layerwise.training import ensure_triplet, get_preset, read_log, run_dir
 
 plots.style()
 if models:

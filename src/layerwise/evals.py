@@ -30,15 +30,18 @@ import random
 import re
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import LayerwiseError, cache_dir as _cache_dir, data_dir as _data_dir, data_file
+from .config import LayerwiseError, data_file
+from .config import cache_dir as _cache_dir
+from .config import data_dir as _data_dir
 from .models import LoadedModel
 from .stats import above_chance_pvalue, bootstrap_indices, paired_retention, retention_ratio
 
@@ -48,7 +51,7 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 #: A zero-argument callable returning a context manager that modifies the model in place and
 #: restores it on exit, e.g. ``lambda: skip_layers(lm, [3, 4])``.
-ContextManagerFactory = Callable[[], ContextManager[Any]]
+ContextManagerFactory = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 # ---------------------------------------------------------------------------------------------
