@@ -55,7 +55,7 @@ max_skip = 0                  # largest number of skipped blocks; 0 = a third of
 target_fraction = 0.1875      # paper A's configuration: 6 of 32 layers
 headline_strategy = "early"   # the strategy whose retention at ~18.75% goes to the claims ledger
 generation_task = "lw_arithmetic"
-likelihood_tasks = ["lw_gutenberg", "lw_arc_easy"]
+likelihood_tasks = ["lw_stories", "lw_stories_choice"]  # held-out loss + multiple choice (gpu: lw_gutenberg, lw_arc_easy)
 limit = 16                    # items per task (the same items for every configuration)
 gen_length = 16               # tokens generated per answer (the diffusion sampler's gen_length)
 batch_size = 16
@@ -141,7 +141,7 @@ evals["skipped"] = evals.intervention.map(lambda s: () if s == "unmodified" else
 
 # the metrics followed in the figures (one per task): exact match, bits per byte, accuracy; where a
 # task has several answer filters (GSM8K: strict-match, flexible-extract) the last one is kept
-FOLLOW = {generation_task: "exact_match", "lw_gutenberg": "bits_per_byte"}
+FOLLOW = {generation_task: "exact_match", "lw_gutenberg": "bits_per_byte", "lw_stories": "bits_per_byte"}
 evals = evals[evals.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
 evals = evals.drop_duplicates(["model", "intervention", "task", "metric"], keep="last")
 results = configs.merge(evals, on=["model", "skipped"], how="left")

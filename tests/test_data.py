@@ -197,3 +197,64 @@ def test_bad_source_and_missing_mask_token_errors(tiny_data: D.TrainData) -> Non
         D.require_mask_token(no_mask, "dlm")
     assert D.require_mask_token(tiny_data.tokenizer, "dlm") == tiny_data.tokenizer.mask_token_id
     assert math.isfinite(D.require_mask_token(tiny_data.tokenizer, "ar2dlm"))
+
+
+def test_story_tasks_are_heldout_well_formed_and_deterministic() -> None:
+    passages = D.story_passages(40)
+    choices = D.story_choices(200)
+    assert passages == D.story_passages(40) and choices == D.story_choices(200)
+    assert choices != D.story_choices(200, seed=1)
+    train = set(D.synthetic_documents(TINY.synthetic_docs, TINY.seed, "train"))
+    assert not {p["text"] for p in passages} & train  # never a training story
+    golds = []
+    for item in choices:
+        assert set(item) == {"query", "choices", "gold"} and len(set(item["choices"])) == 4
+        found = re.search(r"found a \w+ (\w+) near", item["query"])
+        assert found and item["choices"][item["gold"]] == found[1]  # the object the story found earlier
+        assert item["query"].endswith("asked about the")
+        assert not any(item["query"] in t for t in train)
+        golds.append(item["gold"])
+    assert {golds.count(k) for k in range(4)} <= set(range(35, 66))  # the gold position is uniform
+
+
+def test_story_tasks_evaluate_without_a_data_directory(tmp_path: Path, monkeypatch, tiny_data: D.TrainData) -> None:
+    """lw_stories and lw_stories_choice are written into the cache: no data directory, any model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from layerwise.evals import LOCAL_TASKS, evaluate
+    from layerwise.models import wrap
+
+    monkeypatch.delenv("LAYERWISE_DATA_DIR", raising=False)
+    assert all(v is None for t in ("lw_stories", "lw_stories_choice") for v in LOCAL_TASKS[t].files.values())
+    torch.manual_seed(0)
+    tok = tiny_data.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    lm = wrap(LlamaForCausalLM(cfg).eval(), tok, "ar")
+    res = evaluate(lm, ["lw_stories", "lw_stories_choice"], limit=4, batch_size=4, cache_dir=tmp_path)
+    assert res["n"] == {"lw_stories": 4, "lw_stories_choice": 4}
+    bpb = res["metrics"]["lw_stories"]["bits_per_byte,none"]
+    assert 0.5 < bpb < 20  # a random 2-block model: a real, finite loss on the stories
+    assert res["chance"]["lw_stories_choice"]["acc,none"] == pytest.approx(0.25)
+    written = sorted(p.name for p in (tmp_path / "eval_data").glob("*.jsonl"))
+    assert len(written) == 2 and all(n.startswith("stories") for n in written)
+
+
+def test_tiny_profile_chapters_need_no_data_files(monkeypatch, tmp_path: Path) -> None:
+    """Every lw_* task the tiny profile's chapters name is generated (no file of the data directory)."""
+    from layerwise import book
+    from layerwise.evals import LOCAL_TASKS, render_tasks
+
+    monkeypatch.delenv("LAYERWISE_DATA_DIR", raising=False)
+    named = set()
+    for plan in book.plan_run("tiny", out=tmp_path):
+        assert plan.parameters.get("data_dir", "") == "", plan.chapter
+        defaults = {k: p.default for k, p in book.chapters.schema(plan.nb, plan.chapter).items()}
+        for key in ("generation_task", "likelihood_tasks", "tasks", "headline_task"):
+            value = plan.parameters.get(key, defaults.get(key, []))
+            named |= {t for t in ([value] if isinstance(value, str) else value) if t.startswith("lw_")}
+    assert {"lw_stories", "lw_stories_choice", "lw_arithmetic"} <= named <= set(LOCAL_TASKS)
+    rendered = render_tasks(sorted(named), cache_dir=tmp_path / "cache")  # raises if one needs a data file
+    assert sorted(p.stem for p in rendered.glob("*.yaml")) == sorted(named)
+    with pytest.raises(LayerwiseError, match="LAYERWISE_DATA_DIR"):  # the check can fail: a data-dir task
+        render_tasks(["lw_gutenberg"], cache_dir=tmp_path / "cache")

@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 
 DATA_DIR_ENV = "LAYERWISE_DATA_DIR"
+DATA_MIRROR_ENV = "LAYERWISE_DATA_MIRROR"  #: folder or URL that `layerwise-book data fetch` tries first
+#: the command that downloads and verifies the data directory's files (layerwise.data.fetch)
+FETCH_HINT = "`layerwise-book data fetch --data-dir DIR` downloads and verifies them"
 CACHE_DIR_ENV = "LAYERWISE_CACHE_DIR"
 BENCHMARKS_DIR_ENV = "LAYERWISE_BENCHMARKS_DIR"  #: folder of the benchmark result tables (CSV, markdown)
 DTYPE_ENV = "LAYERWISE_DTYPE"  #: overrides what "auto" means (e.g. bfloat16 on CPU, to smoke-test bf16 paths)
@@ -39,26 +42,26 @@ def data_dir(path: str | os.PathLike | None = None, *, must_exist: bool = True) 
         p, origin = Path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}"
     elif must_exist:
         raise LayerwiseError(f"no data directory given: pass data_dir=... or set {DATA_DIR_ENV} to the folder "
-                             "holding corpus/ and benchmarks/")
+                             f"holding corpus/ and benchmarks/ ({FETCH_HINT})")
     else:
         return NO_DATA_DIR
     p = p.expanduser().resolve()
     if must_exist and not p.is_dir():
         raise LayerwiseError(
             f"data directory {p} (from {origin}) does not exist: pass data_dir=... or set "
-            f"{DATA_DIR_ENV} to the folder holding corpus/ and benchmarks/"
+            f"{DATA_DIR_ENV} to the folder holding corpus/ and benchmarks/ ({FETCH_HINT})"
         )
     return p
 
 
 def data_file(relative: str, path: str | os.PathLike | None = None) -> Path:
-    """A file inside the data directory, with an error naming the expected path if it is missing."""
+    """A file inside the data directory, with an error naming the file, the variable and the fetch command."""
     root = data_dir(path)
     f = root / relative
     if not f.is_file():
         raise LayerwiseError(
-            f"missing data file {f}: put it there, or point data_dir / ${DATA_DIR_ENV} at a folder "
-            f"that has {relative}"
+            f"missing data file {f}: run `layerwise-book data fetch --data-dir {root}` (it downloads and verifies "
+            f"the benchmark and corpus files), or point data_dir / ${DATA_DIR_ENV} at a folder that has {relative}"
         )
     return f
 

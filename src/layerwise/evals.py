@@ -104,6 +104,10 @@ LOCAL_TASKS: dict[str, LocalTask] = {t.name: t for t in [
               "held-out synthetic arithmetic (layerwise.data.arithmetic_heldout), generation, exact match"),
     LocalTask("lw_arithmetic_ll", {"arithmetic": None},
               "the same problems by likelihood: acc = greedy (AR) / one-pass oracle-length (diffusion) exact match"),
+    LocalTask("lw_stories", {"stories": None},
+              "held-out synthetic stories (layerwise.data.story_passages), rolling log-likelihood; no data dir"),
+    LocalTask("lw_stories_choice", {"stories_choice": None},
+              "multiple choice on held-out synthetic stories (layerwise.data.story_choices), arc format; no data dir"),
     LocalTask("lw_gutenberg", {"gutenberg": None},
               "held-out Gutenberg passages (corpus/gutenberg-heldout-10MB.txt.xz), rolling log-likelihood"),
     LocalTask("lw_lambada", {"lambada": "benchmarks/lambada_openai.jsonl"}, "LAMBADA (OpenAI)"),
@@ -119,6 +123,8 @@ LOCAL_TASKS: dict[str, LocalTask] = {t.name: t for t in [
 
 #: sources of the derived files
 GUTENBERG_HELDOUT = "corpus/gutenberg-heldout-10MB.txt.xz"
+#: items written to the generated story tasks' files (``limit`` picks the evaluated subset)
+STORY_ITEMS = 500
 PIQA_FILES = ("benchmarks/piqa_valid.jsonl", "benchmarks/piqa_valid-labels.lst")
 
 
@@ -205,6 +211,15 @@ def _derive(key: str, root: Path, out: Path, params: TaskParams) -> Path:
         path = out / f"arithmetic_heldout_d{digits}_n{params.arithmetic_n}_seed{params.arithmetic_seed}.jsonl"
         if not path.is_file():
             _jsonl(path, _arithmetic_rows(params.arithmetic_n, params.arithmetic_seed))
+        return path
+    if key in ("stories", "stories_choice"):  # generated: the file name carries a hash of its content
+        from .data import story_choices, story_passages
+
+        story_rows = (story_passages if key == "stories" else story_choices)(STORY_ITEMS)
+        tag = hashlib.sha1(json.dumps(story_rows).encode()).hexdigest()[:8]
+        path = out / f"{key}_heldout_n{STORY_ITEMS}_{tag}.jsonl"
+        if not path.is_file():
+            _jsonl(path, story_rows)
         return path
     if key == "gutenberg":
         src = data_file(GUTENBERG_HELDOUT, root)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..config import LayerwiseError
+from ..config import DATA_DIR_ENV, DATA_MIRROR_ENV, LayerwiseError
 from .chapters import discover_chapters, parse_overrides, profiles_in
 from .paths import NOTEBOOKS_ENV, locate
 from .runner import refresh_reference, run
@@ -52,13 +52,44 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list chapters and profiles")
     common(ls)
+
+    d = sub.add_parser("data", help="download (fetch) or verify (check) the benchmark and corpus files that the "
+                       "gpu and paper profiles read")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    for name, what in (("fetch", "download each missing or corrupt file, verify every file by sha256"),
+                       ("check", "verify the files by sha256, download nothing")):
+        x = dsub.add_parser(name, help=what)
+        x.add_argument("--data-dir", default=None, help=f"where the files go (default: ${DATA_DIR_ENV})")
+        x.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                       help="file names or groups (benchmarks, corpus); default: every file")
+        if name == "fetch":
+            x.add_argument("--mirror", default=None, metavar="DIR_OR_URL",
+                           help=f"tried first: a folder or URL holding the files by name (default: ${DATA_MIRROR_ENV})")
+            x.add_argument("--mirror-only", action="store_true", help="do not try the public URLs")
+            x.add_argument("--timeout", type=float, default=60.0, help="seconds per connection (default 60)")
     return p
+
+
+def _data(args: argparse.Namespace) -> int:
+    """``layerwise-book data fetch|check``: one line per file, a closing summary; 1 if any is missing."""
+    from ..data.fetch import check_files, fetch_files, summary
+
+    if args.data_command == "fetch":
+        statuses = fetch_files(args.data_dir, names=args.only, mirror=args.mirror, public=not args.mirror_only,
+                               timeout=args.timeout, echo=lambda line: print(line, flush=True))
+    else:
+        statuses = check_files(args.data_dir, names=args.only)
+        for st in statuses:
+            print(st.line())
+    ok = all(st.ok for st in statuses)
+    print(summary(statuses), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    progress = not args.no_progress
-    nb = args.notebooks
+    progress = not getattr(args, "no_progress", False)  # `data` has no chapters folder and no progress bars
+    nb = getattr(args, "notebooks", None)
     try:
         if args.command == "run":
             if args.publish and args.profile != PUBLISHED_PROFILE:  # say so before hours of running
@@ -78,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in refresh_reference(chapters=args.chapters, dest=args.dest, notebooks_dir=nb,
                                        profiles_dir=args.profiles_dir, out=args.out, progress=progress):
                 print(f"reference {p}")
+        elif args.command == "data":
+            return _data(args)
         elif args.command == "list":
             layout = locate(nb)
             print("chapters:", ", ".join(discover_chapters(layout.notebooks)) or "(none)")

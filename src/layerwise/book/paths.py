@@ -5,10 +5,10 @@ profiles (``profiles/<name>.yaml``); it takes their folder from ``--notebooks`` 
 Python), else ``$LAYERWISE_NOTEBOOKS``, else ``notebooks/`` in the current directory (a clone's root).
 The folder above it is the book's *root*, where a clone keeps the prose pages (``book/``), the site
 configuration (``_config.yml``, ``_toc.yml``), the benchmark tables (``benchmarks/results``), the
-reference notebooks (``tests/notebooks``) and the build output (``_build``). The offline data's
-conventional place, ``../shared/data`` beside the root, is used when no data directory is given and
-it exists. (The cache is the library's: ``$LAYERWISE_CACHE_DIR``, else ``~/.cache/layerwise``, so that
-``python -m layerwise.training`` and the runner share it.)
+reference notebooks (``tests/notebooks``) and the build output (``_build``). The data directory is
+never looked for beside the root: it is a parameter or ``$LAYERWISE_DATA_DIR``. (The cache is the
+library's: ``$LAYERWISE_CACHE_DIR``, else ``~/.cache/layerwise``, so that ``python -m
+layerwise.training`` and the runner share it.)
 """
 
 from __future__ import annotations
@@ -61,11 +61,6 @@ class BookLayout:
     @property
     def benchmarks(self) -> Path:
         return self.root / "benchmarks" / "results"
-
-    @property
-    def shared_data(self) -> Path:
-        """The offline data's conventional place beside a clone (used only if it exists)."""
-        return self.root.parent / "shared" / "data"
 
 
 def find_notebooks(notebooks_dir: str | os.PathLike | None = None) -> Path:

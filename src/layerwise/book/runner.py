@@ -8,7 +8,7 @@ again. Each executed notebook gets a banner cell saying which profile, models an
 
 Directories a chapter reads are passed in, never guessed by the library: the cache (``--cache-dir``,
 ``$LAYERWISE_CACHE_DIR``, else ``~/.cache/layerwise``), the data directory (``-p data_dir=``,
-``$LAYERWISE_DATA_DIR``, else ``../shared/data`` beside the root when it exists) and the benchmark
+``$LAYERWISE_DATA_DIR``; ``layerwise-book data fetch`` fills it) and the benchmark
 tables (``$LAYERWISE_BENCHMARKS_DIR``, else ``<root>/benchmarks/results``), as parameters and as the
 kernels' environment.
 """
@@ -101,8 +101,8 @@ def out_dir_for(profile: str, out: str | os.PathLike | None = None,
 
 
 def _data_dir(chapter: str, given: Any, layout: BookLayout, required: bool) -> str:
-    """The data directory a chapter gets: ``given``, ``$LAYERWISE_DATA_DIR``, ``../shared/data``
-    beside the root; "" when none exists and the profile does not require one."""
+    """The data directory a chapter gets: ``given``, else ``$LAYERWISE_DATA_DIR``; "" when none is
+    given and the profile does not require one (never a folder guessed beside ``layout``'s root)."""
     try:
         if given:
             return str(resolve_data_dir(given))
@@ -113,11 +113,10 @@ def _data_dir(chapter: str, given: Any, layout: BookLayout, required: bool) -> s
                 if required:
                     raise
                 return ""
-        if layout.shared_data.is_dir():
-            return str(layout.shared_data.resolve())
         if required:
             raise LayerwiseError(f"no data directory: pass -p data_dir=DIR or set {DATA_DIR_ENV} to the folder "
-                                 f"holding corpus/ and benchmarks/ (not found at {layout.shared_data} either)")
+                                 "holding corpus/ and benchmarks/ (`layerwise-book data fetch --data-dir DIR` "
+                                 "downloads them)")
         return ""
     except LayerwiseError as e:
         raise LayerwiseError(f"chapter {chapter}: {e}") from None

@@ -8,6 +8,10 @@ What lives here (one module each):
 - the arithmetic task ("Question: What is 347 + 58? Answer: 405" and templated word problems) that
   is mixed into pretraining at a few percent of sequences, with a held-out split that never occurs
   in training (a hash bucket of the question string is reserved);
+- evaluation tasks from the synthetic held-out stories (rolling log-likelihood passages and
+  multiple choice in ARC's format), so that the ``tiny`` profile's evaluations need no data directory;
+- the manifest of the real data files (benchmarks, Gutenberg corpus: public sources and sha256) and
+  their download and verification (``layerwise.data.fetch``, ``layerwise-book data fetch``);
 - the byte-level BPE tokenizer (``tokenizers``) with ``<|endoftext|>``, ``<|pad|>``, ``<|mask|>``;
 - token arrays cached on disk as ``.npy`` keyed by the hash of (corpus, tokenizer.json), packed
   into fixed-length rows, and one seeded data order shared by all three objectives.
@@ -52,6 +56,7 @@ from .prepare import (
     eval_sequences,
     prepare,
 )
+from .story_tasks import story_choices, story_passages
 from .tokenizer import encode, require_mask_token, tokenizer_sha, train_tokenizer, wrap_tokenizer
 
 __all__ = [
@@ -60,5 +65,5 @@ __all__ = [
     "is_heldout_question", "ARITH_DIGITS", "arithmetic_problems", "format_problem", "arithmetic_fewshot",
     "arithmetic_heldout", "arithmetic_documents", "train_tokenizer", "wrap_tokenizer", "require_mask_token",
     "encode", "tokenizer_sha", "Source", "SOURCES", "PRESET_SOURCES", "DataSpec", "TrainData", "prepare",
-    "eval_sequences", "calibration_sequences",
+    "eval_sequences", "calibration_sequences", "story_passages", "story_choices",
 ]
