@@ -272,7 +272,7 @@ if paths:
 # ## Run it yourself
 #
 # ```bash
-# # the published (gpu) triplet, on one H100; reads corpus/ from $LAYERWISE_DATA_DIR or ../shared/data
+# # the published (gpu) triplet, on one H100; reads corpus/ from $LAYERWISE_DATA_DIR (layerwise-book data fetch)
 # python -m layerwise.training --preset gpu --objective all
 # # then this chapter with the gpu profile
 # python -m layerwise.book run --profile gpu --chapters 00_pretraining

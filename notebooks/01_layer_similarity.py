@@ -173,5 +173,5 @@ print(f"wrote {path.name}")
 #   -p n_seqs 128 -p seq_len 1024 -p batch_size 8 -p device cuda
 # ```
 #
-# On Colab: open `https://colab.research.google.com/github/<owner>/<repo>/blob/main/book/01_layer_similarity.ipynb`,
-# `pip install "layerwise[all] @ git+https://github.com/<owner>/<repo>"`, set the parameters cell and run all.
+# On Colab: the *Open in Colab* link at the top of this chapter's page opens `book/colab/01_layer_similarity.ipynb`
+# (this chapter with an install cell; set the parameters cell, then run all).

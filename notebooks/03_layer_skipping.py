@@ -56,6 +56,9 @@ target_fraction = 0.1875      # paper A's configuration: 6 of 32 layers
 headline_strategy = "early"   # the strategy whose retention at ~18.75% goes to the claims ledger
 generation_task = "lw_arithmetic"
 likelihood_tasks = ["lw_stories", "lw_stories_choice"]  # held-out loss + multiple choice (gpu: lw_gutenberg, lw_arc_easy)
+extra_generation_tasks = []   # more generation tasks, shown beside generation_task (paper A: lw_math500, lw_humaneval)
+num_fewshot = {}              # shots per task, e.g. {"lw_gsm8k": 5}; {} = each task's default
+allow_code_execution = False  # lw_humaneval runs the model's code (subprocess, 3 s limit): switch on explicitly
 limit = 16                    # items per task (the same items for every configuration)
 gen_length = 16               # tokens generated per answer (the diffusion sampler's gen_length)
 batch_size = 16
@@ -83,7 +86,7 @@ from IPython.display import display
 
 from layerwise import claims, plots
 from layerwise.data import eval_sequences
-from layerwise.evals import TaskParams, load_tasks, retention
+from layerwise.evals import HEADLINE_METRICS, TaskParams, load_tasks, retention
 from layerwise.results import save_result
 from layerwise.skipping import block_influence, flops_fraction, select_layers, skip_layers
 from layerwise.subjects import load_subjects
@@ -91,8 +94,9 @@ from layerwise.subjects import load_subjects
 plots.style()
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
-tasks = load_tasks([generation_task, *likelihood_tasks], data_dir=data_dir or None, cache_dir=cache_dir or None,
-                   seed=seed, params=TaskParams(gutenberg_chars=gutenberg_chars))
+tasks = load_tasks([generation_task, *extra_generation_tasks, *likelihood_tasks], data_dir=data_dir or None,
+                   cache_dir=cache_dir or None, seed=seed, params=TaskParams(gutenberg_chars=gutenberg_chars),
+                   num_fewshot=num_fewshot or None, allow_code_execution=allow_code_execution)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]
@@ -141,7 +145,7 @@ evals["skipped"] = evals.intervention.map(lambda s: () if s == "unmodified" else
 
 # the metrics followed in the figures (one per task): exact match, bits per byte, accuracy; where a
 # task has several answer filters (GSM8K: strict-match, flexible-extract) the last one is kept
-FOLLOW = {generation_task: "exact_match", "lw_gutenberg": "bits_per_byte", "lw_stories": "bits_per_byte"}
+FOLLOW = {generation_task: "exact_match", **HEADLINE_METRICS}  # a task not listed follows "acc"
 evals = evals[evals.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
 evals = evals.drop_duplicates(["model", "intervention", "task", "metric"], keep="last")
 results = configs.merge(evals, on=["model", "skipped"], how="left")
@@ -259,11 +263,16 @@ print(claims.format_metrics(ledger_metrics))
 #
 # ```bash
 # python -m layerwise.book run --profile paper --chapters 03_layer_skipping
-# # or directly, e.g. LLaDA against Qwen2.5 on GSM8K and ARC-Easy, skipping up to 10 of 32 blocks:
+# # or directly: the Instruct models on GSM8K (5-shot), MATH-500 (4-shot) and HumanEval, skipping up
+# # to 10 of 32 blocks; HumanEval executes the model's code, so it needs allow_code_execution
 # jupytext --to ipynb notebooks/03_layer_skipping.py -o /tmp/03.ipynb
-# papermill /tmp/03.ipynb /tmp/03.out.ipynb -p profile paper \
-#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "Qwen/Qwen2.5-7B", "Dream-org/Dream-v0-Base-7B"],
-#        "generation_task": "lw_gsm8k", "likelihood_tasks": ["lw_gutenberg", "lw_arc_easy"],
-#        "limit": 200, "mc_samples": 128, "gen_length": 256, "diffusion_steps": 256, "max_skip": 10,
-#        "batch_size": 8}'
+# papermill /tmp/03.ipynb /tmp/03.out.ipynb -p profile paper -p device cuda \
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Instruct", "Dream-org/Dream-v0-Instruct-7B", "Qwen/Qwen2.5-7B-Instruct"],
+#        "generation_task": "lw_gsm8k", "extra_generation_tasks": ["lw_math500", "lw_humaneval"],
+#        "likelihood_tasks": [], "num_fewshot": {"lw_gsm8k": 5, "lw_math500": 4, "lw_humaneval": 0},
+#        "allow_code_execution": true, "limit": 200, "gen_length": 256, "diffusion_steps": 256,
+#        "max_skip": 10, "batch_size": 8}'
 # ```
+#
+# On Colab: the *Open in Colab* link at the top of this chapter's page opens `book/colab/03_layer_skipping.ipynb`
+# (this chapter with an install cell; set the parameters cell, then run all).

@@ -272,7 +272,7 @@ print(claims.format_metrics(ledger_metrics))
 # # or directly:
 # jupytext --to ipynb notebooks/04_super_outlier.py -o /tmp/04.ipynb
 # papermill /tmp/04.ipynb /tmp/04.out.ipynb -p profile paper -p device cuda \
-#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"],
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B"],
 #        "preset": "gpu", "n_seqs": 64, "seq_len": 2048, "batch_size": 4, "gen_length": 128,
 #        "diffusion_steps": 128, "block_length": 32, "prompt_len": 256}'
 # ```

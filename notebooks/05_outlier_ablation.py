@@ -252,7 +252,7 @@ print(claims.format_metrics(ledger_metrics))
 # # or directly:
 # jupytext --to ipynb notebooks/05_outlier_ablation.py -o /tmp/05.ipynb
 # papermill /tmp/05.ipynb /tmp/05.out.ipynb -p profile paper -p device cuda \
-#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"],
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B"],
 #        "preset": "gpu", "text_prompts": 32, "prompt_len": 128, "gen_tokens": 128, "diffusion_steps": 128,
 #        "arith_items": 64, "answer_tokens": 16, "n_draws": 5, "batch_size": 8}'
 # ```

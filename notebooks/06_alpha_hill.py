@@ -235,5 +235,5 @@ print(claims.format_metrics(ledger_metrics))
 # # or directly:
 # jupytext --to ipynb notebooks/06_alpha_hill.py -o /tmp/06.ipynb
 # papermill /tmp/06.ipynb /tmp/06.out.ipynb -p profile paper -p device cuda \
-#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"]}'
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B"]}'
 # ```

@@ -54,6 +54,8 @@ seed = 0
 tasks = ["lw_stories"]         # evaluation tasks; retention of `headline_task` goes to the ledger
 headline_task = "lw_stories"   # held-out synthetic stories (gpu: lw_gutenberg)
 limit = 8                      # items per task (the same items for every configuration)
+num_fewshot = {}               # shots per task, e.g. {"lw_gsm8k": 5}; {} = each task's default
+allow_code_execution = False   # lw_humaneval runs the model's code (subprocess, 3 s limit): switch on explicitly
 gutenberg_chars = 400          # characters per held-out Gutenberg passage (whole paragraphs)
 bits = [2, 3, 4, 8]
 quant_methods = ["gptq", "rtn"]
@@ -88,7 +90,7 @@ from IPython.display import display
 
 from layerwise import claims, compress, plots
 from layerwise.data import calibration_sequences
-from layerwise.evals import TaskParams, load_tasks, retention
+from layerwise.evals import HEADLINE_METRICS, TaskParams, load_tasks, retention
 from layerwise.results import save_result
 from layerwise.spectra import model_alpha_hill
 from layerwise.subjects import load_subjects
@@ -97,7 +99,8 @@ plots.style()
 subjects = load_subjects(models, preset=preset, data_dir=data_dir or None, cache_dir=cache_dir or None,
                          device=device)
 taskset = load_tasks(tasks, data_dir=data_dir or None, cache_dir=cache_dir or None, seed=seed,
-                     params=TaskParams(gutenberg_chars=gutenberg_chars, gutenberg_passages=max(64, limit)))
+                     params=TaskParams(gutenberg_chars=gutenberg_chars, gutenberg_passages=max(64, limit)),
+                     num_fewshot=num_fewshot or None, allow_code_execution=allow_code_execution)
 print({name: f"{lm.family.value}, {lm.num_layers} blocks" for name, lm in subjects.items()})
 
 # %% [markdown]
@@ -198,7 +201,7 @@ for name, lm in subjects.items():
     described += [{"model": name, "intervention": k, **d} for k, (d, _) in confs.items()]
     del snap
 
-FOLLOW = {"lw_gutenberg": "bits_per_byte", "lw_stories": "bits_per_byte", "lw_arithmetic": "exact_match", "lw_gsm8k": "exact_match"}
+FOLLOW = dict(HEADLINE_METRICS)  # the metric followed per task; a task not listed follows "acc"
 evals = pd.concat(tables, ignore_index=True)
 evals = evals[evals.apply(lambda r: r.metric == FOLLOW.get(r.task, "acc"), axis=1)]
 evals = evals.drop_duplicates(["model", "intervention", "task", "metric"], keep="last")
@@ -426,7 +429,7 @@ print(claims.format_metrics(ledger))
 # # or directly:
 # jupytext --to ipynb notebooks/07_compression.py -o /tmp/07.ipynb
 # papermill /tmp/07.ipynb /tmp/07.out.ipynb -p profile paper \
-#   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B", "Dream-org/Dream-v0-Base-7B"],
-#        "tasks": ["lw_gsm8k", "lw_gutenberg"], "headline_task": "lw_gsm8k", "limit": 200,
+#   -y '{"models": ["GSAI-ML/LLaDA-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"],
+#        "tasks": ["lw_gsm8k"], "headline_task": "lw_gsm8k", "num_fewshot": {"lw_gsm8k": 5}, "limit": 200,
 #        "calib_seqs": 128, "calib_len": 2048, "gen_length": 256, "mc_samples": 128, "batch_size": 8}'
 # ```

@@ -128,5 +128,7 @@ print("verdicts:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 #
 # ```bash
 # python -m layerwise.book run --profile paper          # every chapter on the 8B models, then this page
-# papermill notebooks/08_claims_ledger.ipynb out.ipynb -p profile paper
+# # or this page alone with papermill, once the chapters have written their result files:
+# jupytext --to ipynb notebooks/08_claims_ledger.py -o /tmp/08.ipynb
+# papermill /tmp/08.ipynb /tmp/08.out.ipynb -p profile paper
 # ```

@@ -157,6 +157,21 @@ def test_cli_prints_one_line_error(dummy_notebooks, tmp_path, capsys):
     assert err.startswith("error: unknown chapter '07_compression': use one of 99_dummy")
 
 
+def test_dry_run_prints_the_resolved_plan_and_runs_nothing(dummy_notebooks, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--profile", "tiny", "--notebooks", str(dummy_notebooks), "--out", str(out), "--cache-dir",
+            str(tmp_path / "cache"), "-p", "n_points=7", "-p", f"data_dir={tmp_path}", "--dry-run", "--build"]
+    assert book.main(args) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "dry run of profile 'tiny': 1 chapter(s); nothing is executed"
+    assert f"{DUMMY}: would run -> {out / 'notebooks' / (DUMMY + '.ipynb')}" in text
+    assert "n_points=7" in text and "dropped): not_in_dummy" in text and "then: build the site" in text
+    assert not out.exists()  # nothing executed, nothing written
+    # a bad value stops it like a real run
+    assert book.main([*args[:-2], "-p", "n_points=[1]", "--dry-run"]) == 2
+    assert "n_points" in capsys.readouterr().err
+
+
 def test_publish_refuses_other_profiles(tmp_path):
     with pytest.raises(LayerwiseError, match="only the 'gpu' profile is published"):
         book.publish("tiny", out=tmp_path, book_dir=tmp_path / "book")
@@ -262,6 +277,10 @@ def test_build_site_renders_chapter_with_local_mathjax(executed):
     assert "Produced by the" in page and "(tiny profile)" in page
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     assert (index.parent / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    # the "Open in Colab" link, from repository.url in _config.yml (layerwise.book.colab)
+    from layerwise.book.colab import colab_url, repository
+
+    assert f'href="{colab_url(repository(REPO / "_config.yml"), DUMMY)}"' in page
     assert '<img alt="_images/' in page or "_images/" in page
     # the root config describes the published book and was not touched
     assert not (REPO / "book" / "chapters" / f"{DUMMY}.ipynb").exists()

@@ -119,7 +119,28 @@ LOCAL_TASKS: dict[str, LocalTask] = {t.name: t for t in [
     LocalTask("lw_winogrande", {"winogrande": "benchmarks/winogrande.jsonl"}, "WinoGrande (partial scoring)"),
     LocalTask("lw_gsm8k", {"gsm8k": "benchmarks/gsm8k_test.jsonl"}, "GSM8K test (lm-eval gsm8k filters)"),
     LocalTask("lw_math500", {"math500": "benchmarks/math500_test.jsonl"}, "MATH-500 (Minerva extraction)"),
+    LocalTask("lw_humaneval", {"humaneval": "benchmarks/HumanEval.jsonl.gz"},
+              "HumanEval, pass@1 by executing the completions (needs allow_code_execution=True)"),
 ]}
+
+#: the metric each task's retention follows (one per task; where a task has several answer filters,
+#: chapters keep the last); a task not listed follows "acc"
+HEADLINE_METRICS: dict[str, str] = {
+    "lw_arithmetic": "exact_match", "lw_gsm8k": "exact_match", "lw_math500": "exact_match",
+    "lw_humaneval": "pass@1", "lw_gutenberg": "bits_per_byte", "lw_stories": "bits_per_byte",
+    "lw_lambada": "acc",
+}
+
+#: shots per task in the papers' evaluations: GSM8K 5-shot (paper B, A.1; LLaDA's own lm-eval runs of
+#: its Base model use 4), MATH-500 4-shot (Minerva), HumanEval 0-shot; paper B's multiple-choice tasks
+#: ARC-Challenge 25, WinoGrande 5, BoolQ / OpenBookQA / PIQA 0. The paper profile passes these.
+PAPER_FEWSHOT: dict[str, int] = {
+    "lw_gsm8k": 5, "lw_math500": 4, "lw_humaneval": 0, "lw_arc_challenge": 25, "lw_arc_easy": 0,
+    "lw_winogrande": 5, "lw_boolq": 0, "lw_openbookqa": 0, "lw_piqa": 0,
+}
+
+#: what lm-eval's code-executing metrics read before they run a program
+CODE_EVAL_ENV = "HF_ALLOW_CODE_EVAL"
 
 #: sources of the derived files
 GUTENBERG_HELDOUT = "corpus/gutenberg-heldout-10MB.txt.xz"
@@ -289,16 +310,42 @@ class TaskSet:
     names: list[str]
     tasks: dict[str, Any]  #: lm-eval name -> Task
     include_path: Path | None
+    allow_code_execution: bool = False  #: tasks that execute model-written code may run
+
+
+def _unsafe(task: Any) -> bool:
+    return bool(getattr(task, "UNSAFE_CODE", False))
+
+
+@contextlib.contextmanager
+def _code_execution(allowed: bool) -> Any:
+    """``HF_ALLOW_CODE_EVAL=1`` while an evaluation that may execute model-written code runs."""
+    if not allowed:
+        yield
+        return
+    old = os.environ.get(CODE_EVAL_ENV)
+    os.environ[CODE_EVAL_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CODE_EVAL_ENV, None)
+        else:
+            os.environ[CODE_EVAL_ENV] = old
 
 
 def load_tasks(tasks: str | Sequence[str], *, data_dir: str | os.PathLike | None = None,
-               cache_dir: str | os.PathLike | None = None, num_fewshot: int | None = None,
-               seed: int = 0, params: TaskParams = TaskParams(), offline: bool | None = None) -> TaskSet:
+               cache_dir: str | os.PathLike | None = None, num_fewshot: int | Mapping[str, int] | None = None,
+               seed: int = 0, params: TaskParams = TaskParams(), offline: bool | None = None,
+               allow_code_execution: bool = False) -> TaskSet:
     """Build lm-eval tasks: local ``lw_*`` names from the data directory, others from lm-eval.
 
     ``offline=None`` switches the HF libraries offline when every task is local; standard lm-eval
     names keep the hub (and lm-eval's 15k-task index, ~10-20 s to build) only when asked for.
-    ``num_fewshot`` overrides the YAML defaults (as ``lm_eval.simple_evaluate`` does).
+    ``num_fewshot`` overrides the YAML defaults (as ``lm_eval.simple_evaluate`` does): one number for
+    every task, or shots per task name (e.g. :data:`PAPER_FEWSHOT`; tasks not in it keep their default).
+    A task that executes model-written code (``lw_humaneval``, lm-eval's ``humaneval``) is refused
+    unless ``allow_code_execution=True``; its programs then run in subprocesses with a time limit.
     """
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     if not names:
@@ -315,13 +362,19 @@ def load_tasks(tasks: str | Sequence[str], *, data_dir: str | os.PathLike | None
         raise LayerwiseError(f"unknown task names {unknown}: use a local task ({', '.join(sorted(LOCAL_TASKS))}) "
                              "or an lm-eval task name (lm_eval --tasks list)")
     loaded = tm.load(names)["tasks"]
-    for t in loaded.values():
-        if num_fewshot is not None:
-            t.set_config(key="num_fewshot", value=num_fewshot)
+    unsafe = sorted(name for name, t in loaded.items() if _unsafe(t))
+    if unsafe and not allow_code_execution:
+        raise LayerwiseError(f"{', '.join(unsafe)} scores a model by executing the code it writes: pass "
+                             "allow_code_execution=True (chapter parameter allow_code_execution=true) to run it, "
+                             "each program in a subprocess with a time limit, or drop the task")
+    for name, t in loaded.items():
+        shots = num_fewshot.get(name) if isinstance(num_fewshot, Mapping) else num_fewshot
+        if shots is not None:
+            t.set_config(key="num_fewshot", value=int(shots))
         elif t.get_config("num_fewshot") is None:
             t.set_config(key="num_fewshot", value=0)
         t.set_fewshot_seed(seed=seed)
-    return TaskSet(names, dict(loaded), include)
+    return TaskSet(names, dict(loaded), include, allow_code_execution)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,9 +620,10 @@ def _chance(task: Any, metric: str, samples: list[dict]) -> float | None:
 
 
 def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet, *, limit: int | float | None = None,
-             num_fewshot: int | None = None, batch_size: int = 8, seed: int = 0,
+             num_fewshot: int | Mapping[str, int] | None = None, batch_size: int = 8, seed: int = 0,
              data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-             params: TaskParams = TaskParams(), **lm_kwargs: Any) -> dict[str, Any]:
+             params: TaskParams = TaskParams(), allow_code_execution: bool = False,
+             **lm_kwargs: Any) -> dict[str, Any]:
     """Run lm-eval on an in-memory model; return metric values and per-item scores.
 
     Args:
@@ -577,6 +631,8 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
             existing :class:`LayerwiseLM` (re-used, with its tokenisation cache).
         tasks: task names (local ``lw_*`` or lm-eval's) or a :class:`TaskSet` from :func:`load_tasks`.
         limit: first ``limit`` items per task (an int), or a fraction (a float < 1) as in lm-eval.
+        allow_code_execution: let tasks that execute model-written code run (see :func:`load_tasks`;
+            a :class:`TaskSet` carries its own permission).
 
     Returns a dict with, per task name:
         ``metrics[task][key]`` the aggregate (key ``"metric,filter"`` as lm-eval names it),
@@ -590,7 +646,8 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
 
     wrapper = lm if isinstance(lm, LayerwiseLM) else LayerwiseLM(lm, batch_size=batch_size, **lm_kwargs)
     taskset = tasks if isinstance(tasks, TaskSet) else load_tasks(
-        tasks, data_dir=data_dir, cache_dir=cache_dir, num_fewshot=num_fewshot, seed=seed, params=params)
+        tasks, data_dir=data_dir, cache_dir=cache_dir, num_fewshot=num_fewshot, seed=seed, params=params,
+        allow_code_execution=allow_code_execution)
     if limit is not None and (limit <= 0):
         raise LayerwiseError(f"limit must be positive (items per task, or a fraction < 1), got {limit}")
     _seed_everything(seed)
@@ -599,9 +656,9 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
     was_training = wrapper.lm.model.training
     wrapper.lm.model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _code_execution(taskset.allow_code_execution):
             raw = lm_eval_evaluate(wrapper, {"tasks": taskset.tasks}, limit=limit, bootstrap_iters=0,
-                                   log_samples=True)
+                                   log_samples=True, confirm_run_unsafe_code=taskset.allow_code_execution)
     finally:
         wrapper.lm.model.train(was_training)
     out: dict[str, Any] = {k: {} for k in ("metrics", "items", "higher_is_better", "chance", "n", "aggregation",
@@ -673,10 +730,10 @@ def retention_table(base: dict[str, Any], runs: Mapping[str, dict[str, Any]], *,
 
 def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, ContextManagerFactory],
               tasks: str | Sequence[str] | TaskSet, *, limit: int | float | None = None,
-              num_fewshot: int | None = None, batch_size: int = 8, seed: int = 0, n_boot: int = 1000,
-              alpha: float = 0.05, data_dir: str | os.PathLike | None = None,
+              num_fewshot: int | Mapping[str, int] | None = None, batch_size: int = 8, seed: int = 0,
+              n_boot: int = 1000, alpha: float = 0.05, data_dir: str | os.PathLike | None = None,
               cache_dir: str | os.PathLike | None = None, params: TaskParams = TaskParams(),
-              return_runs: bool = False, **lm_kwargs: Any) -> Any:
+              return_runs: bool = False, allow_code_execution: bool = False, **lm_kwargs: Any) -> Any:
     """Evaluate the unmodified model and each intervention; report retention with intervals.
 
     ``interventions`` maps a name to a zero-argument factory of a context manager that modifies
@@ -691,7 +748,8 @@ def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, Context
         raise LayerwiseError("'unmodified' is the baseline's name: call your intervention something else")
     wrapper = lm if isinstance(lm, LayerwiseLM) else LayerwiseLM(lm, batch_size=batch_size, **lm_kwargs)
     taskset = tasks if isinstance(tasks, TaskSet) else load_tasks(
-        tasks, data_dir=data_dir, cache_dir=cache_dir, num_fewshot=num_fewshot, seed=seed, params=params)
+        tasks, data_dir=data_dir, cache_dir=cache_dir, num_fewshot=num_fewshot, seed=seed, params=params,
+        allow_code_execution=allow_code_execution)
     runs: dict[str, dict[str, Any]] = {}
     for name, factory in tqdm([("unmodified", contextlib.nullcontext), *interventions.items()],
                               desc="interventions", leave=False):

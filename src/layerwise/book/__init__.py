@@ -42,6 +42,7 @@ from .runner import (
     PROVENANCE_TAG,
     Plan,
     banner_cell,
+    describe_plans,
     execute,
     fingerprint,
     is_up_to_date,
@@ -56,8 +57,9 @@ from .site import PUBLISHED_PROFILE, assemble_source, build_site, make_toc, publ
 __all__ = [
     "BANNER_TAG", "COMMIT_ENV", "KNOWN_CHAPTERS", "NBVAL_SKIP", "NOTEBOOKS_ENV", "PROFILE_FLAGS", "PROVENANCE_TAG",
     "PUBLISHED_PROFILE", "BookLayout", "Plan", "Provenance", "assemble_source", "banner_cell", "build_site",
-    "chapters", "cli", "declared_parameters", "discover_chapters", "execute", "find_notebooks", "fingerprint",
-    "is_up_to_date", "library_fingerprint", "load_profile", "locate", "main", "make_toc", "origin", "out_dir_for",
+    "chapters", "cli", "declared_parameters", "describe_plans", "discover_chapters", "execute", "find_notebooks",
+    "fingerprint", "is_up_to_date", "library_fingerprint", "load_profile", "locate", "main", "make_toc", "origin",
+    "out_dir_for",
     "parse_overrides", "paths", "plan_run", "profiles_in", "provenance", "publish", "read_chapter",
     "refresh_reference", "resolve_parameters", "run", "runner", "select_chapters", "site", "write_toc",
 ]

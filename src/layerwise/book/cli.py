@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ..config import DATA_DIR_ENV, DATA_MIRROR_ENV, LayerwiseError
 from .chapters import discover_chapters, parse_overrides, profiles_in
 from .paths import NOTEBOOKS_ENV, locate
-from .runner import refresh_reference, run
+from .runner import describe_plans, plan_run, refresh_reference, run
 from .site import PUBLISHED_PROFILE, build_site, publish
 
 
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--build", action="store_true", help="then build the profile's site")
     r.add_argument("--publish", action="store_true", help="gpu profile only: copy the notebooks to book/chapters/")
     r.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's, python3)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="resolve and type-check chapters, profile and parameters, print what would run; run nothing")
     common(r)
 
     b = sub.add_parser("build", help="build a profile's site with jupyter-book (execution off, -W)")
@@ -52,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list chapters and profiles")
     common(ls)
+
+    c = sub.add_parser("colab", help="write the chapters' Colab notebooks (book/colab/NN_name.ipynb)")
+    c.add_argument("--check", action="store_true", help="write nothing; fail if one is missing or out of date")
+    c.add_argument("--dest", default=None, help="default: book/colab beside NOTEBOOKS")
+    common(c)
+
+    cm = sub.add_parser("commands", help="list every command the docs print (JSON)")
+    common(cm)
 
     d = sub.add_parser("data", help="download (fetch) or verify (check) the benchmark and corpus files that the "
                        "gpu and paper profiles read")
@@ -86,12 +96,37 @@ def _data(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _colab(args: argparse.Namespace) -> int:
+    """``layerwise-book colab [--check]``: the Colab notebooks, from the chapters and ``_config.yml``."""
+    from .colab import COLAB_DIR, repository, stale_colab, write_colab
+
+    layout = locate(args.notebooks)
+    dest = args.dest or layout.root / COLAB_DIR
+    repo = repository(layout.config)
+    if args.check:
+        stale = stale_colab(layout.notebooks, dest, repo)
+        for p in stale:
+            print(f"out of date: {p}", file=sys.stderr)
+        if stale:
+            print("error: run `layerwise-book colab` and commit book/colab/", file=sys.stderr)
+        return 1 if stale else 0
+    for p in write_colab(layout.notebooks, dest, repo):
+        print(f"wrote {p}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)  # `data` has no chapters folder and no progress bars
     nb = getattr(args, "notebooks", None)
     try:
-        if args.command == "run":
+        if args.command == "run" and args.dry_run:
+            if args.publish and args.profile != PUBLISHED_PROFILE:
+                publish(args.profile, out=args.out, notebooks_dir=nb)  # raises: only gpu is published
+            plans = plan_run(args.profile, chapters=args.chapters, overrides=parse_overrides(args.param),
+                             out=args.out, notebooks_dir=nb, profiles_dir=args.profiles_dir, cache=args.cache_dir)
+            print(describe_plans(plans, args.profile, force=args.force, publish=args.publish, build=args.build))
+        elif args.command == "run":
             if args.publish and args.profile != PUBLISHED_PROFILE:  # say so before hours of running
                 publish(args.profile, out=args.out, notebooks_dir=nb)
             run(args.profile, chapters=args.chapters, overrides=parse_overrides(args.param), out=args.out,
@@ -111,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"reference {p}")
         elif args.command == "data":
             return _data(args)
+        elif args.command == "colab":
+            return _colab(args)
+        elif args.command == "commands":
+            from .commands import as_json, documented_commands
+
+            print(as_json(documented_commands(locate(nb).root)))
         elif args.command == "list":
             layout = locate(nb)
             print("chapters:", ", ".join(discover_chapters(layout.notebooks)) or "(none)")

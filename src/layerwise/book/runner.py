@@ -179,6 +179,25 @@ def plan_run(profile: str, *, chapters: Sequence[str] | None = None, overrides: 
     return plans
 
 
+def describe_plans(plans: Sequence[Plan], profile: str, *, force: bool = False, publish: bool = False,
+                   build: bool = False) -> str:
+    """What ``layerwise-book run --dry-run`` prints: each planned chapter, whether it would run or be
+    skipped as unchanged, its resolved parameters and its output, then the steps that would follow."""
+    lines = [f"dry run of profile {profile!r}: {len(plans)} chapter(s); nothing is executed"]
+    for plan in plans:
+        action = "run" if force or not is_up_to_date(plan) else "skip (unchanged since its last run)"
+        lines.append(f"{plan.chapter}: would {action} -> {plan.output}")
+        lines.append("  parameters: " + ", ".join(f"{k}={json.dumps(v, default=str)}"
+                                                  for k, v in plan.parameters.items()))
+        if plan.skipped_common:
+            lines.append(f"  profile's common keys it does not declare (dropped): {', '.join(plan.skipped_common)}")
+    if publish:
+        lines.append("then: copy the notebooks to book/chapters/ and rewrite _toc.yml")
+    if build:
+        lines.append("then: build the site with jupyter-book")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------

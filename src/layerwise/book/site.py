@@ -65,7 +65,7 @@ def assemble_source(profile: str, out: str | os.PathLike | None = None, *, book_
                              f"`python -m layerwise.book run --profile {profile}` first")
     src = base / "src"
     shutil.rmtree(src, ignore_errors=True)
-    shutil.copytree(book_dir, src, ignore=shutil.ignore_patterns("chapters", "_build", ".ipynb_checkpoints"))
+    shutil.copytree(book_dir, src, ignore=shutil.ignore_patterns("chapters", "colab", "_build", ".ipynb_checkpoints"))
     (src / "chapters").mkdir()
     # prose pages include committed benchmark tables as ../benchmarks/results/*.md: keep that path valid
     bench = base / "benchmarks" / "results"

@@ -18,7 +18,7 @@ __all__ = [
     "LAYER_SIMILARITY", "TOKEN_SIMILARITY", "LAYER_SKIPPING", "SUPER_OUTLIER", "OUTLIER_ABLATION", "ALPHA_HILL",
     "COMPRESSION", "EARLY_SIMILARITY", "AR2DLM_CLOSER_TO_AR", "RECENCY", "RETENTION_AT_TARGET",
     "EARLY_OUTLIER_RATIO", "SUPER_OUTLIER_CHANNEL", "REPETITION_INCREASE", "LOOP_INCREASE", "ACCURACY_CHANGE",
-    "EARLY_ALPHA", "GPTQ3_CHANGE_PCT", "EARLY_MINUS_LATE_PCT", "DIFFUSION_FAMILIES", "representatives",
+    "EARLY_ALPHA", "GPTQ3_CHANGE_PCT", "EARLY_MINUS_LATE_PCT", "DIFFUSION_FAMILIES", "PAPER_MODELS", "representatives",
     "metrics_table", "format_metrics", "to_result_metrics",
 ]
 
@@ -134,12 +134,47 @@ def _fam(family: Any) -> str:
     return family.value if isinstance(family, enum.Enum) else str(family)
 
 
-def representatives(families: Mapping[str, Any]) -> dict[str, str]:
-    """family -> its first model (in ``families``' order)."""
+#: The models each paper compares, per family: paper A (chapters 01-03) LLaDA, Dream and Qwen2.5,
+#: paper B (chapters 04-07) LLaDA and Llama-3.1. A subject whose name (hub id or folder) contains the
+#: entry (case-insensitive; Base or Instruct alike) is its family's representative in that paper's
+#: claims; a family without such a subject (the triplet of the tiny and gpu profiles) is represented
+#: by its first model.
+PAPER_MODELS: dict[str, dict[str, str]] = {
+    "A": {"dlm": "LLaDA-8B", "ar2dlm": "Dream-v0", "ar": "Qwen2.5-7B"},
+    "B": {"dlm": "LLaDA-8B", "ar": "Llama-3.1-8B"},
+}
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return pattern.lower() in str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def representatives(families: Mapping[str, Any], paper: str | None = None,
+                    pairs: Mapping[str, str] | None = None) -> dict[str, str]:
+    """family -> the model that represents it in a claim.
+
+    ``pairs`` (family -> name pattern; default :data:`PAPER_MODELS` of ``paper``) picks the paper's
+    own model where a subject matches; otherwise a family's first model (in ``families``' order).
+    """
+    if pairs is None and paper is not None:
+        if paper not in PAPER_MODELS:
+            raise LayerwiseError(f"unknown paper {paper!r}: use one of {', '.join(PAPER_MODELS)}")
+        pairs = PAPER_MODELS[paper]
     out: dict[str, str] = {}
+    for fam, pattern in (pairs or {}).items():
+        match = next((n for n, f in families.items() if _fam(f) == fam and _matches(n, pattern)), None)
+        if match is not None:
+            out[fam] = match
     for name, fam in families.items():
         out.setdefault(_fam(fam), name)
     return out
+
+
+def _representatives_first(families: Mapping[str, Any], paper: str | None = None,
+                           pairs: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``families`` reordered so that each family's representative comes first in it."""
+    rep = set(representatives(families, paper, pairs).values())
+    return {**{n: f for n, f in families.items() if n in rep}, **{n: f for n, f in families.items() if n not in rep}}
 
 
 def _by_family(families: Mapping[str, Any], family: str) -> list[str]:

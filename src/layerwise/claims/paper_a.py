@@ -17,6 +17,7 @@ from .base import (
     RETENTION_AT_TARGET,
     ClaimMetric,
     _fam,
+    _representatives_first,
     n_early_layers,
     representatives,
 )
@@ -80,11 +81,13 @@ def ar2dlm_closer_to_ar(ar2dlm: np.ndarray, dlm: np.ndarray, ar: np.ndarray, *, 
 
 
 def layer_similarity_metrics(per_sequence: Mapping[str, np.ndarray], families: Mapping[str, Any], *, paired: bool,
-                             n_boot: int = 1000, seed: int = 0) -> dict[str, ClaimMetric]:
-    """Chapter 01's metrics from each model's clean-text ``[n_seqs, L]`` similarities."""
+                             n_boot: int = 1000, seed: int = 0,
+                             pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 01's metrics from each model's clean-text ``[n_seqs, L]`` similarities; the families'
+    representatives are paper A's models where present (``pairs`` overrides, :func:`representatives`)."""
     out = {EARLY_SIMILARITY.of(n): early_similarity(p, model=n, n_boot=n_boot, seed=seed)
            for n, p in per_sequence.items()}
-    rep = representatives(families)
+    rep = representatives(families, "A", pairs)
     if "dlm" in rep and "ar" in rep:
         out[EARLY_SIMILARITY.minus_ar("dlm")] = early_similarity_difference(
             per_sequence[rep["dlm"]], per_sequence[rep["ar"]], paired=paired, model=f"{rep['dlm']} - {rep['ar']}",
@@ -125,10 +128,12 @@ def recency_difference(diffusion: np.ndarray, ar: np.ndarray, *, paired: bool, m
 
 
 def token_similarity_metrics(per_sequence_recency: Mapping[str, np.ndarray], families: Mapping[str, Any], *,
-                             paired: bool, n_boot: int = 1000, seed: int = 0) -> dict[str, ClaimMetric]:
-    """Chapter 02's metrics from each model's ``[n_seqs, L+1]`` per-sequence recency."""
+                             paired: bool, n_boot: int = 1000, seed: int = 0,
+                             pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 02's metrics from each model's ``[n_seqs, L+1]`` per-sequence recency (representatives:
+    paper A's models where present)."""
     out = {RECENCY.of(n): recency(p, model=n, n_boot=n_boot, seed=seed) for n, p in per_sequence_recency.items()}
-    rep = representatives(families)
+    rep = representatives(families, "A", pairs)
     if "dlm" in rep and "ar" in rep:
         out[RECENCY.minus_ar("dlm")] = recency_difference(
             per_sequence_recency[rep["dlm"]], per_sequence_recency[rep["ar"]], paired=paired,
@@ -174,10 +179,12 @@ def retention_at_target(curve: pd.DataFrame, model: str, *, strategy: str, targe
 
 
 def layer_skipping_metrics(curve: pd.DataFrame, families: Mapping[str, Any], *, strategy: str,
-                           target_fraction: float, what: str = "") -> dict[str, ClaimMetric]:
-    """Chapter 03's metrics: every model's retention at the target fraction, and each family's first."""
+                           target_fraction: float, what: str = "",
+                           pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 03's metrics: every model's retention at the target fraction, and each family's
+    representative's (paper A's models where present, else the family's first)."""
     out: dict[str, ClaimMetric] = {}
-    for name, fam in families.items():
+    for name, fam in _representatives_first(families, "A", pairs).items():
         m = retention_at_target(curve, name, strategy=strategy, target_fraction=target_fraction, what=what)
         out[RETENTION_AT_TARGET.per_model(name)] = m
         out.setdefault(RETENTION_AT_TARGET.of(_fam(fam)), m)

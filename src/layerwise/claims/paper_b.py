@@ -24,6 +24,7 @@ from .base import (
     ClaimMetric,
     _by_family,
     _fam,
+    _representatives_first,
     is_early_layer,
     n_early_layers,
 )
@@ -92,12 +93,16 @@ def super_outlier_channel(stats: OutlierStats, *, model: str = "") -> ClaimMetri
 
 def super_outlier_metrics(stats: Mapping[str, OutlierStats], group_ratios: Mapping[str, np.ndarray],
                           families: Mapping[str, Any], *, paired: bool | Callable[[str, str], bool] = True,
-                          n_boot: int = 1000, seed: int = 0) -> dict[str, ClaimMetric]:
+                          n_boot: int = 1000, seed: int = 0,
+                          pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
     """Chapter 04's metrics: per model (attention-input statistics on all sequences, ``[groups, L]``
-    outlier ratios), then every diffusion model minus every AR model.
+    outlier ratios), then every diffusion model minus every AR model; the family-level difference
+    (``minus_ar``) is that of paper B's pair where present (``pairs`` overrides, see
+    :func:`~layerwise.claims.representatives`).
 
     ``paired(diffusion, ar)`` (or a bool) says whether two models read the same token ids.
     """
+    families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
     for name in families:
         out[EARLY_OUTLIER_RATIO.per_model(name)] = early_outlier_ratio(group_ratios[name], model=name,
@@ -148,12 +153,15 @@ def repetition_increase(generations: pd.DataFrame, *, measure: str = "rep_2", sc
 def outlier_ablation_metrics(text: pd.DataFrame, arithmetic: pd.DataFrame, families: Mapping[str, Any], *,
                              repetition_measure: str, headline_scope: str, scopes: Sequence[str] = ("early", "all"),
                              targets: Mapping[str, int] | None = None, where: str = "attn_input",
-                             n_boot: int = 1000, seed: int = 0) -> dict[str, ClaimMetric]:
-    """Chapter 05's metrics: per model and scope, repetition, loop and accuracy effects of the ablation.
+                             n_boot: int = 1000, seed: int = 0,
+                             pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 05's metrics: per model and scope, repetition, loop and accuracy effects of the ablation;
+    a family's metric (``of(family)``) is its paper-B model's where present, else its first model's.
 
     ``text`` / ``arithmetic`` are the generation tables of every model (column ``model``);
     ``targets`` the super-outlier channel of each model (for the notes).
     """
+    families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
     for name, fam in families.items():
         for scope in scopes:
@@ -215,15 +223,17 @@ def early_alpha_difference(diffusion: pd.DataFrame, ar: pd.DataFrame, *, model: 
 
 
 def alpha_hill_metrics(per_matrix: pd.DataFrame, *, method: str, n_boot: int = 1000,
-                       seed: int = 0) -> dict[str, ClaimMetric]:
-    """Chapter 06's metrics for one cut-off rule: every diffusion model minus every AR model, then
-    each model's early mean. ``per_matrix``: columns ``model``, ``family``, ``method``, ``layer``,
-    ``role``, ``alpha``, ``depth`` (all models, in the chapter's order)."""
+                       seed: int = 0, pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 06's metrics for one cut-off rule: every diffusion model minus every AR model (the
+    family-level ``minus_ar`` is paper B's pair where present), then each model's early mean.
+    ``per_matrix``: columns ``model``, ``family``, ``method``, ``layer``, ``role``, ``alpha``, ``depth``
+    (all models, in the chapter's order)."""
     d = per_matrix[per_matrix.method == method]
     if d.empty:
         raise LayerwiseError(f"no alpha-Hill rows for method {method!r}: compute it or pick one of "
                              f"{sorted(set(per_matrix.method))}")
-    families = dict(zip(d.model, d.family))
+    in_order = dict(zip(d.model, d.family))
+    families = _representatives_first(in_order, "B", pairs)
     frames = {n: d[d.model == n] for n in families}
     out: dict[str, ClaimMetric] = {}
     for fam in DIFFUSION_FAMILIES:
@@ -232,7 +242,7 @@ def alpha_hill_metrics(per_matrix: pd.DataFrame, *, method: str, n_boot: int = 1
                 m = early_alpha_difference(frames[dn], frames[an], model=f"{dn} - {an}", n_boot=n_boot, seed=seed)
                 out.setdefault(EARLY_ALPHA.minus_ar(fam), m)
                 out[EARLY_ALPHA.diff(dn, an)] = m
-    for n in families:
+    for n in in_order:
         out[EARLY_ALPHA.per_model(n)] = early_alpha(frames[n], model=n)
     return out
 
@@ -290,14 +300,16 @@ def early_minus_late(early_run: Mapping[str, Any], late_run: Mapping[str, Any], 
 
 def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], families: Mapping[str, Any], *,
                         task: str, measure: str, allocation: str = "", n_boot: int = 1000,
-                        seed: int = 0) -> dict[str, ClaimMetric]:
-    """Chapter 07's metrics.
+                        seed: int = 0, pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 07's metrics. A family's metric (``of(family)``, and the ``minus_ar`` difference) is
+    its paper-B model's where present (``pairs`` overrides), else its first model's.
 
     ``retentions``: one row per (model, configuration) on ``task`` with ``kind``, ``method``,
     ``bits``, ``retention``, ``ci_low``, ``ci_high``, ``meaningful``, ``label``, ``n``; ``runs``: per
     model, the :func:`layerwise.evals.evaluate` outputs keyed by configuration (``alloc-earlier_sparser``,
     ``alloc-deeper_sparser``); ``allocation`` describes the pruning setting in the note.
     """
+    families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
     gptq3 = retentions[(retentions.kind == "quant") & (retentions.method == "gptq") & (retentions.bits == 3)]
     for name, fam in families.items():

@@ -195,3 +195,75 @@ def is_equiv(x1: str, x2: str) -> bool:
         return abs(float(x1) - float(x2)) < 1e-9
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# HumanEval: pass@k by executing the completed programs (only with HF_ALLOW_CODE_EVAL=1)
+# ---------------------------------------------------------------------------------------------
+
+#: seconds each program may run (the code_eval metric's default)
+CODE_TIMEOUT = 3.0
+#: the switch lm-eval's code_eval metric reads; layerwise.evals sets it for allow_code_execution=True
+CODE_EVAL_ENV = "HF_ALLOW_CODE_EVAL"
+
+# Run first in the child process, as human-eval's and code_eval's reliability_guard: caps memory,
+# and removes the functions a program could use to delete files, kill processes or start new ones.
+_GUARD = """
+import builtins, faulthandler, os, resource, shutil, subprocess, sys
+for _lim in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+    try:
+        resource.setrlimit(_lim, (4 << 30, 4 << 30))
+    except (ValueError, OSError):
+        pass
+faulthandler.disable()
+builtins.exit = builtins.quit = None
+for _name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty",
+              "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown", "chmod", "chown",
+              "chroot", "lchown", "getcwd", "chdir"):
+    setattr(os, _name, None)
+shutil.rmtree = shutil.move = shutil.chown = None
+subprocess.Popen = None
+for _mod in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+    sys.modules[_mod] = None
+"""
+
+
+def build_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """The programs to test: the prompt (signature and docstring) followed by each completion."""
+    return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+
+
+def run_program(program: str, timeout: float = CODE_TIMEOUT) -> bool:
+    """Whether ``program`` exits cleanly within ``timeout`` seconds, run in a fresh, isolated Python
+    subprocess (``-I``, empty environment, a temporary working folder, the guard above)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.environ.get(CODE_EVAL_ENV) != "1":
+        raise ValueError(f"executing model-written code is switched off: set {CODE_EVAL_ENV}=1 (layerwise: "
+                         "allow_code_execution=True) to run it")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            done = subprocess.run([sys.executable, "-I", "-c", _GUARD + "\n" + program], cwd=tmp, env={},
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+    return done.returncode == 0
+
+
+def pass_at_k(references: list[str], predictions: list[list[str]], k: list[int] | int | None = None) -> dict:
+    """``{"pass@k": estimate}`` for each k, as the code_eval metric: each candidate program followed by
+    its reference tests runs in :func:`run_program`; the unbiased estimator of Chen et al. (2021)."""
+    from math import comb
+
+    ks = [1] if k is None else ([k] if isinstance(k, int) else list(k))
+    scores: dict[str, float] = {f"pass@{x}": 0.0 for x in ks}
+    for ref, candidates in zip(references, predictions):
+        n = len(candidates)
+        c = sum(run_program(f"{prog}\n{ref}\n") for prog in candidates)
+        for x in ks:
+            if n >= x:
+                scores[f"pass@{x}"] += 1.0 - (comb(n - c, x) / comb(n, x) if n - c >= x else 0.0)
+    return {key: v / max(len(references), 1) for key, v in scores.items()}
