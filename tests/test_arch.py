@@ -21,11 +21,8 @@ from layerwise import models as M
 from layerwise.arch import diffusion_gemma, dream, gpt_neox, llada, llama
 from layerwise.config import LayerwiseError
 from layerwise.diffusion import Family
+from oracles.remote_code import hub_folder, needs_remote_code, tiny_config
 from test_models import V, _ids, _llama, _qwen2
-
-REMOTE_CODE = Path(__file__).resolve().parents[2] / "shared" / "remote_code"
-needs_remote_code = pytest.mark.skipif(not REMOTE_CODE.is_dir(),
-                                       reason=f"genuine LLaDA/Dream remote code not found at {REMOTE_CODE}")
 
 #: the fields detection reads, as the hub config.json of each registered Base model has them (the
 #: Instruct models' are the same)
@@ -282,25 +279,8 @@ def test_dream_rope_buffer_fix(lookalike_dream):
 
 
 def _genuine_dir(tmp_path: Path, which: str) -> Path:
-    """A hub-like folder: config.json (tiny sizes) + the genuine .py files, no weights yet."""
-    d = tmp_path / f"{which}_src"
-    d.mkdir()
-    if which == "llada":
-        cfg = json.loads((REMOTE_CODE / "configs" / "llada-8b-base.json").read_text())
-        cfg.update(d_model=32, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=64, vocab_size=V,
-                   embedding_size=V, mask_token_id=V - 1, eos_token_id=V - 2, pad_token_id=V - 2,
-                   max_sequence_length=64, init_device="cpu")
-        files = ("modeling_llada.py", "configuration_llada.py")
-    else:
-        cfg = {**HUB_CONFIGS["Dream-org/Dream-v0-Base-7B"], "vocab_size": V, "hidden_size": 32,
-               "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-               "max_position_embeddings": 64, "mask_token_id": V - 1, "pad_token_id": V - 2, "bos_token_id": V - 3,
-               "eos_token_id": V - 2}
-        files = ("modeling_dream.py", "configuration_dream.py", "generation_utils.py", "generation_config.json")
-    (d / "config.json").write_text(json.dumps(cfg))
-    for f in files:
-        shutil.copy(REMOTE_CODE / which / f, d / f)
-    return d
+    """A hub-like folder: config.json (tiny sizes, vocab V, mask V - 1) + the genuine .py files, no weights."""
+    return hub_folder(tmp_path / f"{which}_src", which, tiny_config(which, V))
 
 
 @needs_remote_code

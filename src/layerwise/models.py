@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .arch import ADAPTERS, Architecture, LayerAdapter, detect_architecture, infer_adapter
+from .arch.remote_code import RemoteFile, checkpoint_remote_files, loaded_remote_files, warn_untested
 from .config import LayerwiseError, resolve_device, resolve_dtype
 from .diffusion import Family, find_mask_token_id
 
@@ -147,17 +148,51 @@ def instruct_of(model_id: str) -> str | None:
     return spec.model_id if spec.variant == "instruct" else spec.pair
 
 
-def spec_for(model_id: str) -> ModelSpec | None:
-    """Registry entry for a hub id, or the triplet metadata of a local checkpoint directory."""
+#: the registered model whose per-model facts (family, sampler defaults) a checkpoint of an architecture
+#: gets when neither its id nor its folder is registered (a fine-tune, a renamed download)
+ARCHITECTURE_DEFAULTS: dict[str, str] = {"llada": "GSAI-ML/LLaDA-8B-Base", "dream": "Dream-org/Dream-v0-Base-7B",
+                                         "diffusion_gemma": "google/diffusiongemma-26B-A4B-it"}
+
+
+def registered_id_of_folder(path: str | os.PathLike[str]) -> str | None:
+    """The registry id a local folder is a download of: a hub-cache snapshot
+    (``.../models--GSAI-ML--LLaDA-8B-Base/snapshots/<commit>``) or a folder named as the model
+    (``hf download GSAI-ML/LLaDA-8B-Base --local-dir LLaDA-8B-Base``); None otherwise."""
+    p = Path(path).expanduser().resolve()
+    for part in p.parts:
+        if part.startswith("models--") and part.count("--") >= 2:
+            rid = "/".join(part.split("--")[1:3])
+            if rid in REGISTRY:
+                return rid
+    by_name = {mid.rsplit("/", 1)[-1].lower(): mid for mid in REGISTRY}
+    return by_name.get(p.name.lower())
+
+
+def _spec_and_origin(model_id: str, arch: Architecture | None) -> tuple[ModelSpec | None, str]:
     if model_id in REGISTRY:
-        return REGISTRY[model_id]
+        return REGISTRY[model_id], "registry"
     meta = Path(model_id) / META_FILE
     if meta.is_file():
         m = json.loads(meta.read_text())
         return ModelSpec(model_id=str(model_id), family=Family(m["objective"]), adapter=m.get("adapter", "llama"),
                          mask_token_id=m.get("mask_token_id"), dtype="auto",
-                         sampler=SamplerDefaults(**m.get("sampler", {})))
-    return None
+                         sampler=SamplerDefaults(**m.get("sampler", {}))), "triplet"
+    if os.path.isdir(model_id) and (rid := registered_id_of_folder(model_id)) is not None:
+        return replace(REGISTRY[rid], model_id=str(model_id), notes=f"local copy of {rid}; {REGISTRY[rid].notes}"), rid
+    if arch is not None and arch.name in ARCHITECTURE_DEFAULTS:
+        like = REGISTRY[ARCHITECTURE_DEFAULTS[arch.name]]
+        variant = "instruct" if "instruct" in Path(model_id).name.lower() else "base"
+        return replace(like, model_id=str(model_id), mask_token_id=None, dtype="auto", variant=variant, pair=None,
+                       notes=f"a {arch.name} checkpoint: the per-model facts of {like.model_id}"), "architecture"
+    return None, ""
+
+
+def spec_for(model_id: str, arch: Architecture | None = None) -> ModelSpec | None:
+    """Per-model facts of a checkpoint: its registry entry (by hub id, or a folder that is a download of
+    a registered model), the metadata of a triplet folder, or, for a checkpoint of an architecture in
+    :data:`ARCHITECTURE_DEFAULTS`, that architecture's registered facts (dtype "auto", no mask id: the
+    mask id then comes from the checkpoint's config or tokenizer). None when nothing is known."""
+    return _spec_and_origin(model_id, arch)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +208,8 @@ class LoadedModel:
     tokenizer: Any
     spec: ModelSpec
     adapter: LayerAdapter
+    #: the remote-code files that ran to build it (name, sha256, tested or not); () for native code
+    remote_code: tuple[RemoteFile, ...] = ()
 
     @property
     def family(self) -> Family:
@@ -238,6 +275,35 @@ def wrap(model: nn.Module, tokenizer: Any, family: Family | str, *, mask_token_i
 # ---------------------------------------------------------------------------------------------
 
 
+def _looks_like_path(model_id: str) -> bool:
+    """True for what can only be a path (a hub id is ``name`` or ``org/name``)."""
+    return (os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
+            or os.sep != "/" and os.sep in model_id)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _not_found(model_id: str, e: Exception) -> LayerwiseError:
+    """The one-line error for an id that is neither a checkpoint folder nor a hub model reachable from here."""
+    why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    head = f"could not load the config of {model_id!r}:"
+    if _looks_like_path(model_id):
+        return LayerwiseError(f"{head} there is no such folder: pass the folder that holds the checkpoint's "
+                              "config.json (for a hub download: .../models--ORG--NAME/snapshots/<commit>)")
+    fetch = f"download it on a machine with hub access (hf download {model_id}) and pass its folder or set HF_HOME"
+    if _hub_offline():
+        return LayerwiseError(f"{head} it is neither a local folder nor in the local hub cache, and the hub is "
+                              f"switched off (HF_HUB_OFFLINE=1): {fetch}, or unset HF_HUB_OFFLINE")
+    if "connect" in str(e).lower() or "resolve" in str(e).lower():
+        return LayerwiseError(f"{head} it is not a local folder and the hub cannot be reached ({why}): {fetch}")
+    return LayerwiseError(f"{head} it is neither a local folder nor a model on the hub ({why}): check the "
+                          "spelling (hub ids are ORG/NAME); a gated or private model needs `hf auth login` first")
+
+
 def _config_error(model_id: str, e: Exception, trust_remote_code: bool | None) -> LayerwiseError:
     return LayerwiseError(
         f"could not load the config of {model_id!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}. "
@@ -247,13 +313,26 @@ def _config_error(model_id: str, e: Exception, trust_remote_code: bool | None) -
 
 
 def read_config(model_id: str) -> dict[str, Any]:
-    """The raw ``config.json`` of a hub id or local folder, without importing any remote code."""
+    """The raw ``config.json`` of a hub id or local folder, without importing any remote code.
+
+    :class:`LayerwiseError` (one line, naming the fix) for a folder without ``config.json``, a path that
+    does not exist, and a hub id that is not on the hub or, offline, not in the local hub cache."""
     from transformers import PretrainedConfig
 
+    folder = Path(model_id).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        inside = sorted(p.name for p in folder.iterdir())[:8]
+        raise LayerwiseError(f"could not load the config of {model_id!r}: the folder has no config.json (it holds "
+                             f"{inside or 'nothing'}): pass the checkpoint's own folder (with config.json and the "
+                             "weights), e.g. a hub snapshot folder")
+    if not folder.is_dir() and _looks_like_path(model_id):
+        raise _not_found(model_id, FileNotFoundError(model_id))
     try:
-        raw, _ = PretrainedConfig.get_config_dict(model_id)
+        raw, _ = PretrainedConfig.get_config_dict(str(folder) if folder.is_dir() else model_id)
     except (OSError, ValueError) as e:
-        raise _config_error(model_id, e, None) from e
+        if folder.is_dir():
+            raise _config_error(model_id, e, None) from e
+        raise _not_found(model_id, e) from e
     return raw
 
 
@@ -294,26 +373,74 @@ def _guess_family(config: Any, model_id: str) -> Family:
     return Family.AR
 
 
+def _config_mask_id(raw: dict[str, Any]) -> int | None:
+    """``mask_token_id`` as config.json writes it (not a config class's default: LLaDAConfig's is 50256)."""
+    mid = raw.get("mask_token_id")
+    return int(mid) if isinstance(mid, int) and not isinstance(mid, bool) else None
+
+
+def check_mask_token_id(model_id: str, mask: int, model: nn.Module, adapter: LayerAdapter, tokenizer: Any,
+                        source: str) -> None:
+    """:class:`LayerwiseError` unless ``mask`` is a row of the model's embedding and an id of its tokenizer."""
+    weight = adapter.get_embed(model).weight
+    rows = int(weight.shape[0]) if isinstance(weight, torch.Tensor) else 0
+    n_tok = len(tokenizer) if tokenizer is not None else rows
+    if not 0 <= mask < min(rows, n_tok):
+        has = getattr(tokenizer, "mask_token_id", None)
+        raise LayerwiseError(
+            f"mask token id {mask} of {model_id} (from {source}) is not in its vocabulary ({rows} embedding rows, "
+            f"{n_tok} tokenizer ids): give the right one, load(..., mask_token_id=ID) or a models entry "
+            f"{{id: {model_id}, mask_token_id: ID}}" + (f" (its tokenizer's mask token is {has})" if has is not None
+                                                         else ""))
+
+
+def _load_tokenizer(model_id: str, source: str | None, trc: bool, required: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source or model_id, trust_remote_code=trc)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if required:
+            raise LayerwiseError(
+                f"no tokenizer for {model_id} in {source or model_id!r} ({why[:160]}): save its tokenizer into the "
+                "folder (tokenizer.save_pretrained(FOLDER)) or say where it is: load(..., tokenizer=ID_OR_FOLDER), "
+                f"or a models entry {{id: {model_id}, tokenizer: ID_OR_FOLDER}}") from e
+        log.warning("no tokenizer for %s (%s): LoadedModel.tokenizer is None", model_id, why)
+        return None
+
+
 def load(model_id: str, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
          device_map: str | dict | None = None, family: Family | str | None = None,
-         trust_remote_code: bool | None = None, **from_pretrained_kwargs: Any) -> LoadedModel:
+         trust_remote_code: bool | None = None, mask_token_id: int | None = None, tokenizer: str | None = None,
+         require_tokenizer: bool = False, **from_pretrained_kwargs: Any) -> LoadedModel:
     """Load a model by hub id or local path, with its tokenizer, spec and adapter.
 
     The checkpoint's config decides the architecture (:func:`layerwise.arch.detect_architecture`): its
     adapter, its config checks and, for a recognised remote-code architecture, ``trust_remote_code``
     (unless given) and its transformers-5 fixes. An unrecognised native model gets an adapter inferred
     from its module names (logged); unrecognised remote code is refused unless ``trust_remote_code=True``.
-    Registry ids (:data:`REGISTRY`) and triplet folders add their family, mask token, dtype and sampler
-    defaults. ``device_map`` (``"auto"`` or a dict of module -> device) dispatches a large model over the
-    GPUs of a node through accelerate; :attr:`LoadedModel.device` then names the embedding's device,
-    where inputs go.
-    """
-    from transformers import AutoConfig, AutoTokenizer
+    The remote-code files that run are hashed into :attr:`LoadedModel.remote_code`; a file the project
+    has not tested gets a :class:`~layerwise.arch.remote_code.UntestedRemoteCodeWarning`.
 
-    spec = spec_for(model_id)
-    registered = spec is not None
-    arch = detect_architecture(read_config(model_id), strict=trust_remote_code is not True)
+    Per-model facts come from :func:`spec_for` (the registry, a triplet folder, a download of a registered
+    model, or the architecture's registered facts); ``family`` overrides them. The mask id is
+    ``mask_token_id`` if given, else the config.json's ``mask_token_id``, else the registry's, else the
+    tokenizer's mask token, and must be in the vocabulary. ``tokenizer``: another id or folder to take
+    the tokenizer from; ``require_tokenizer``: a missing tokenizer is an error (else a warning and
+    ``LoadedModel.tokenizer`` None). ``device_map`` (``"auto"`` or a dict of module -> device)
+    dispatches a large model over the GPUs of a node through accelerate; :attr:`LoadedModel.device` then
+    names the embedding's device, where inputs go.
+    """
+    from transformers import AutoConfig
+
+    raw = read_config(model_id)
+    arch = detect_architecture(raw, strict=trust_remote_code is not True)
+    spec, origin = _spec_and_origin(model_id, arch)
     trc = bool(arch is not None and arch.remote_code) if trust_remote_code is None else bool(trust_remote_code)
+    before = checkpoint_remote_files(model_id, raw) if trc and raw.get("auto_map") else ()
+    if before:
+        warn_untested(model_id, before)  # a local folder's files are known before any of them runs
     try:
         config = AutoConfig.from_pretrained(model_id, trust_remote_code=trc)
     except (OSError, ValueError) as e:
@@ -341,20 +468,41 @@ def load(model_id: str, *, device: str | torch.device = "auto", dtype: str | tor
             f"could not load {model_id!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}. "
             "Check the id or path; without hub access, download the weights first and pass the local path"
         ) from e
+    except (AttributeError, TypeError, KeyError) as e:
+        if arch is not None or not trc:
+            raise
+        raise LayerwiseError(
+            f"could not load {model_id!r} with its own code, unpatched ({e.__class__.__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}): code written for transformers 4 needs fixes; add an "
+            "Architecture with them (layerwise.arch.register_architecture, see layerwise/arch/dream.py)") from e
     if device_map is None:
         model.to(dev)
     model.eval()
     if arch is not None:
         arch.patches.apply_model(model)
-    try:
-        tok = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trc)
-    except (OSError, ValueError, TypeError) as e:
-        log.warning("no tokenizer for %s (%s): LoadedModel.tokenizer is None", model_id, e)
-        tok = None
+    remote = loaded_remote_files(config, model)
+    known = {f.sha256 for f in before or ()}
+    warn_untested(model_id, [f for f in remote if f.sha256 not in known])  # e.g. a hub id's, once downloaded
+    for f in remote:
+        log.info("%s runs remote code %s", model_id, f.describe())
+    tok = _load_tokenizer(model_id, tokenizer, trc, require_tokenizer)
 
     ad = arch.adapter if arch is not None else infer_adapter(model)
-    if not registered:
-        log.warning("model %s is not in the registry: inferred layer adapter %r from its %s (family %s)",
-                    model_id, ad.name, "config" if arch is not None else "module names", spec.family.value)
-    mask = find_mask_token_id(spec.mask_token_id, tok)
-    return wrap(model, tok, spec.family, mask_token_id=mask, adapter=ad, model_id=model_id, spec=spec)
+    if origin in ("", "architecture"):
+        log.warning("model %s is not in the registry: inferred layer adapter %r from its %s (family %s%s)",
+                    model_id, ad.name, "config" if arch is not None else "module names", spec.family.value,
+                    f", sampler defaults of {ARCHITECTURE_DEFAULTS[ad.name]}" if origin else "")
+    mask: int | None
+    if mask_token_id is not None:
+        mask, source = int(mask_token_id), "the mask_token_id given"
+    elif (cfg_mask := _config_mask_id(raw)) is not None:
+        mask, source = cfg_mask, "its config.json"
+    elif spec.mask_token_id is not None:
+        mask, source = spec.mask_token_id, "the model registry"
+    else:
+        mask, source = find_mask_token_id(tok), "its tokenizer"
+    if mask is not None:
+        check_mask_token_id(model_id, mask, model, ad, tok, source)
+    lm = wrap(model, tok, spec.family, mask_token_id=mask, adapter=ad, model_id=model_id, spec=spec)
+    lm.remote_code = remote
+    return lm

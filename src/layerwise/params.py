@@ -38,7 +38,9 @@ class CommonParams:
 
     profile: str = "tiny"       #: which profile file produced this run: tiny / gpu / paper
     preset: str = "tiny"        #: triplet preset trained or loaded when ``models`` is empty
-    models: list[str] = field(default_factory=list)  #: hub ids or local paths; [] = the triplet
+    #: hub ids, local paths or {id, family, mask_token_id, ...} mappings (layerwise.subjects.ModelEntry);
+    #: [] = the triplet
+    models: list[str | dict[str, Any]] = field(default_factory=list)
     data_dir: str = ""          #: "" = $LAYERWISE_DATA_DIR (the runner fills it)
     cache_dir: str = ""         #: "" = $LAYERWISE_CACHE_DIR (the runner fills it)
     device: str = "auto"

@@ -7,6 +7,8 @@ load-time patches and config checks.
   a padding mask).
 - :mod:`.gpt_neox`: GPT-NeoX / Pythia.
 - :mod:`.diffusion_gemma`: DiffusionGemma (the adapter points at its denoiser).
+- :mod:`.remote_code`: the sha256 of every remote-code file the project has tested, and which files a
+  checkpoint runs.
 
 Which architecture a checkpoint is comes from its config (:func:`detect_architecture`: ``model_type``,
 ``architectures``, ``auto_map``), so a hub id and a local folder of the same model are treated alike;
@@ -23,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from ..config import LayerwiseError
-from . import diffusion_gemma, dream, gpt_neox, llada, llama
+from . import diffusion_gemma, dream, gpt_neox, llada, llama, remote_code
 from .base import (
     Architecture,
     LayerAdapter,
@@ -43,7 +45,7 @@ from .base import (
 __all__ = [
     "ADAPTERS", "ARCHITECTURES", "Architecture", "LayerAdapter", "LoadPatches", "LogitsFn", "check_layer_index",
     "default_logits", "detect_architecture", "get_path", "has_path", "infer_adapter", "is_remote_code",
-    "padding_mask_4d", "register_adapter", "register_architecture", "set_path",
+    "padding_mask_4d", "register_adapter", "register_architecture", "remote_code", "set_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,9 @@ def detect_architecture(config: Any, *, strict: bool = True) -> Architecture | N
             f"this checkpoint's code ships with it (model_type {model_type!r}, architectures {list(architectures)}, "
             f"auto_map {sorted({m for m, _ in auto_map_refs(auto_map)})}) and is not a supported architecture "
             f"({', '.join(known)}): add one with layerwise.arch.register_architecture(Architecture(...)) "
-            "(see layerwise/arch/llada.py), or pass trust_remote_code=True to load it unpatched with an "
-            "adapter inferred from its module names"
+            "(see layerwise/arch/llada.py), or, if you trust its code, pass trust_remote_code=True (in a chapter: "
+            "a models entry {id: ..., trust_remote_code: true}) to run it unpatched with an adapter inferred from "
+            "its module names"
         )
     return None
 

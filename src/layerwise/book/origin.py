@@ -49,6 +49,34 @@ def device_text(device: Any) -> str:
     return device_name() if dev.type in ("cuda", "cpu") else str(dev)
 
 
+def _looks_like_checkpoint(model_id: str) -> bool:
+    """A folder or a hub id (ORG/NAME); triplet names (``ar``, ``dlm``) are neither."""
+    return os.path.isdir(os.path.expanduser(model_id)) or "/" in model_id
+
+
+def remote_code_text(models: Mapping[str, Any]) -> str:
+    """Which remote-code files (name, sha256, tested or not) each model runs, in one line.
+
+    ``models`` maps a name to a :class:`~layerwise.models.LoadedModel` (its :attr:`remote_code`) or to a
+    hub id / folder, whose ``auto_map`` files are hashed without running or downloading anything (a
+    hub id not yet in the local hub cache says so). ``""`` when no model names a checkpoint.
+    """
+    from ..arch.remote_code import checkpoint_remote_files, describe_files
+
+    parts = []
+    for name, m in models.items():
+        if hasattr(m, "remote_code"):
+            parts.append(f"{name}: {describe_files(m.remote_code, short=True)}")
+            continue
+        if not _looks_like_checkpoint(str(m)):
+            continue
+        files = checkpoint_remote_files(str(m))
+        text = (describe_files(files, short=True) if files is not None
+                else "not in the local hub cache yet (hashed when it loads: LoadedModel.remote_code)")
+        parts.append(f"{name}: {text}")
+    return "; ".join(parts)
+
+
 class Provenance(dict):
     """What produced a notebook; shown as a markdown table when it is a cell's last expression."""
 
@@ -61,9 +89,11 @@ def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenan
     """Record what produced this notebook: profile, models, device, versions, commit, time.
 
     Call it as the last expression of the cell tagged ``provenance`` (the runner tags that cell
-    ``nbval-skip``); the notebook shows a table. ``models`` may be hub ids / triplet names (list), a
-    ``{name: id}`` mapping, or a ``{name: LoadedModel}`` mapping. Extra keyword arguments (e.g.
-    ``preset=``, ``device=``, ``seed=``) are recorded as given.
+    ``nbval-skip``); the notebook shows a table. ``models`` may be a chapter's ``models`` list (hub ids,
+    folders, triplet names or ``{id: ..., name: ...}`` entries), a ``{name: id}`` mapping, or a
+    ``{name: LoadedModel}`` mapping; a "remote code" row names every remote-code file each checkpoint
+    runs, with its sha256 and whether the project has tested it (:func:`remote_code_text`). Extra
+    keyword arguments (e.g. ``preset=``, ``device=``, ``seed=``) are recorded as given.
     """
     import warnings
 
@@ -79,9 +109,13 @@ def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenan
     if isinstance(models, Mapping):
         models_d = {str(k): str(getattr(getattr(v, "spec", None), "model_id", v)) for k, v in models.items()}
     elif models:
-        models_d = {str(m): str(m) for m in models}
+        models_d = {}
+        for m in models:
+            mid = str(m.get("id", m)) if isinstance(m, Mapping) else str(m)
+            models_d[str(m.get("name") or mid) if isinstance(m, Mapping) else mid] = mid
     else:
         models_d = {}
+    code = remote_code_text(models if isinstance(models, Mapping) else models_d)
     try:
         import transformers
 
@@ -92,6 +126,7 @@ def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenan
         "profile": profile or "?",
         "models": ", ".join(f"{k} ({v})" if k != v else k for k, v in models_d.items()) or "(none given)",
         **params,
+        **({"remote code": code} if code else {}),
         "device": device_text(params.get("device", "auto")),
         "layerwise": __version__, "commit": _git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "transformers": tf_version,
