@@ -258,6 +258,20 @@ def test_unrecognised_remote_code_runs_only_when_trusted_or_registered(ckpts, tm
     assert lm.adapter is fancy.adapter and lm.family is Family.AR2DLM and lm.num_layers == 4
 
 
+@needs_remote_code
+def test_trust_remote_code_false_is_kept(ckpts, tmp_path):
+    """trust_remote_code=False runs no checkpoint code, even in a process that already ran LLaDA's (whose
+    model_type transformers then maps to the same classes without asking)."""
+    M.load(str(ckpts["llada"]), device="cpu")
+    sentinel = tmp_path / "it-ran"
+    d = _copy(ckpts["llada"], tmp_path / "copy")
+    src = d / "modeling_llada.py"
+    src.write_text(f"open({str(sentinel)!r}, 'w').close()\n" + src.read_text())
+    with pytest.raises(LayerwiseError) as e:
+        load_subjects([{"id": str(d), "trust_remote_code": False}], device="cpu")
+    assert "trust_remote_code=True" in _one_line(e) and not sentinel.exists()
+
+
 def test_unknown_ids_and_folders(tmp_path, monkeypatch):
     """Each a one-line error naming the fix: an unknown hub id offline, a path that is no folder, a folder
     without config.json."""

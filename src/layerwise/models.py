@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import ADAPTERS, Architecture, LayerAdapter, detect_architecture, infer_adapter
+from .arch import ADAPTERS, Architecture, LayerAdapter, detect_architecture, infer_adapter, is_remote_code
 from .arch.remote_code import RemoteFile, checkpoint_remote_files, loaded_remote_files, warn_untested
 from .config import LayerwiseError, resolve_device, resolve_dtype
 from .diffusion import Family, find_mask_token_id
@@ -435,6 +435,12 @@ def load(model_id: str, *, device: str | torch.device = "auto", dtype: str | tor
     from transformers import AutoConfig
 
     raw = read_config(model_id)
+    if trust_remote_code is False and is_remote_code(raw):
+        # refused here, not by transformers: once a process has run a model_type's remote code, transformers
+        # resolves that model_type to the same classes without asking again
+        raise LayerwiseError(f"could not load {model_id!r}: its code ships with it (auto_map) and trust_remote_code="
+                             "False: pass trust_remote_code=True (or leave it unset for a recognised architecture) "
+                             "to run it")
     arch = detect_architecture(raw, strict=trust_remote_code is not True)
     spec, origin = _spec_and_origin(model_id, arch)
     trc = bool(arch is not None and arch.remote_code) if trust_remote_code is None else bool(trust_remote_code)
