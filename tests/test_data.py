@@ -13,6 +13,7 @@ import torch
 
 from layerwise import data as D
 from layerwise.config import LayerwiseError
+from layerwise.data.corpora import _PEOPLE
 from layerwise.training import PRESETS
 
 TINY = PRESETS["tiny"].data
@@ -207,14 +208,22 @@ def test_story_tasks_are_heldout_well_formed_and_deterministic() -> None:
     train = set(D.synthetic_documents(TINY.synthetic_docs, TINY.seed, "train"))
     assert not {p["text"] for p in passages} & train  # never a training story
     golds = []
-    for item in choices:
-        assert set(item) == {"query", "choices", "gold"} and len(set(item["choices"])) == 4
-        found = re.search(r"found a \w+ (\w+) near", item["query"])
-        assert found and item["choices"][item["gold"]] == found[1]  # the object the story found earlier
-        assert item["query"].endswith("asked about the")
+    pronoun = dict(_PEOPLE)
+    for k, item in enumerate(choices):
+        assert set(item) == {"query", "choices", "gold", "kind"}
         assert not any(item["query"] in t for t in train)
-        golds.append(item["gold"])
-    assert {golds.count(k) for k in range(4)} <= set(range(35, 66))  # the gold position is uniform
+        answer = item["choices"][item["gold"]]
+        if k % 2 == 0:  # the friend's pronoun: agreement with the name just before it
+            met = re.search(r"met (\w+) at the \w+, and$", item["query"])
+            assert item["kind"] == "pronoun" and sorted(item["choices"]) == ["he", "she"]
+            assert met and answer == pronoun[met[1]]
+        else:  # the object found earlier, right after its adjective
+            found = re.search(r"found a (\w+) (\w+) near", item["query"])
+            assert item["kind"] == "object" and len(set(item["choices"])) == 4
+            assert found and answer == found[2] and item["query"].endswith(f'"Where did you find the {found[1]}')
+            golds.append(item["gold"])
+    assert {golds.count(g) for g in range(4)} <= set(range(15, 36))  # the gold position is uniform
+    assert {c["choices"][c["gold"]] for c in choices[0::2]} == {"he", "she"}
 
 
 def test_story_tasks_evaluate_without_a_data_directory(tmp_path: Path, monkeypatch, tiny_data: D.TrainData) -> None:
@@ -235,7 +244,7 @@ def test_story_tasks_evaluate_without_a_data_directory(tmp_path: Path, monkeypat
     assert res["n"] == {"lw_stories": 4, "lw_stories_choice": 4}
     bpb = res["metrics"]["lw_stories"]["bits_per_byte,none"]
     assert 0.5 < bpb < 20  # a random 2-block model: a real, finite loss on the stories
-    assert res["chance"]["lw_stories_choice"]["acc,none"] == pytest.approx(0.25)
+    assert res["chance"]["lw_stories_choice"]["acc,none"] == pytest.approx((1 / 2 + 1 / 4) / 2)  # 2 of each kind
     written = sorted(p.name for p in (tmp_path / "eval_data").glob("*.jsonl"))
     assert len(written) == 2 and all(n.startswith("stories") for n in written)
 
