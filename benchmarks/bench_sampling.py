@@ -8,8 +8,10 @@ records seconds per sample, samples per second, the speedup and peak GPU memory.
 runs at larger batches (until out of memory) since it needs far less memory than the reference.
 
 The reference, ``reference_diffusion_generate``, mirrors LLaDA's ``generate.py`` line by line (full logits
-at every position, float64 softmax over the whole vocabulary, a per-row Python top-k loop); it lives in
-``tests/oracles/llada_reference.py``, where the test suite checks that the fast sampler gives identical tokens.
+at every position, a softmax over the whole vocabulary in the logits' dtype, a per-row Python top-k loop);
+it lives in ``tests/oracles/llada_reference.py``, where the test suite checks that the fast sampler gives
+identical tokens. The genuine ``generate.py`` itself (LLaDA's modeling code, not a Llama) is compared in
+``benchmarks/bench_llada_reference.py``.
 
 GPU (H100):   python benchmarks/bench_sampling.py
 CPU check:    python benchmarks/bench_sampling.py --tiny

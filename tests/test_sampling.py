@@ -309,3 +309,181 @@ def test_prefix_cache_is_exact_when_the_prefix_cannot_see_the_future(ar, family)
 def test_prefix_cache_runs_on_a_bidirectional_model(dlm):
     out = S.diffusion_generate(dlm, prompts(2, 6, 1), gen_length=8, steps=8, block_length=4, prefix_cache=True)
     assert out.shape == (2, 8) and not (out == MASK).any()
+
+
+# ------------------------------------------------------------------ sampler options --------------
+
+
+def test_float64_ranking_option_equals_reference_option():
+    """``confidence_dtype=torch.float64`` is the reference with the same option (and the default is the
+    reference's softmax in the logits' dtype, checked above)."""
+    model = tiny_llama(False, seed=4)
+    lm = wrap(model, None, "dlm", mask_token_id=MASK)
+    x = prompts(3, 6, seed=8)
+    kw = dict(gen_length=12, steps=12, block_length=4)
+    fast = S.diffusion_generate(lm, x, confidence_dtype=torch.float64, **kw)
+    assert torch.equal(fast, reference(model, x, mask_id=MASK, confidence_dtype=torch.float64, **kw))
+
+
+def mask_loving_dlm(seed: int = 0) -> LoadedModel:
+    """A dlm whose head favours the mask token: at temperature 1 steps often sample the mask id itself."""
+    model = tiny_llama(False, seed=seed)
+
+    def favour_mask(_module: torch.nn.Module, _inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[..., MASK] += 4.0
+        return out
+
+    model.lm_head.register_forward_hook(favour_mask)
+    return wrap(model, None, "dlm", mask_token_id=MASK)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_positions_that_sampled_the_mask_token_are_revisited(shifted):
+    """At temperature > 0 a step may sample the mask token itself: the position stays masked, and LLaDA's
+    generate.py ranks it again in later blocks (its confidence row covers every masked position before the
+    block's end). The sampler does the same, and draws the reference's noise (the whole canvas)."""
+    lm = mask_loving_dlm()
+    model = lm.model
+    if shifted:
+        model = roll_left(model)
+        lm = wrap(model, None, "ar2dlm", mask_token_id=MASK)
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, args, kw: seen.append((args[0] if args else kw["input_ids"]).clone()), with_kwargs=True)
+    x = prompts(2, 5, seed=1)
+    kw = dict(gen_length=12, steps=12, block_length=4, temperature=1.0)
+    try:
+        ref = reference(model, x, mask_id=MASK, shifted=shifted, generator=torch.Generator().manual_seed(0), **kw)
+    finally:
+        hook.remove()
+    revisited = sum(bool((s[:, 5:5 + 4 * (i // 4)] == MASK).any()) for i, s in enumerate(seen))
+    assert revisited > 0  # the case happened: an earlier block still held a mask at a later step
+    fast = S.diffusion_generate(lm, x, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(fast, ref)
+
+
+def test_gumbel_noise_block_option():
+    """``gumbel_noise="block"`` draws less noise: seeded runs repeat, tokens differ from the canvas draw
+    at temperature > 0 and equal it at temperature 0 (no noise)."""
+    lm = wrap(tiny_llama(False, seed=2), None, "dlm", mask_token_id=MASK)
+    x = prompts(2, 6, seed=3)
+    kw = dict(gen_length=16, steps=16, block_length=4)
+
+    def run(noise: str, temperature: float) -> torch.Tensor:
+        return S.diffusion_generate(lm, x, generator=torch.Generator().manual_seed(5), gumbel_noise=noise,
+                                    temperature=temperature, **kw)
+
+    assert torch.equal(run("block", 1.0), run("block", 1.0))
+    assert not torch.equal(run("block", 1.0), run("canvas", 1.0))
+    assert torch.equal(run("block", 0.0), run("canvas", 0.0))
+    with pytest.raises(LayerwiseError, match="gumbel_noise"):
+        run("everywhere", 1.0)
+
+
+@pytest.mark.parametrize("shifted, padded", [(False, False), (True, True)])
+def test_sliced_head_option_equals_reference(shifted, padded):
+    model = tiny_llama(False, seed=6)
+    lm = wrap(roll_left(model) if shifted else model, None, "ar2dlm" if shifted else "dlm", mask_token_id=MASK)
+    x = prompts(3, 7, seed=6)
+    am = None
+    if padded:
+        am = torch.ones_like(x)
+        am[1, :3] = 0
+        x[am == 0] = 0
+    kw = dict(gen_length=8, steps=8, block_length=4)
+    fast = S.diffusion_generate(lm, x, am, sliced_head=True, **kw)
+    assert torch.equal(fast, reference(lm.model, x, am, mask_id=MASK, shifted=shifted, **kw))
+
+
+def test_dream_algorithm_names_point_to_dream_generate(dlm):
+    with pytest.raises(LayerwiseError, match="dream_generate"):
+        S.diffusion_generate(dlm, prompts(1, 4, 0), gen_length=8, steps=8, block_length=8, remasking="maskgit_plus")
+
+
+# ------------------------------------------------------------------ Dream's sampler --------------
+
+
+@pytest.mark.parametrize("alg", S.DREAM_ALGS)
+def test_dream_sampler_fills_the_planted_continuation(alg):
+    """Every algorithm, greedy: the bag-of-context model's continuation of ``[7] * 5`` is ``[7] * 4``."""
+    lm = bag_of_context_dlm()
+    out = S.dream_generate(lm, torch.tensor([[7] * 5, [3] * 5]), gen_length=4, steps=4, alg=alg)
+    assert out.tolist() == [[7] * 4, [3] * 4]
+
+
+def test_dream_sampler_reads_aligned_logits(dlm):
+    rolled = roll_left(dlm.model)
+    shifted = wrap(rolled, None, "ar2dlm", mask_token_id=MASK)
+    wrong = wrap(rolled, None, "dlm", mask_token_id=MASK)
+    x = prompts(2, 6, seed=9)
+    kw = dict(gen_length=8, steps=4, alg="entropy")
+    assert torch.equal(S.dream_generate(shifted, x, **kw), S.dream_generate(dlm, x, **kw))
+    assert not torch.equal(S.dream_generate(wrong, x, **kw), S.dream_generate(dlm, x, **kw))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(alg="origin", temperature=1.0),
+    dict(alg="maskgit_plus", temperature=1.0, top_p=0.9, top_k=20),
+    dict(alg="topk_margin", alg_temp=0.5),
+    dict(alg="entropy", temperature=0.5, alg_temp=0.2),
+])
+def test_dream_sampler_is_seeded(dlm, kw):
+    x = prompts(2, 5, seed=2)
+
+    def run(seed: int) -> torch.Tensor:
+        return S.dream_generate(dlm, x, gen_length=10, steps=5, generator=torch.Generator().manual_seed(seed), **kw)
+
+    a = run(0)
+    assert a.shape == (2, 10)
+    assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+
+
+def test_dream_sampler_with_left_padding_equals_each_row_alone(dlm):
+    x = prompts(2, 8, seed=4)
+    am = torch.ones_like(x)
+    am[1, :3] = 0
+    x[am == 0] = 0
+    both = S.dream_generate(dlm, x, am, gen_length=6, steps=3, alg="maskgit_plus")
+    assert torch.equal(both[1:], S.dream_generate(dlm, x[1:, 3:], gen_length=6, steps=3, alg="maskgit_plus"))
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(alg="low_confidence"), "unknown Dream alg"),
+    (dict(temperature=-0.1), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_k=0), "top_k"),
+    (dict(alg_temp=-1.0), "alg_temp"),
+    (dict(eps=1.0), "eps"),
+    (dict(steps=0), "steps"),
+])
+def test_dream_sampler_errors(dlm, kw, needle):
+    with pytest.raises(LayerwiseError, match=needle):
+        S.dream_generate(dlm, prompts(1, 4, 0), gen_length=4, **kw)
+
+
+def test_generate_settings_route_dream_algorithms(dlm):
+    """generate(): a Dream algorithm (the registry's ``remasking``, or ``alg=``) runs Dream's sampler with
+    the registry's top_p / alg_temp / eps and no blocks; LLaDA's keep blocks."""
+    from dataclasses import replace
+
+    from layerwise.models import DREAM_SAMPLER, LLADA_SAMPLER
+    from layerwise.sampling.generation import _diffusion_defaults
+
+    dream_lm = LoadedModel(dlm.model, None, replace(dlm.spec, sampler=DREAM_SAMPLER), dlm.adapter)
+    got = _diffusion_defaults(dream_lm, 64, {})
+    assert got == dict(alg="entropy", steps=64, temperature=0.2, top_p=0.95, alg_temp=0.0, eps=1e-3)
+    assert _diffusion_defaults(dream_lm, 64, {"block_length": 64, "top_p": None})["top_p"] is None
+    with pytest.raises(LayerwiseError, match="no blocks"):
+        _diffusion_defaults(dream_lm, 64, {"block_length": 32})
+    llada_lm = LoadedModel(dlm.model, None, replace(dlm.spec, sampler=LLADA_SAMPLER), dlm.adapter)
+    assert _diffusion_defaults(llada_lm, 64, {}) == dict(remasking="low_confidence", block_length=32, steps=64,
+                                                         temperature=0.0)
+    assert _diffusion_defaults(llada_lm, 64, {"alg": "topk_margin"})["alg"] == "topk_margin"
+    tok = tiny_tokenizer()
+    lm = wrap(dlm.model, tok, "dlm")
+    text = S.generate(lm, ["w1 w2 w3"], max_new_tokens=6, alg="maskgit_plus", steps=3, progress=False)
+    ids = tok(["w1 w2 w3"], return_tensors="pt")["input_ids"]
+    want = S.dream_generate(lm, ids, gen_length=6, steps=3, alg="maskgit_plus", temperature=0.0)[0].tolist()
+    eos = tok.eos_token_id
+    assert text == [tok.decode(want[:want.index(eos)] if eos in want else want, skip_special_tokens=True)]

@@ -1,10 +1,12 @@
 """LLaDA's reference diffusion sampler (``generate.py`` of GSAI-ML/LLaDA), line by line: the oracle.
 
-``reference_diffusion_generate`` computes the logits and a float64 softmax over the whole vocabulary at
-every position and selects tokens with a per-row Python top-k loop, as LLaDA's code does. The tests check
-that ``layerwise.sampling.diffusion_generate`` gives identical tokens; ``benchmarks/bench_sampling.py``
-times both. Additions to LLaDA's code: a left-padding attention mask, a ``torch.Generator``, Dream's
-shifted-logit alignment, and ``use_cache=False``.
+``reference_diffusion_generate`` computes the logits and a softmax (in the logits' dtype, as LLaDA's code)
+over the whole vocabulary at every position and selects tokens with a per-row Python top-k loop, as
+LLaDA's code does. The tests check that ``layerwise.sampling.diffusion_generate`` gives identical tokens
+(the genuine ``generate.py`` itself is compared in tests/test_sampler_reference.py, where the remote code is
+available); ``benchmarks/bench_sampling.py`` times both. Additions to LLaDA's code: a left-padding attention
+mask, a ``torch.Generator``, Dream's shifted-logit alignment, ``use_cache=False``, and ``confidence_dtype``
+(the sampler's float64-ranking option).
 """
 
 # ruff: noqa: E501  (kept line for line as LLaDA wrote it)
@@ -40,9 +42,10 @@ def get_num_transfer_tokens(mask_index, steps):
 @torch.no_grad()
 def reference_diffusion_generate(model, prompt, attention_mask=None, *, steps, gen_length, block_length,
                                  temperature=0.0, remasking="low_confidence", mask_id, shifted=False,
-                                 generator=None):
+                                 generator=None, confidence_dtype=None):
     """LLaDA's generate.py, plus: a left-padding attention mask, a torch.Generator, Dream's shifted-logit
-    alignment, and use_cache=False. Returns ``[B, gen_length]`` (LLaDA returns the whole canvas)."""
+    alignment, use_cache=False and confidence_dtype (None: the logits' dtype, as LLaDA). Returns
+    ``[B, gen_length]`` (LLaDA returns the whole canvas)."""
     x = torch.full((prompt.shape[0], prompt.shape[1] + gen_length), mask_id, dtype=torch.long).to(prompt.device)
     x[:, :prompt.shape[1]] = prompt.clone()
     if attention_mask is not None:
@@ -68,7 +71,7 @@ def reference_diffusion_generate(model, prompt, attention_mask=None, *, steps, g
             x0 = torch.argmax(logits_with_noise, dim=-1)  # b, l
 
             if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
+                p = F.softmax(logits if confidence_dtype is None else logits.to(confidence_dtype), dim=-1)
                 x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)  # b, l
             elif remasking == "random":
                 x0_p = torch.rand((x0.shape[0], x0.shape[1]), device=generator.device if generator is not None else x0.device,

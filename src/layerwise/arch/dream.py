@@ -118,10 +118,36 @@ def generation_config_accepts_user_set_attributes(cls: type[Any]) -> type[Any]:
     return cls
 
 
+def generation_config_from_model_config(cls: type[Any]) -> type[Any]:
+    """Fixes Dream's own ``model.diffusion_generate(...)`` failing with
+    ``AttributeError: 'GenerationConfig' object has no attribute 'eps'``.
+
+    Dream's ``_prepare_generation_config`` builds ``DreamGenerationConfig.from_model_config(self.config)``.
+    transformers 5's ``from_model_config`` then compares every attribute of the new config with a plain
+    ``GenerationConfig()``, which lacks Dream's diffusion attributes (``eps``, ``steps``, ``alg``,
+    ``alg_temp``). Every ``GenerationConfig`` subclass in ``cls``'s module that inherits
+    ``from_model_config`` gets transformers 4's (the version Dream was written for): the model config's
+    non-None values through ``from_dict(..., _from_model_config=True)``. Others are left alone.
+    """
+    from transformers import GenerationConfig
+
+    def from_model_config(klass: type[Any], model_config: Any) -> Any:
+        values = dict(model_config) if isinstance(model_config, dict) else model_config.to_dict()
+        values.pop("_from_model_config", None)
+        values = {k: v for k, v in values.items() if v is not None}
+        return klass.from_dict(values, return_unused_kwargs=False, _from_model_config=True)
+
+    for obj in list(vars(sys.modules[cls.__module__]).values()):
+        if (isinstance(obj, type) and issubclass(obj, GenerationConfig) and obj is not GenerationConfig
+                and "from_model_config" not in vars(obj)):
+            obj.from_model_config = classmethod(from_model_config)  # type: ignore[assignment]
+    return cls
+
+
 def patch_dream_class(cls: type[Any]) -> type[Any]:
     """Every class-level fix for ``DreamModel`` (apply BEFORE ``from_pretrained``):
     :func:`register_default_rope`, :func:`ignore_rotary_buffers`, :func:`tied_weights_as_mapping`,
-    :func:`generation_config_accepts_user_set_attributes`."""
+    :func:`generation_config_accepts_user_set_attributes`, :func:`generation_config_from_model_config`."""
     for fix in ARCHITECTURE.patches.cls:
         fix(cls)
     return cls
@@ -166,7 +192,7 @@ ARCHITECTURE = Architecture(
     remote_code=True,
     auto_class="AutoModel",
     patches=LoadPatches(cls=(register_default_rope, ignore_rotary_buffers, tied_weights_as_mapping,
-                             generation_config_accepts_user_set_attributes),
+                             generation_config_accepts_user_set_attributes, generation_config_from_model_config),
                         model=(reset_rope_buffers,)),
     name_hints=("dream",),
 )

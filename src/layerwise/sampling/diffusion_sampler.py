@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -12,9 +13,11 @@ from tqdm.auto import tqdm
 from ..config import LayerwiseError
 from ..diffusion import logit_positions
 from ..models import LoadedModel
-from .common import _mask_id, _none_if_full, sliced_lm_head
+from .common import _mask_id, _model_logits, _none_if_full, sliced_lm_head
 
 REMASKING = ("low_confidence", "random")
+#: where the Gumbel noise of one step is drawn: over the whole canvas (LLaDA's stream) or the block only
+GUMBEL_NOISE = ("canvas", "block")
 
 
 def num_transfer_tokens(block_mask: torch.Tensor, steps: int) -> torch.Tensor:
@@ -30,29 +33,37 @@ def num_transfer_tokens(block_mask: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def _rand(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-          generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform [0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator can
-    then drive a GPU model, and gives the same numbers on any device)."""
+          generator: torch.Generator | None, rows: slice | None = None) -> torch.Tensor:
+    """Uniform [0, 1) noise on ``device``: ``torch.rand(shape)`` drawn on the generator's own device (a CPU
+    generator can then drive a GPU model, and gives the same numbers on any device), or from the global
+    RNG of ``device`` when ``generator`` is None (as LLaDA's ``torch.rand_like``). ``rows`` keeps only
+    ``[:, rows]`` of the draw (the whole shape is drawn, so the random stream advances as for the whole
+    tensor) before it moves to ``device``."""
     where = generator.device if generator is not None else device
-    return torch.rand(shape, dtype=dtype, device=where, generator=generator).to(device)
+    noise = torch.rand(shape, dtype=dtype, device=where, generator=generator)
+    if rows is not None:
+        noise = noise[:, rows]
+    return noise.to(device)
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Gumbel-max perturbation, so that argmax samples from softmax(logits / temperature).
 
     As LLaDA's ``add_gumbel_noise``: float64 throughout (low-precision Gumbel noise hurts generation
-    quality, arXiv:2409.02908); returns ``logits`` unchanged at temperature 0. Shape preserved.
+    quality, arXiv:2409.02908); returns ``logits`` unchanged at temperature 0. Shape preserved. ``noise``:
+    uniform float64 noise of ``logits``' shape already drawn (default: drawn here from ``generator``).
     """
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    noise = _rand(tuple(logits.shape), torch.float64, logits.device, generator)
+    if noise is None:
+        noise = _rand(tuple(logits.shape), torch.float64, logits.device, generator)
     return logits.exp() / (-torch.log(noise)) ** temperature
 
 
 def _check_diffusion_args(gen_length: int, steps: int, block_length: int, temperature: float,
-                          remasking: str) -> int:
+                          remasking: str, gumbel_noise: str = "canvas") -> int:
     """Validate sampler settings; returns the number of steps per block."""
     if gen_length < 1 or block_length < 1 or steps < 1:
         raise LayerwiseError(
@@ -71,7 +82,15 @@ def _check_diffusion_args(gen_length: int, steps: int, block_length: int, temper
             f"use a multiple of {num_blocks}, e.g. steps={max(num_blocks, steps - steps % num_blocks)}"
         )
     if remasking not in REMASKING:
-        raise LayerwiseError(f"unknown remasking {remasking!r}: use one of {REMASKING}")
+        from .dream_sampler import DREAM_ALGS
+
+        hint = ""
+        if remasking in DREAM_ALGS:
+            hint = (f"; {remasking!r} is one of Dream's algorithms {DREAM_ALGS}: run it with "
+                    "layerwise.sampling.dream_generate (or generate(..., remasking=...))")
+        raise LayerwiseError(f"unknown remasking {remasking!r} for LLaDA's sampler: use one of {REMASKING}{hint}")
+    if gumbel_noise not in GUMBEL_NOISE:
+        raise LayerwiseError(f"unknown gumbel_noise {gumbel_noise!r}: use one of {GUMBEL_NOISE}")
     if temperature < 0:
         raise LayerwiseError(f"temperature={temperature} must be >= 0 (0 = greedy)")
     return steps // num_blocks
@@ -104,12 +123,22 @@ def _prepare_canvas(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: to
     return x, _none_if_full(am), mid
 
 
+def _first_masked(x: torch.Tensor, mid: int, lo: int, hi: int) -> int:
+    """The first column in ``[lo, hi)`` of ``x [B, T]`` holding the mask id in any row, else ``hi``."""
+    if hi <= lo:
+        return hi
+    cols = (x[:, lo:hi] == mid).any(dim=0).nonzero()
+    return lo + int(cols[0]) if cols.numel() else hi
+
+
 @torch.no_grad()
 def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        *, gen_length: int, steps: int, block_length: int, temperature: float = 0.0,
                        remasking: str = "low_confidence", generator: torch.Generator | None = None,
-                       prefix_cache: bool = False, progress: bool = False) -> torch.Tensor:
-    """Masked-diffusion generation with LLaDA's semi-autoregressive sampler.
+                       confidence_dtype: torch.dtype | None = None, gumbel_noise: str = "canvas",
+                       sliced_head: bool = False, prefix_cache: bool = False,
+                       progress: bool = False) -> torch.Tensor:
+    """Masked-diffusion generation with LLaDA's semi-autoregressive sampler (``generate.py``).
 
     Args:
         input_ids: ``[B, P]`` prompt ids, left-padded when the prompts differ in length.
@@ -121,24 +150,41 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
         temperature: 0 = argmax; > 0 samples with float64 Gumbel noise (:func:`add_gumbel_noise`).
         remasking: ``"low_confidence"`` unmasks the still-masked block positions whose argmax token has
             the highest probability; ``"random"`` picks them uniformly at random.
-        generator: source of randomness for temperature and random remasking (seeded runs repeat).
+        generator: source of randomness for temperature and random remasking (seeded runs repeat). None:
+            the global RNG of the model's device, drawn in the order and shapes of ``generate.py``, so
+            ``torch.manual_seed(s)`` before either sampler gives both the same tokens.
+        confidence_dtype: CHANGES TOKENS when set. None (default): the softmax that ranks positions runs
+            in the logits' dtype, as ``generate.py`` (bf16 on GPU, where many confidences tie and
+            ``torch.topk`` breaks the ties). ``torch.float64``: rank in float64 (fewer ties).
+        gumbel_noise: CHANGES TOKENS at temperature > 0 when ``"block"``. ``"canvas"`` (default) draws
+            each step's float64 noise over the whole ``[B, P + G, V]`` canvas as ``generate.py`` does
+            (the same random stream); ``"block"`` draws it for the current block only (same
+            distribution, ``(P + G) / block_length`` times less memory and time for the noise).
+        sliced_head: MAY CHANGE TOKENS (off by default). Run the LM head only on the current block's
+            positions (a pre-hook on ``adapter.get_lm_head``). Each logit is the same dot product, but a
+            matrix multiply with fewer rows may be given another kernel (another summation order, so
+            other low-bits in bf16); measure identity on your hardware before relying on it.
         prefix_cache: APPROXIMATE, off by default. Fast-dLLM's prefix cache: at the first step of each
             block the whole sequence runs and the keys/values of everything before the block are kept;
             the block's other steps run only the block and what follows it. Outputs change (the cached
             prefix no longer sees the newest tokens), so measure accuracy against the exact sampler
             before relying on it. Needs a transformers model with a ``Cache`` (Llama/Qwen2 naming).
+            Implies ``sliced_head``.
         progress: show a progress bar over steps.
 
     Returns:
         ``[B, gen_length]`` generated ids.
 
-    Equal to LLaDA's ``generate`` (tokens identical at temperature 0, and with random remasking from the
-    same generator) but the LM head, softmax and top-k run only on the ``block_length`` positions of the
-    current block, which is where any token can be unmasked.
+    With the defaults the tokens are those of LLaDA's ``generate.py`` at the same batch shape (the model is
+    called on the same canvas and attention mask; the same logits, noise, softmax dtype and per-row
+    ``torch.topk`` over the full-length confidence row). What is skipped keeps every number the same:
+    only the current block's rows go through the Gumbel noise, the softmax and the argmax (each row is
+    computed on its own), and the confidence row outside the block is ``-inf`` as in ``generate.py``.
     """
-    spb = _check_diffusion_args(gen_length, steps, block_length, temperature, remasking)
+    spb = _check_diffusion_args(gen_length, steps, block_length, temperature, remasking, gumbel_noise)
     x, am, mid = _prepare_canvas(lm, input_ids, attention_mask, gen_length)
     b, p = input_ids.shape
+    total = x.shape[1]
     dev = x.device
     num_blocks = gen_length // block_length
     if prefix_cache:
@@ -149,20 +195,27 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             )
         from transformers import DynamicCache
     bar = tqdm(total=num_blocks * spb, desc="diffusion sampling", disable=not progress, leave=False)
-    with sliced_lm_head(lm) as logits_at:
+    with sliced_lm_head(lm) if sliced_head or prefix_cache else contextlib.nullcontext() as logits_at:
         for blk in range(num_blocks):
-            start = p + blk * block_length
-            positions = torch.arange(start, start + block_length, device=dev)  # aligned: the block's tokens
-            # one host sync per block: the per-step k is needed as a Python int by topk
-            ntt = num_transfer_tokens(x[:, start:start + block_length] == mid, spb)
-            k_max = ntt.max(dim=0).values.tolist()
+            start, end = p + blk * block_length, p + (blk + 1) * block_length
+            # one host sync per block: topk takes k as a Python int
+            ntt = num_transfer_tokens(x[:, start:end] == mid, spb).tolist()
             # cached prefix length: everything before the first raw logit position the block needs
-            keep_len = int(logit_positions(positions[:1], lm.family))
+            keep_len = int(logit_positions(torch.tensor([start], device=dev), lm.family))
             cache = None
             for i in range(spb):
-                masked = x[:, start:start + block_length] == mid  # [B, Lb]
-                if not prefix_cache:
-                    logits = logits_at(x, am, positions)  # [B, Lb, V], aligned to the block
+                # the rows that may be unmasked: the block, and (as generate.py, which ranks every masked
+                # position before the block's end) earlier ones where a step sampled the mask token itself
+                lo = start if prefix_cache else _first_masked(x, mid, p, start)
+                rows = slice(lo, end)
+                positions = torch.arange(lo, end, device=dev)  # aligned: the tokens of these rows
+                masked = x[:, rows] == mid  # [B, R]
+                if logits_at is None:  # the whole canvas through the head, as generate.py
+                    raw = _model_logits(lm, x, am)
+                    logits = raw.index_select(1, logit_positions(positions, lm.family))  # [B, R, V] aligned
+                    del raw
+                elif not prefix_cache:
+                    logits = logits_at(x, am, positions)  # [B, R, V], aligned to the rows
                 elif i == 0:  # full pass that also fills the cache; keep only the prefix's keys/values
                     hf: Any = lm.model  # a transformers model with a config
                     cache = DynamicCache(config=hf.config)
@@ -173,20 +226,25 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                     logits = logits_at(x[:, keep_len:], am, positions - keep_len, past_key_values=cache,
                                        use_cache=True)
                     cache.crop(keep_len - cache.get_seq_length())
-                x0 = add_gumbel_noise(logits, temperature, generator).argmax(dim=-1)  # [B, Lb]
+                noise = None
+                if temperature > 0:
+                    canvas = gumbel_noise == "canvas"
+                    shape = (b, total, logits.shape[-1]) if canvas else tuple(logits.shape)
+                    noise = _rand(shape, torch.float64, dev, generator, rows if canvas else None)
+                x0 = add_gumbel_noise(logits, temperature, noise=noise).argmax(dim=-1)  # [B, R]
                 if remasking == "low_confidence":
-                    # float64 softmax of the same rows as the reference, so the ranking is identical
-                    conf = F.softmax(logits.to(torch.float64), dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-                else:
-                    # draw over the whole canvas as the reference does, so a shared generator agrees
-                    conf = _rand((b, x.shape[1]), torch.float32, dev, generator)[:, start:start + block_length]
-                conf = torch.where(masked, conf, torch.full_like(conf, -math.inf))
-                k = ntt[:, i:i + 1]  # [B, 1]
-                top = conf.topk(k_max[i], dim=1).indices  # [B, k_max]; rows use their first k entries
-                keep = torch.arange(k_max[i], device=dev).unsqueeze(0) < k
-                transfer = torch.zeros_like(masked).scatter_(1, top, keep)
-                block = x[:, start:start + block_length]
-                x[:, start:start + block_length] = torch.where(transfer & masked, x0, block)
+                    ranked = logits if confidence_dtype is None else logits.to(confidence_dtype)
+                    x0_p = F.softmax(ranked, dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+                else:  # drawn over the whole canvas, as generate.py
+                    x0_p = _rand((b, total), torch.float32, dev, generator, rows)
+                # generate.py's confidence row: -inf but at the masked positions before the block's end;
+                # torch.topk per row over the full-length row, which decides among ties
+                conf = torch.full((b, total), -math.inf, dtype=x0_p.dtype, device=dev)
+                conf[:, rows] = torch.where(masked, x0_p, torch.full_like(x0_p, -math.inf))
+                transfer = torch.zeros((b, total), dtype=torch.bool, device=dev)
+                for j in range(b):
+                    transfer[j, conf[j].topk(ntt[j][i]).indices] = True
+                x[:, rows] = torch.where(transfer[:, rows] & masked, x0, x[:, rows])
                 bar.update(1)
     bar.close()
     return x[:, p:]

@@ -11,6 +11,7 @@ from ..config import LayerwiseError
 from ..diffusion import Family
 from ..models import LoadedModel
 from .diffusion_sampler import diffusion_generate
+from .dream_sampler import DREAM_ALGS, dream_generate
 
 
 @torch.no_grad()
@@ -58,9 +59,30 @@ def _diffusion_defaults(lm: LoadedModel, gen_length: int, kwargs: dict[str, Any]
 
     The default keeps the registry's tokens-per-step ratio; a default block length that does not divide
     ``gen_length`` falls back to one block. Explicit arguments are used as given (and validated).
+    Dream's algorithms (``remasking`` in :data:`DREAM_ALGS`) have no blocks; they also take the registry's
+    ``top_p``, ``alg_temp`` and ``eps``, and their ``remasking`` is passed as ``alg``.
     """
     d = lm.spec.sampler
     out = dict(kwargs)
+    if "alg" in out:  # Dream's name for it
+        out["remasking"] = out.pop("alg")
+    out.setdefault("remasking", d.remasking)
+    if out["remasking"] in DREAM_ALGS:
+        block = out.pop("block_length", gen_length)
+        if block != gen_length:
+            raise LayerwiseError(
+                f"block_length={block} with Dream's {out['remasking']!r} algorithm: Dream's sampler has no blocks; "
+                f"leave block_length out (or set it to gen_length={gen_length}), or use remasking='low_confidence' "
+                "for LLaDA's semi-autoregressive blocks"
+            )
+        out["alg"] = out.pop("remasking")
+        if "steps" not in out:
+            out["steps"] = max(1, round(gen_length * d.steps / d.gen_length))
+        out.setdefault("temperature", d.temperature)
+        for key in ("top_p", "alg_temp", "eps"):
+            if key not in out and getattr(d, key) is not None:
+                out[key] = getattr(d, key)
+        return out
     if "block_length" not in out:
         out["block_length"] = d.block_length if gen_length % d.block_length == 0 else gen_length
     if "steps" not in out:
@@ -68,7 +90,6 @@ def _diffusion_defaults(lm: LoadedModel, gen_length: int, kwargs: dict[str, Any]
         steps = max(1, round(gen_length * d.steps / d.gen_length))
         out["steps"] = max(nb, steps - steps % nb)
     out.setdefault("temperature", d.temperature)
-    out.setdefault("remasking", d.remasking)
     return out
 
 
@@ -76,10 +97,12 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
              until: list[str] | None = None, progress: bool = True, **sampler_kwargs: Any) -> list[str]:
     """Generate a continuation for each prompt (strings in, strings out).
 
-    Tokenizes with left padding, runs :func:`ar_generate` (``ar``) or :func:`diffusion_generate`
-    (``dlm``/``ar2dlm``, ``gen_length = max_new_tokens``, other settings from ``lm.spec.sampler``
-    unless passed in ``sampler_kwargs``), cuts each output at the first EOS token, decodes, and cuts
-    the text at the first of the ``until`` strings.
+    Tokenizes with left padding, runs :func:`ar_generate` (``ar``) or, for ``dlm``/``ar2dlm``
+    (``gen_length = max_new_tokens``, other settings from ``lm.spec.sampler`` unless passed in
+    ``sampler_kwargs``), :func:`diffusion_generate` (LLaDA's ``low_confidence`` / ``random`` remasking)
+    or :func:`dream_generate` (Dream's ``origin`` / ``maskgit_plus`` / ``topk_margin`` / ``entropy``),
+    cuts each output at the first EOS token, decodes, and cuts the text at the first of the ``until``
+    strings.
     """
     tok = lm.tokenizer
     if tok is None:
@@ -101,7 +124,8 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
                 new = ar_generate(lm, ids, am, max_new_tokens=max_new_tokens, eos_token_id=eos, **kw)
             else:
                 kw = _diffusion_defaults(lm, max_new_tokens, sampler_kwargs)
-                new = diffusion_generate(lm, ids, am, gen_length=max_new_tokens, **kw)
+                sampler = dream_generate if "alg" in kw else diffusion_generate
+                new = sampler(lm, ids, am, gen_length=max_new_tokens, **kw)
             for row in new.tolist():
                 if eos is not None and eos in row:
                     row = row[:row.index(eos)]
