@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from layerwise import sampling as S
 from layerwise.arch import dream
+from layerwise.arch.llada import padding_bias as llada_padding_bias
 from layerwise.models import DREAM_SAMPLER, wrap
-from layerwise.sampling.common import llada_padding_bias
 from oracles.remote_code import (
     REMOTE_CODE,
     genuine_checkpoint,
@@ -109,7 +109,7 @@ def test_llada_sampler_gives_generate_py_tokens(llada, b, temperature, gen_lengt
 
 def test_llada_forward_is_generate_py_forward(llada):
     """The padded forward the samplers use gives generate.py's logits bit for bit (generate.py passes a 2D
-    attention_mask, which LLaDA's modeling code turns into :func:`llada_padding_bias`)."""
+    attention_mask, which LLaDA's modeling code turns into :func:`layerwise.arch.llada.padding_bias`)."""
     ids, am = batch(4, 0, length=20)
     with torch.no_grad():
         ref = llada.model(ids, attention_mask=am).logits

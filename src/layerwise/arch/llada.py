@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import LayerwiseError
-from .base import Architecture, LayerAdapter, LoadPatches, padding_mask_4d
+from .base import Architecture, LayerAdapter, LoadPatches
 
 _GROUPED = (
     "this LLaDA checkpoint groups its blocks (config.block_group_size > 1, blocks under "
@@ -29,10 +29,24 @@ _GROUPED = (
 def logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """LLaDA's ``attention_mask`` path adds a *causal* bias when the mask has zeros (modeling_llada.py:
     ``attention_bias = get_causal_attention_bias(...)``), which would make padded batches causal; so a
-    padding mask is passed as a bidirectional boolean ``attention_bias`` instead."""
+    padding mask is passed as a bidirectional float ``attention_bias`` instead (:func:`padding_bias`)."""
     if attention_mask is None or bool(attention_mask.bool().all()):
         return model(input_ids=input_ids).logits
-    return model(input_ids=input_ids, attention_bias=padding_mask_4d(attention_mask)).logits
+    return model(input_ids=input_ids, attention_bias=padding_bias(attention_mask)).logits
+
+
+def padding_bias(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The float attention bias ``[B, 1, T, T]`` LLaDA's modeling code builds from a 2D padding mask
+    ``[B, T]`` (0 where a key is visible, the float32 minimum where it is padding), built the same way.
+
+    LLaDA's own sampler (``generate.py``) passes ``attention_mask``; the current hub modeling file turns it
+    into this bias. A boolean mask would become a bias of 1.0 on visible keys: the same attention in exact
+    arithmetic but other low bits, so the adapter passes this one and its numbers are LLaDA's own.
+    """
+    b, t = attention_mask.shape
+    keys = attention_mask.to(dtype=torch.float).view(b, -1)[:, None, None, :]
+    keys = (1.0 - keys) * torch.finfo(keys.dtype).min
+    return torch.zeros((1, 1, t, t), dtype=torch.float, device=attention_mask.device) + keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ tokens at temperature 0 and, after the same ``torch.manual_seed``, at temperatur
 shape. That needs the reference's numbers, not only its algorithm: the softmax that ranks positions in
 the logits' dtype (in bf16 many confidences tie and ``torch.topk`` over the full-length row breaks the
 ties), the noise drawn over the whole canvas, a padded LLaDA batch's attention bias as LLaDA builds it
-(:func:`layerwise.sampling.common.llada_padding_bias`). Speed-ups kept by default change no number: the
+(:func:`layerwise.arch.llada.padding_bias`). Speed-ups kept by default change no number: the
 Gumbel noise, the softmax and the argmax run only on the current block's rows (each row is computed on
 its own). Options that may change tokens are named: ``confidence_dtype=torch.float64`` (rank in float64),
 ``gumbel_noise="block"`` (draw noise for the block only), ``sliced_head=True`` (the LM head on the block's

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arch import llada
 from ..diffusion import align_logits, logit_positions, mask_token_id
 from ..models import LoadedModel
 
@@ -26,28 +27,15 @@ def _none_if_full(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask
 
 
-def llada_padding_bias(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The float attention bias ``[B, 1, T, T]`` LLaDA's modeling code builds from a 2D padding mask
-    ``[B, T]`` (0 where a key is visible, the float32 minimum where it is padding), built the same way.
-
-    LLaDA's own sampler (``generate.py``) passes ``attention_mask``; the current hub modeling file turns it
-    into this bias. The layer adapter passes a boolean mask instead (its ``True`` becomes a bias of 1.0: the
-    same attention in exact arithmetic, other low bits), so the samplers and likelihoods pass this one.
-    """
-    b, t = attention_mask.shape
-    keys = attention_mask.to(dtype=torch.float).view(b, -1)[:, None, None, :]
-    keys = (1.0 - keys) * torch.finfo(keys.dtype).min
-    return torch.zeros((1, 1, t, t), dtype=torch.float, device=attention_mask.device) + keys
-
-
 def _model_logits(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   **kw: Any) -> torch.Tensor:
     """Logits ``[B, T, V]`` through the adapter (``lm.logits`` hides each architecture's mask and cache
     conventions); with ``kw`` (a KV cache for the opt-in prefix cache) the model is called directly. A
-    padded LLaDA batch gets :func:`llada_padding_bias`, the numbers of LLaDA's own ``attention_mask`` path."""
+    padded LLaDA batch gets :func:`layerwise.arch.llada.padding_bias`, the numbers of LLaDA's own
+    ``attention_mask`` path."""
     if attention_mask is not None and lm.adapter.name == "llada" and bool((attention_mask == 0).any()):
         dev = lm.device
-        return lm.model(input_ids=ids.to(dev), attention_bias=llada_padding_bias(attention_mask.to(dev)), **kw).logits
+        return lm.model(input_ids=ids.to(dev), attention_bias=llada.padding_bias(attention_mask.to(dev)), **kw).logits
     if not kw:
         return lm.logits(ids, attention_mask)
     kw.setdefault("use_cache", False)
