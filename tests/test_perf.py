@@ -175,3 +175,19 @@ def test_training_mfu_leaves_out_plain_compile_rows(tmp_path: Path) -> None:
     tm = perf.training_mfu(perf.load_benchmarks(tmp_path))
     assert list(zip(tm["compile"], tm["mfu"])) == [(False, 0.1), (True, 0.2)]
     assert _by_id(perf.targets_table(tmp_path))["training"]["measured"] == 0.2
+
+
+def test_generate_py_target_reads_the_genuine_comparison(tmp_path: Path) -> None:
+    """The sampler-vs-generate.py row is the exact sampler's time over generate.py's at the worst batch of
+    the committed run, and is withheld (no value) as soon as one token differs."""
+    ref = pd.read_csv(RESULTS / "llada_reference.csv")
+    row = perf.targets_table(RESULTS).set_index("target_id").loc["sampler_generate_py"]
+    assert row["measured"] == pytest.approx((ref["lw_s_per_sample"] / ref["ref_s_per_sample"]).max())
+    assert f"tokens equal {int(ref['tokens_total'].sum())}/{int(ref['tokens_total'].sum())}" in row["note"]
+    bad = ref.copy()
+    bad.loc[0, "tokens_equal"] -= 1
+    for f in RESULTS.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    bad.to_csv(tmp_path / "llada_reference.csv", index=False)
+    row = perf.targets_table(tmp_path).set_index("target_id").loc["sampler_generate_py"]
+    assert row["status"] == "no value" and row["note"].startswith("TOKENS DIFFER")
