@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .arch import LayerAdapter, check_layer_index
-from .config import LayerwiseError
+from .config import LayerwiseError, progress_disabled
 from .models import LoadedModel
 from .stats import two_level_bootstrap
 
@@ -398,7 +398,7 @@ def run_conditions(lm: LoadedModel, conditions: Sequence[Condition], prompts: Se
     if answers is not None and len(answers) != len(prompts):
         raise LayerwiseError(f"{len(answers)} answers for {len(prompts)} prompts: pass one answer per prompt")
     rows = []
-    for cond in tqdm(conditions, desc=f"ablation ({lm.name})", disable=not progress):
+    for cond in tqdm(conditions, desc=f"ablation ({lm.name})", disable=progress_disabled(not progress)):
         with apply_condition(lm, cond, mode=mode, where=where, means=means):
             texts = generate_fn(lm, list(prompts), **gen_kwargs)
         for p, text in enumerate(texts):

@@ -134,3 +134,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in table:
         raise LayerwiseError(f"unknown dtype {dtype!r}: use one of {sorted(table)} or 'auto'")
     return table[dtype]
+
+
+def progress_disabled(disable: bool = False) -> bool:
+    """True when a progress bar should stay off: asked by the caller, or ``TQDM_DISABLE`` is set (the book's
+    runner sets it in chapter kernels so that bars stay on the terminal, out of the executed notebooks;
+    tqdm itself honours the variable only where a caller passes no ``disable``)."""
+    return disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import LayerwiseError, resolve_device
+from .config import LayerwiseError, progress_disabled, resolve_device
 from .models import LoadedModel
 
 Method = Literal["fixed", "ks"]
@@ -177,7 +177,7 @@ def model_alpha_hill(lm: LoadedModel, *, method: Method = "fixed", fraction: flo
     dev = resolve_device(device) if device is not None else None
     mats = list(lm.adapter.named_linears(lm.model))
     rows = []
-    for layer, role, mod in tqdm(mats, desc=f"alpha-Hill ({method})", disable=not progress):
+    for layer, role, mod in tqdm(mats, desc=f"alpha-Hill ({method})", disable=progress_disabled(not progress)):
         fit = alpha_hill(mod.weight, method=method, fraction=fraction, k=k, min_tail=min_tail,
                          dtype=dtype, device=dev)
         rows.append({"layer": layer, "role": role, "alpha": fit.alpha, "xmin": fit.xmin,
@@ -202,7 +202,7 @@ def checkpoint_alpha_hill(checkpoints: dict[int, str], *, method: Method = "fixe
     from .models import load
 
     frames = []
-    for step, path in tqdm(sorted(checkpoints.items()), desc="checkpoints", disable=not progress):
+    for step, path in tqdm(sorted(checkpoints.items()), desc="checkpoints", disable=progress_disabled(not progress)):
         lm = load(str(path), device=device, dtype="float32")
         frames.append(model_alpha_hill(lm, method=method, fraction=fraction, k=k, min_tail=min_tail,
                                        progress=False).assign(step=step))

@@ -282,7 +282,10 @@ def execute(plan: Plan, profile: str, *, kernel: str | None = None, progress: bo
     plan.stamp.unlink(missing_ok=True)  # a failed run must not look up to date
     kernel = kernel or plan.nb.metadata.get("kernelspec", {}).get("name", "python3")
     # figures inline even when the caller's environment sets a non-interactive backend (MPLBACKEND=Agg)
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **plan.env}
+    # progress bars belong on the terminal (the runner's own), not in the executed notebook: tqdm reads
+    # TQDM_DISABLE, transformers and huggingface_hub read HF_HUB_DISABLE_PROGRESS_BARS
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_DISABLE": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", **plan.env}
     t0 = time.perf_counter()
     with _env(**env):
         try:

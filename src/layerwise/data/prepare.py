@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import LayerwiseError, data_file
+from ..config import LayerwiseError, data_file, progress_disabled
 from ..config import cache_dir as _cache_dir
 from .arithmetic import ARITH_DIGITS, arithmetic_documents
 from .corpora import (
@@ -182,7 +182,8 @@ def prepare(spec: DataSpec, *, data_dir: str | os.PathLike | None = None,
         def corpus_pieces() -> list[str]:
             pieces: list[str] = []
             total = 0
-            bar = tqdm(iter_xz_chunks(train_file), desc="decompress gutenberg", unit="chunk", disable=not progress)
+            bar = tqdm(iter_xz_chunks(train_file), desc="decompress gutenberg", unit="chunk",
+                       disable=progress_disabled(not progress))
             for chunk in bar:
                 pieces.extend(_split_docs(chunk))
                 total += len(chunk)

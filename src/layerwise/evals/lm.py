@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..config import LayerwiseError
+from ..config import LayerwiseError, progress_disabled
 from ..models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,10 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
         return {"batch_size": self.batch_size, **kw}
 
     # -- request types ------------------------------------------------------------------------
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """lm-eval's tokenisation and scoring, its progress bar off where :func:`progress_disabled` says so."""
+        return super().loglikelihood(requests, disable_tqdm=progress_disabled(disable_tqdm))
+
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
                               disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         """Score continuation ids after context ids, longest first (fewer pad tokens per batch).
@@ -156,8 +160,8 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
             prepared.append((ctx, cont))
         order = sorted(range(len(prepared)), key=lambda i: -(len(prepared[i][0]) + len(prepared[i][1])))
         out: list[tuple[float, bool] | None] = [None] * len(prepared)
-        for s in tqdm(range(0, len(order), self.batch_size), desc="loglikelihood", disable=disable_tqdm,
-                      leave=False):
+        for s in tqdm(range(0, len(order), self.batch_size), desc="loglikelihood",
+                      disable=progress_disabled(disable_tqdm), leave=False):
             idx = order[s: s + self.batch_size]
             res = self.backend.loglikelihood(self.lm, [prepared[i][0] for i in idx], [prepared[i][1] for i in idx],
                                              **self._likelihood_kwargs())
@@ -176,7 +180,7 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
         kw = self._likelihood_kwargs()
         if not self.lm.family.is_diffusion:
             kw.pop("n_samples", None)
-        for req in tqdm(requests, desc="loglikelihood_rolling", disable=disable_tqdm, leave=False):
+        for req in tqdm(requests, desc="loglikelihood_rolling", disable=progress_disabled(disable_tqdm), leave=False):
             (text,) = req.args
             ll = float(self.backend.rolling_loglikelihood(self.lm, self.tok_encode(text), max_length=self.max_length,
                                                           prefix_token_id=self.prefix_token_id, **kw))
@@ -195,7 +199,7 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
             groups[json.dumps(req.args[1], sort_keys=True, default=str)].append(i)
         out: list[str | None] = [None] * len(requests)
         eos = getattr(self.tokenizer, "eos_token", None)
-        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm, leave=False)
+        bar = tqdm(total=len(requests), desc="generate_until", disable=progress_disabled(disable_tqdm), leave=False)
         for idxs in groups.values():
             gen_kwargs = dict(requests[idxs[0]].args[1])
             until = gen_kwargs.get("until") or []

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as D
-from ..config import LayerwiseError, resolve_device
+from ..config import LayerwiseError, progress_disabled, resolve_device
 from ..diffusion import Objective, find_mask_token_id, mask_token_id
 from ..models import META_FILE
 from .compile import _autocast, compile_for_training, cpu_threads
@@ -193,7 +193,8 @@ def _train(objective: Objective, p: Preset, run: Path, dev: torch.device, data_d
                 "n_params": n_params(model, non_embedding=False), "n_params_nonembedding": n_params(model),
                 "flops_per_token": fpt, "complete": complete, **extra}
 
-    bar = tqdm(total=n_steps, initial=step, desc=f"train {p.name}/{objective}", disable=not progress, unit="step")
+    bar = tqdm(total=n_steps, initial=step, desc=f"train {p.name}/{objective}", unit="step",
+               disable=progress_disabled(not progress))
     t_last, tok_since, done_now = time.perf_counter(), 0, 0
     loss_acc = torch.zeros((), device=dev)  # summed on device: no host sync except at log points
     while step < n_steps:
