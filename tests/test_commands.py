@@ -269,7 +269,10 @@ def _normalise(argv: list[str]) -> list[str]:
 def test_readme_spelled_out_commands_are_the_makefile_recipes():
     recipes = {}
     for target in ("book", "test"):
-        done = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, check=True)
+        # run inside `make test` too: without MAKEFLAGS/MAKELEVEL a sub-make prints no "Entering directory"
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        done = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=REPO, env=env,
+                              capture_output=True, text=True, check=True)
         lines = done.stdout.replace("\\\n", " ").splitlines()
         recipes[target] = [_normalise(shlex.split(x)) for x in lines if x.strip() and not x.startswith("touch ")]
     chains = defaultdict(list)
