@@ -7,6 +7,10 @@ A result file is ``<results_dir>/<chapter>.json``::
      "data": {...free-form tables...}}
 
 ``metrics`` holds the numbers the ledger reads; ``data`` holds whatever the chapter wants to keep.
+
+Jobs of a sweep that run one chapter several times (one model or one configuration each, see
+:mod:`layerwise.sweep`) set ``$LAYERWISE_RESULT_KEY``: their files are ``<chapter>@<key>.json``, so
+they never overwrite each other, and :func:`load_results` merges them into the chapter's entry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import Any, Protocol
 import torch
 
 from .config import LayerwiseError, cache_dir
+
+#: Set by a sweep job: its result files are ``<chapter>@<key>.json`` (merged by :func:`load_results`).
+RESULT_KEY_ENV = "LAYERWISE_RESULT_KEY"
 
 
 def results_dir(profile: str, path: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> Path:
@@ -88,8 +95,11 @@ def save_result(chapter: str, *, profile: str, metrics: Mapping[str, dict[str, A
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(), "metrics": _clean(metrics), "data": _clean(data or {}),
     }
+    key = os.environ.get(RESULT_KEY_ENV, "")
+    if key:
+        payload["job"] = key
     out = globals()["results_dir"](profile, results_dir, cache)
-    path = out / f"{chapter}.json"
+    path = out / (f"{chapter}@{key}.json" if key else f"{chapter}.json")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=False))
     tmp.replace(path)
@@ -98,6 +108,30 @@ def save_result(chapter: str, *, profile: str, metrics: Mapping[str, dict[str, A
 
 def load_results(profile: str, results_dir: str | os.PathLike | None = None,
                  cache: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """All result files of a profile, keyed by chapter."""
+    """All result files of a profile, keyed by chapter.
+
+    A chapter's per-job files (``<chapter>@<key>.json``, written by sweep jobs) are merged into its
+    entry: every job's metrics under ``name@key``, and under ``name`` unless the chapter's own file
+    or an earlier job (in key order) already has it; models merged; each job's ``data`` under
+    ``data["jobs"][key]``.
+    """
     out = globals()["results_dir"](profile, results_dir, cache)
-    return {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    merged: dict[str, dict[str, Any]] = {}
+    keyed: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for p in sorted(out.glob("*.json")):
+        chapter, _, key = p.stem.partition("@")
+        payload = json.loads(p.read_text())
+        if key:
+            keyed.setdefault(chapter, []).append((key, payload))
+        else:
+            merged[chapter] = payload
+    for chapter, jobs in keyed.items():
+        entry = merged.setdefault(chapter, {**jobs[0][1], "metrics": {}, "models": {}, "data": {}})
+        entry["jobs"] = [key for key, _ in jobs]
+        for key, payload in jobs:
+            for name, m in payload.get("metrics", {}).items():
+                entry["metrics"].setdefault(name, m)
+                entry["metrics"][f"{name}@{key}"] = m
+            entry["models"] = {**payload.get("models", {}), **entry.get("models", {})}
+            entry.setdefault("data", {}).setdefault("jobs", {})[key] = payload.get("data", {})
+    return merged

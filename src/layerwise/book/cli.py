@@ -41,6 +41,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="resolve and type-check chapters, profile and parameters, print what would run; run nothing")
     common(r)
 
+    sw = sub.add_parser("sweep", help="run chapters x models x parameter grids as papermill jobs through submitit "
+                        "(SLURM job arrays, or this machine)")
+    sw.add_argument("--profile", default="tiny")
+    sw.add_argument("--chapters", nargs="+", required=True, help="names or NN prefixes")
+    sw.add_argument("--models", nargs="+", default=[], help="one job per model (its chapter run with models=[M])")
+    sw.add_argument("-g", "--grid", action="append", default=[], metavar="NAME=[V1, V2]",
+                    help="one job per value (YAML list); several -g make a cartesian product")
+    sw.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="for every job")
+    sw.add_argument("--cache-dir", default=None)
+    sw.add_argument("--force", action="store_true", help="run even unchanged chapters")
+    sw.add_argument("--kernel", default=None)
+    sw.add_argument("--cluster", default="auto", help="auto (SLURM where sbatch exists), slurm, local or debug")
+    sw.add_argument("--folder", default=None, help="submitit's logs (default: <out>/sweep/logs)")
+    sw.add_argument("--slurm-partition", default=None)
+    sw.add_argument("--gpus-per-job", type=int, default=None, help="default: 1 where GPUs exist, else 0")
+    sw.add_argument("--timeout-min", type=int, default=240)
+    sw.add_argument("--max-parallel", type=int, default=None,
+                    help="jobs at a time (local default: one per GPU, else 1; SLURM default: all)")
+    sw.add_argument("--dry-run", action="store_true", help="list the jobs (each planned and type-checked); run none")
+    common(sw)
+
     b = sub.add_parser("build", help="build a profile's site with jupyter-book (execution off, -W)")
     b.add_argument("--profile", default="tiny")
     b.add_argument("--published", action="store_true",
@@ -115,6 +136,28 @@ def _colab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``layerwise-book sweep``: plan the jobs, list them, and (unless --dry-run) submit and wait."""
+    from ..sweep import SweepSettings, plan_sweep, run_sweep
+    from .runner import out_dir_for
+
+    settings = SweepSettings(profile=args.profile, notebooks_dir=args.notebooks, profiles_dir=args.profiles_dir,
+                             cache=args.cache_dir, force=args.force, kernel=args.kernel)
+    grid = parse_overrides(args.grid)
+    jobs = plan_sweep(settings, args.chapters, models=args.models, grid=grid, overrides=parse_overrides(args.param),
+                      out=args.out)
+    print(f"{len(jobs)} job(s), profile {args.profile}:")
+    for job in jobs:
+        print(f"  {job.describe()}")
+    if args.dry_run:
+        return 0
+    folder = args.folder or out_dir_for(args.profile, args.out, args.notebooks) / "sweep" / "logs"
+    run_sweep(jobs, settings, folder=folder, cluster=args.cluster, slurm_partition=args.slurm_partition,
+              gpus_per_job=args.gpus_per_job, timeout_min=args.timeout_min, max_parallel=args.max_parallel)
+    print(f"done: {len(jobs)} job(s); logs in {folder}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)  # `data` has no chapters folder and no progress bars
@@ -144,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in refresh_reference(chapters=args.chapters, dest=args.dest, notebooks_dir=nb,
                                        profiles_dir=args.profiles_dir, out=args.out, progress=progress):
                 print(f"reference {p}")
+        elif args.command == "sweep":
+            return _sweep(args)
         elif args.command == "data":
             return _data(args)
         elif args.command == "colab":
