@@ -148,6 +148,26 @@ def test_llada_options(llada, temperature):
     assert torch.equal(block_noise, ref) == (temperature == 0)
 
 
+@pytest.mark.parametrize("remasking", ["low_confidence", "random"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_llada_stop_at_eos_keeps_generate_py_text(llada, temperature, remasking):
+    """``stop_at_eos``: generate.py's tokens up to each row's first end-of-text token (the rest set to it),
+    and the global RNG left where generate.py leaves it. The end-of-text ids are tokens every row emits in
+    its first block, so the sampler stops after it."""
+    G = import_llada_generate()
+    kw = dict(gen_length=16, steps=16, block_length=4, temperature=temperature, remasking=remasking)
+    for seed in range(2):
+        ids, am = batch(4, seed)
+        torch.manual_seed(seed)
+        ref = G.generate(llada.model, ids, am, mask_id=MASK, **kw)[:, ids.shape[1]:]
+        after_ref = torch.rand(1)
+        eos = sorted(set(ref[:, :2].flatten().tolist()) - {MASK})
+        torch.manual_seed(seed)
+        got = S.diffusion_generate(llada, ids, am, stop_at_eos=True, eos_ids=eos, **kw)
+        assert torch.equal(got, S.fill_after_stop(ref, eos, MASK))
+        assert torch.equal(torch.rand(1), after_ref)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_llada_june_2025_modeling_file(checkpoints, temperature):
     """The pre-October-2025 hub file ignores padding masks; generate.py and the sampler agree there too."""

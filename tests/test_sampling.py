@@ -487,3 +487,116 @@ def test_generate_settings_route_dream_algorithms(dlm):
     want = S.dream_generate(lm, ids, gen_length=6, steps=3, alg="maskgit_plus", temperature=0.0)[0].tolist()
     eos = tok.eos_token_id
     assert text == [tok.decode(want[:want.index(eos)] if eos in want else want, skip_special_tokens=True)]
+
+
+# ------------------------------------------------------------------ early stop at end-of-text --
+
+
+def count_calls(model: torch.nn.Module) -> list[int]:
+    calls = [0]
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def early_eos_ids(full: torch.Tensor, cols: int = 2) -> list[int]:
+    """End-of-text ids the model emits early: the tokens of each row's first ``cols`` positions."""
+    return sorted({int(t) for t in full[:, :cols].flatten()} - {MASK})
+
+
+@pytest.mark.parametrize("temperature, remasking, padded", [
+    (0.0, "low_confidence", False), (0.0, "low_confidence", True), (1.0, "low_confidence", True),
+    (1.0, "random", False)])
+def test_stop_at_eos_keeps_the_text_up_to_the_first_eos(temperature, remasking, padded):
+    """``stop_at_eos`` returns the full run with every position after each row's first end-of-text token set
+    to it (so the text up to the first EOS is the full run's), runs fewer forward passes when every row stops
+    early, and leaves the random stream where the full run leaves it."""
+    lm = wrap(tiny_llama(False, seed=4), None, "dlm", mask_token_id=MASK)
+    calls = count_calls(lm.model)
+    x = prompts(3, 6, seed=7)
+    am = None
+    if padded:
+        am = torch.ones_like(x)
+        am[1, :2] = 0
+        x[am == 0] = 0
+    kw = dict(gen_length=16, steps=16, block_length=4, temperature=temperature, remasking=remasking)
+
+    def run(**extra) -> tuple[torch.Tensor, int, float]:
+        g = torch.Generator().manual_seed(11)
+        calls[0] = 0
+        out = S.diffusion_generate(lm, x, am, generator=g, **kw, **extra)
+        return out, calls[0], float(torch.rand(1, generator=g))
+
+    full, n_full, after_full = run()
+    eos = early_eos_ids(full)
+    stopped, n_stop, after_stop = run(stop_at_eos=True, eos_ids=eos)
+    assert torch.equal(stopped, S.fill_after_stop(full, eos, MASK))
+    assert n_stop < n_full == 16  # the first block's tokens are final: later blocks did not run
+    assert after_stop == after_full  # same random numbers drawn, in the same shapes
+    # an id never emitted: no early stop, the full run's tokens
+    unused = sorted(set(range(MASK)) - {int(t) for t in full.flatten()})[:1]
+    same, n_same, _ = run(stop_at_eos=True, eos_ids=unused)
+    assert torch.equal(same, full) and n_same == n_full
+
+
+def test_stop_at_eos_waits_for_every_row_and_earlier_masks():
+    """No stop while one row has no EOS; a row's EOS counts only once the positions before it are decoded
+    (a still-masked earlier position could still change the text)."""
+    lm = wrap(tiny_llama(False, seed=0), None, "dlm", mask_token_id=MASK)
+    calls = count_calls(lm.model)
+    x = prompts(3, 6, seed=3)
+    kw = dict(gen_length=16, steps=16, block_length=4)
+    full = S.diffusion_generate(lm, x, **kw)
+    early = sorted(set(full[1:, :4].flatten().tolist()) - set(full[0].tolist()))
+    assert early  # rows 1 and 2 end in their first block, row 0 never: the batch runs in full
+    calls[0] = 0
+    got = S.diffusion_generate(lm, x, stop_at_eos=True, eos_ids=early, **kw)
+    assert calls[0] == 16 and torch.equal(got, S.fill_after_stop(full, early, MASK))
+    late = int(full[0, -1])  # row 0's last token: its first occurrence decides when the batch stops
+    first = full[0].tolist().index(late)
+    calls[0] = 0
+    got = S.diffusion_generate(lm, x, stop_at_eos=True, eos_ids=early + [late], **kw)
+    assert calls[0] <= 4 * (first // 4 + 1) and torch.equal(got, S.fill_after_stop(full, early + [late], MASK))
+    from layerwise.sampling.diffusion_sampler import first_stop
+
+    final, col = first_stop(torch.tensor([[5, MASK, 7, 9], [7, 5, 9, MASK]]), torch.tensor([7]), MASK)
+    assert final.tolist() == [False, True] and col.tolist() == [2, 0]
+
+
+def test_stop_at_eos_errors_and_block_noise(dlm):
+    x = prompts(1, 5, seed=0)
+    kw = dict(gen_length=8, steps=8, block_length=4)
+    with pytest.raises(LayerwiseError, match="eos_ids"):
+        S.diffusion_generate(dlm, x, stop_at_eos=True, **kw)  # no tokenizer, no ids
+    with pytest.raises(LayerwiseError, match="mask id"):
+        S.diffusion_generate(dlm, x, stop_at_eos=True, eos_ids=[MASK], **kw)
+    # block noise at temperature > 0: draws depend on later tokens, so the sampler runs in full
+    full = S.diffusion_generate(dlm, x, temperature=1.0, gumbel_noise="block",
+                                generator=torch.Generator().manual_seed(0), **kw)
+    eos = early_eos_ids(full)
+    got = S.diffusion_generate(dlm, x, temperature=1.0, gumbel_noise="block", stop_at_eos=True, eos_ids=eos,
+                               generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(got, S.fill_after_stop(full, eos, MASK))
+
+
+def test_generate_stops_at_eos_by_default_with_the_same_texts():
+    """``generate`` runs LLaDA's sampler with ``stop_at_eos`` at the tokenizer's EOS: the texts equal those
+    of the full run (``stop_at_eos=False``), with fewer forward passes when EOS comes early."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(False, seed=4)
+    eos = tok.eos_token_id
+
+    def favour_eos(_module: torch.nn.Module, _inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[:, -12:, eos] += 3.0  # EOS likely after the first block of 4
+        return out
+
+    model.lm_head.register_forward_hook(favour_eos)
+    lm = wrap(model, tok, "dlm")
+    calls = count_calls(model)
+    texts = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9", "w10 w11"]
+    kw = dict(max_new_tokens=16, steps=16, block_length=4, batch_size=2, progress=False)
+    full = S.generate(lm, texts, stop_at_eos=False, **kw)
+    n_full, calls[0] = calls[0], 0
+    fast = S.generate(lm, texts, **kw)
+    assert fast == full and calls[0] < n_full == 32
+    assert any(t for t in full)  # not all empty: some text before the EOS

@@ -39,7 +39,14 @@ and on an H200 at LLaDA-8B's shape, ``benchmarks/bench_llada_reference.py``) and
 from __future__ import annotations
 
 from .common import sliced_lm_head
-from .diffusion_sampler import GUMBEL_NOISE, REMASKING, add_gumbel_noise, diffusion_generate, num_transfer_tokens
+from .diffusion_sampler import (
+    GUMBEL_NOISE,
+    REMASKING,
+    add_gumbel_noise,
+    diffusion_generate,
+    fill_after_stop,
+    num_transfer_tokens,
+)
 from .dream_sampler import DREAM_ALGS, dream_generate
 from .generation import ar_generate, generate
 from .likelihood import ar_loglikelihood, diffusion_loglikelihood, loglikelihood, rolling_loglikelihood
@@ -47,5 +54,5 @@ from .likelihood import ar_loglikelihood, diffusion_loglikelihood, loglikelihood
 __all__ = [
     "ar_generate", "diffusion_generate", "generate", "ar_loglikelihood", "diffusion_loglikelihood",
     "loglikelihood", "rolling_loglikelihood", "num_transfer_tokens", "add_gumbel_noise", "sliced_lm_head",
-    "REMASKING", "GUMBEL_NOISE", "DREAM_ALGS", "dream_generate",
+    "REMASKING", "GUMBEL_NOISE", "DREAM_ALGS", "dream_generate", "fill_after_stop",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -131,12 +132,53 @@ def _first_masked(x: torch.Tensor, mid: int, lo: int, hi: int) -> int:
     return lo + int(cols[0]) if cols.numel() else hi
 
 
+def _stop_ids(lm: LoadedModel, eos_ids: Sequence[int] | None, mid: int) -> torch.Tensor:
+    """The end-of-text ids an early stop looks for: ``eos_ids``, else the tokenizer's ``eos_token_id``."""
+    if eos_ids is None:
+        eos = getattr(lm.tokenizer, "eos_token_id", None) if lm.tokenizer is not None else None
+        if eos is None:
+            raise LayerwiseError("stop_at_eos=True needs end-of-text ids: pass eos_ids=[...] or load a tokenizer "
+                                 "with an eos_token")
+        eos_ids = [int(eos)]
+    ids = [int(i) for i in eos_ids]
+    if not ids or mid in ids:
+        raise LayerwiseError(f"eos_ids={ids} must be non-empty and must not contain the mask id {mid}")
+    return torch.tensor(ids, dtype=torch.long, device=lm.device)
+
+
+def first_stop(gen: torch.Tensor, stop_ids: torch.Tensor, mid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``gen [B, G]``: (is the text up to the first end-of-text token final, that token's column).
+
+    Final means: the row holds a token of ``stop_ids`` and no position before the first one is still the
+    mask id. The sampler only ever writes masked positions, so such a prefix never changes again. Column
+    ``G`` where the row holds no stop token.
+    """
+    is_stop = torch.isin(gen, stop_ids)
+    g = gen.shape[1]
+    col = torch.arange(g, device=gen.device).expand_as(gen)
+    first = torch.where(is_stop, col, torch.full_like(col, g)).min(dim=1).values  # [B]
+    first_mask = torch.where(gen == mid, col, torch.full_like(col, g)).min(dim=1).values
+    return (first < g) & (first < first_mask), first
+
+
+def fill_after_stop(gen: torch.Tensor, stop_ids: Sequence[int], mid: int) -> torch.Tensor:
+    """``gen [B, G]`` with every position after each row's first token of ``stop_ids`` set to that token
+    (rows without one unchanged): the form ``diffusion_generate(..., stop_at_eos=True)`` returns."""
+    ids = torch.tensor(list(stop_ids), dtype=torch.long, device=gen.device)
+    _, first = first_stop(gen, ids, mid)
+    g = gen.shape[1]
+    col = torch.arange(g, device=gen.device).expand_as(gen)
+    tok = gen.gather(1, first.clamp(max=g - 1).unsqueeze(1)).expand_as(gen)
+    return torch.where((col > first.unsqueeze(1)) & (first.unsqueeze(1) < g), tok, gen)
+
+
 @torch.no_grad()
 def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        *, gen_length: int, steps: int, block_length: int, temperature: float = 0.0,
                        remasking: str = "low_confidence", generator: torch.Generator | None = None,
                        confidence_dtype: torch.dtype | None = None, gumbel_noise: str = "canvas",
                        sliced_head: bool = False, prefix_cache: bool = False,
+                       stop_at_eos: bool = False, eos_ids: Sequence[int] | None = None,
                        progress: bool = False) -> torch.Tensor:
     """Masked-diffusion generation with LLaDA's semi-autoregressive sampler (``generate.py``).
 
@@ -170,6 +212,17 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             prefix no longer sees the newest tokens), so measure accuracy against the exact sampler
             before relying on it. Needs a transformers model with a ``Cache`` (Llama/Qwen2 naming).
             Implies ``sliced_head``.
+        stop_at_eos: EXACT for the text up to the first end-of-text token, off by default. Once every row
+            holds an end-of-text token (``eos_ids``) with no masked position before its first one, those
+            prefixes are final (the sampler only writes masked positions), so the remaining steps and
+            blocks are not run. The random stream is still advanced as the full run would (same draws in
+            the same shapes, without the model), so later calls sharing ``generator`` or the global RNG
+            see the same numbers; with ``gumbel_noise="block"`` at ``temperature > 0`` the draws' shapes
+            depend on the tokens after the stop, so there the sampler runs in full. Contract: the result
+            equals ``fill_after_stop(full_run, eos_ids, mask_id)``, the full run with every position after
+            each row's first end-of-text token set to that token (a row without one is the full run's).
+        eos_ids: the end-of-text ids for ``stop_at_eos`` (default: the tokenizer's ``eos_token_id``; LLaDA's
+            chat models also end turns with ``<|eot_id|>``, pass it here when the text is cut there too).
         progress: show a progress bar over steps.
 
     Returns:
@@ -187,6 +240,9 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
     total = x.shape[1]
     dev = x.device
     num_blocks = gen_length // block_length
+    stop = _stop_ids(lm, eos_ids, mid) if stop_at_eos else None
+    can_stop = stop is not None and not (temperature > 0 and gumbel_noise == "block")
+    done, vocab = False, 0
     if prefix_cache:
         if lm.adapter.name != "llama":
             raise LayerwiseError(
@@ -204,6 +260,13 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             keep_len = int(logit_positions(torch.tensor([start], device=dev), lm.family))
             cache = None
             for i in range(spb):
+                if done:  # advance the random stream as the full run would; the tokens are final
+                    if temperature > 0:
+                        _rand((b, total, vocab), torch.float64, dev, generator)
+                    if remasking == "random":
+                        _rand((b, total), torch.float32, dev, generator)
+                    bar.update(1)
+                    continue
                 # the rows that may be unmasked: the block, and (as generate.py, which ranks every masked
                 # position before the block's end) earlier ones where a step sampled the mask token itself
                 lo = start if prefix_cache else _first_masked(x, mid, p, start)
@@ -226,6 +289,7 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                     logits = logits_at(x[:, keep_len:], am, positions - keep_len, past_key_values=cache,
                                        use_cache=True)
                     cache.crop(keep_len - cache.get_seq_length())
+                vocab = logits.shape[-1]
                 noise = None
                 if temperature > 0:
                     canvas = gumbel_noise == "canvas"
@@ -246,5 +310,10 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                     transfer[j, conf[j].topk(ntt[j][i]).indices] = True
                 x[:, rows] = torch.where(transfer[:, rows] & masked, x0, x[:, rows])
                 bar.update(1)
+                if can_stop:
+                    assert stop is not None
+                    done = bool(first_stop(x[:, p:], stop, mid)[0].all())
     bar.close()
-    return x[:, p:]
+    if stop is None:
+        return x[:, p:]
+    return fill_after_stop(x[:, p:], stop.tolist(), mid)

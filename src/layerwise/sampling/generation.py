@@ -102,7 +102,9 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
     ``sampler_kwargs``), :func:`diffusion_generate` (LLaDA's ``low_confidence`` / ``random`` remasking)
     or :func:`dream_generate` (Dream's ``origin`` / ``maskgit_plus`` / ``topk_margin`` / ``entropy``),
     cuts each output at the first EOS token, decodes, and cuts the text at the first of the ``until``
-    strings.
+    strings. LLaDA's sampler runs with ``stop_at_eos=True`` at the tokenizer's EOS unless
+    ``stop_at_eos=False`` is passed: it stops once every row's text up to its first EOS is final, which
+    leaves the returned texts unchanged.
     """
     tok = lm.tokenizer
     if tok is None:
@@ -124,8 +126,18 @@ def generate(lm: LoadedModel, prompts: list[str], *, max_new_tokens: int, batch_
                 new = ar_generate(lm, ids, am, max_new_tokens=max_new_tokens, eos_token_id=eos, **kw)
             else:
                 kw = _diffusion_defaults(lm, max_new_tokens, sampler_kwargs)
-                sampler = dream_generate if "alg" in kw else diffusion_generate
-                new = sampler(lm, ids, am, gen_length=max_new_tokens, **kw)
+                stop_at_eos = kw.pop("stop_at_eos", None)
+                if "alg" in kw:
+                    if stop_at_eos:
+                        raise LayerwiseError("stop_at_eos=True is for LLaDA's semi-autoregressive sampler; "
+                                             "Dream's algorithms run in full: leave stop_at_eos out")
+                    new = dream_generate(lm, ids, am, gen_length=max_new_tokens, **kw)
+                else:
+                    # exact: the text is cut at the first EOS below, and the sampler stops only once
+                    # every row's text up to its first EOS is final
+                    if eos is not None and stop_at_eos is not False:
+                        kw.update(stop_at_eos=True, eos_ids=[eos])
+                    new = diffusion_generate(lm, ids, am, gen_length=max_new_tokens, **kw)
             for row in new.tolist():
                 if eos is not None and eos in row:
                     row = row[:row.index(eos)]
