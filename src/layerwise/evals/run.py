@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..config import LayerwiseError
 from ..models import LoadedModel
 from ..stats import above_chance_pvalue, bootstrap_indices, paired_retention, retention_ratio
+from .cache import RunCache
 from .lm import LayerwiseLM
 from .tasks import TaskParams, TaskSet, _code_execution, load_tasks
 
@@ -177,7 +178,9 @@ def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, Context
               num_fewshot: int | Mapping[str, int] | None = None, batch_size: int = 8, seed: int = 0,
               n_boot: int = 1000, alpha: float = 0.05, data_dir: str | os.PathLike | None = None,
               cache_dir: str | os.PathLike | None = None, params: TaskParams = TaskParams(),
-              return_runs: bool = False, allow_code_execution: bool = False, **lm_kwargs: Any) -> Any:
+              return_runs: bool = False, allow_code_execution: bool = False,
+              cache: str | os.PathLike | None = None, cache_key: str | Mapping[str, str] = "",
+              yielded: dict[str, Any] | None = None, **lm_kwargs: Any) -> Any:
     """Evaluate the unmodified model and each intervention; report retention with intervals.
 
     ``interventions`` maps a name to a zero-argument factory of a context manager that modifies
@@ -187,6 +190,16 @@ def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, Context
     draws. Returns :func:`retention_table`'s DataFrame, with an ``"unmodified"`` row block (the
     baseline against itself: retention 1, interval [1, 1]); with ``return_runs=True`` also the
     dict of :func:`evaluate` outputs keyed by run name.
+
+    Resuming: with ``cache`` (a folder), each configuration's :func:`evaluate` output is stored as
+    soon as it is finished (:class:`~layerwise.evals.cache.RunCache`), keyed by the model's weights,
+    the tasks, ``limit``, ``seed``, the sampler settings, the library versions, the configuration's
+    name and ``cache_key``: what the intervention is, beyond its name (one salt for all, or a
+    mapping name -> salt), e.g. the compression settings. A call that finds a configuration stored
+    loads it instead of evaluating it, so a run killed half-way and started again recomputes
+    nothing finished, with the same results. ``yielded``, a dict, receives what each intervention's
+    context manager yielded (None for the baseline; stored with the result, and loaded from the
+    cache for stored configurations, only when ``yielded`` is passed).
     """
     if "unmodified" in interventions:
         raise LayerwiseError("'unmodified' is the baseline's name: call your intervention something else")
@@ -194,10 +207,27 @@ def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, Context
     taskset = tasks if isinstance(tasks, TaskSet) else load_tasks(
         tasks, data_dir=data_dir, cache_dir=cache_dir, num_fewshot=num_fewshot, seed=seed, params=params,
         allow_code_execution=allow_code_execution)
+    store = RunCache.for_retention(cache, wrapper, taskset, limit=limit, seed=seed) if cache is not None else None
+    configurations: list[tuple[str, ContextManagerFactory]] = [("unmodified", contextlib.nullcontext),
+                                                               *interventions.items()]
+    salts = {name: "" if name == "unmodified" else
+             (cache_key.get(name, "") if isinstance(cache_key, Mapping) else cache_key) for name, _ in configurations}
     runs: dict[str, dict[str, Any]] = {}
-    for name, factory in tqdm([("unmodified", contextlib.nullcontext), *interventions.items()],
-                              desc="interventions", leave=False):
-        with factory():
+    entered: dict[str, Any] = {}
+    if store is not None:
+        for name, _ in configurations:
+            record = store.load(name, salts[name])
+            if record is not None:
+                runs[name], entered[name] = record["run"], record.get("yielded")
+        log.info("cached: %d of %d configurations", len(runs), len(configurations))
+    for name, factory in tqdm([c for c in configurations if c[0] not in runs], desc="interventions", leave=False):
+        with factory() as value:
             runs[name] = evaluate(wrapper, taskset, limit=limit, seed=seed)
+        entered[name] = None if name == "unmodified" or yielded is None else value
+        if store is not None:
+            store.save(name, {"run": runs[name], "yielded": entered[name]}, salts[name])
+    runs = {name: runs[name] for name, _ in configurations}
+    if yielded is not None:
+        yielded.update({name: entered[name] for name, _ in configurations})
     table = retention_table(runs["unmodified"], runs, n_boot=n_boot, seed=seed, alpha=alpha)
     return (table, runs) if return_runs else table
