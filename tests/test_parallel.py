@@ -2,8 +2,8 @@
 
 A tiny random-weight Llama (float32, CPU) on generated tasks (no data directory): greedy generation
 (lw_arithmetic, few-shot, so few-shot contexts must match too) and multiple-choice log-likelihood
-(lw_stories_choice). Shards run in-process with explicit ranks, and once for real under
-``accelerate launch --multi_gpu --num_processes 2`` on the CPU.
+(lw_stories_choice), and a bidirectional model's Monte-Carlo likelihood. Shards run in-process with
+explicit ranks, and once for real under ``accelerate launch --multi_gpu --num_processes 2`` on the CPU.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from layerwise.config import LayerwiseError
 from layerwise.evals import LayerwiseLM, TaskParams, evaluate, load_tasks
+from layerwise.models import wrap
 from layerwise.parallel import evaluate_sharded, merge_shard_files, merge_shards
 
 PARAMS = TaskParams(arithmetic_n=40)
@@ -151,3 +153,25 @@ def test_accelerate_launch_two_cpu_processes(single, cache, tmp_path):
     _assert_same(merged, single)
     torch.testing.assert_close(torch.tensor(merged["items"]["lw_stories_choice"]["acc,none"]),
                                torch.tensor(single["items"]["lw_stories_choice"]["acc,none"]))
+
+
+def test_monte_carlo_likelihood_shards_match(model, cache, tmp_path):
+    """A bidirectional (masked-diffusion) model scored by the Monte-Carlo likelihood: the estimate's
+    randomness restarts per request, so sharding the items changes no item's score."""
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(model.tokenizer) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    cfg.is_causal = False
+    dlm = wrap(LlamaForCausalLM(cfg).eval(), model.tokenizer, "dlm", mask_token_id=len(model.tokenizer))
+    tasks = ["lw_stories_choice"]
+
+    def run(**kw: Any) -> dict[str, Any]:
+        lm = LayerwiseLM(dlm, batch_size=4, loglikelihood_kwargs={"n_samples": 4, "batch_size": 4})
+        fn = evaluate_sharded if "rank" in kw else evaluate
+        return fn(lm, load_tasks(tasks, cache_dir=cache, params=PARAMS), limit=LIMIT, **kw)
+
+    single = run()
+    merged = merge_shards([run(rank=r, world=3) for r in range(3)])
+    assert [s["resps"] for s in merged["samples"]["lw_stories_choice"]] == [
+        s["resps"] for s in single["samples"]["lw_stories_choice"]]
+    assert merged["items"] == single["items"] and merged["metrics"] == single["metrics"]
