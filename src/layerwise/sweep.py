@@ -185,7 +185,7 @@ def run_sweep(jobs: Sequence[SweepJob], settings: SweepSettings, *, folder: str 
         lanes = max(1, min(len(jobs), max_parallel or n_gpus or 1))
         submitted = []
         for lane in range(lanes):
-            lane_params = dict(params)
+            lane_params = dict(params, timeout_min=timeout_min * len(jobs[lane::lanes]))  # per job, as on SLURM
             if gpus and n_gpus:
                 lane_params.update(gpus_per_node=gpus, visible_gpus=[(lane * gpus + g) % n_gpus for g in range(gpus)])
             executor.update_parameters(**lane_params)
