@@ -11,7 +11,7 @@ The real factor is set by the answer lengths a model produces under a task's ``g
 GSM8K answers that end at 120 of 256 tokens with blocks of 32 skip 4 of 8 blocks (about 2x); answers that
 fill the budget gain nothing.
 
-CPU:  python benchmarks/bench_early_stop.py            (tiny model, seconds)
+CPU:  python benchmarks/bench_early_stop.py            (tiny model, seconds; results/early_stop_tiny.md)
 GPU:  python benchmarks/bench_early_stop.py --device cuda --d 4096 --layers 32 --heads 32 --mlp 12288
 """
 
@@ -28,6 +28,7 @@ from layerwise.sampling import diffusion_generate, fill_after_stop
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    """Print the table (markdown) and return its rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--d", type=int, default=64)
@@ -62,18 +63,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         return out
 
     model.lm_head.register_forward_hook(end_after_answer)
+    passes = [0]
+    model.register_forward_pre_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
     lm = wrap(model, None, "dlm", mask_token_id=mask)
     ids = torch.randint(0, args.vocab - 3, (args.batch, args.prompt), generator=torch.Generator().manual_seed(1))
     kw = dict(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length)
     rows = []
     print(f"batch {args.batch}, prompt {args.prompt}, gen_length {args.gen_length}, steps {args.steps}, "
           f"block_length {args.block_length}, {args.layers} layers x d {args.d} on {dev}")
-    print("| answer tokens | blocks run | full s | early stop s | factor | identical up to EOS |")
-    print("|---|---|---|---|---|---|")
+    print("| answer tokens | blocks run | forward passes (full / early stop) | full s | early stop s | time factor "
+          "| identical up to EOS |")
+    print("|---|---|---|---|---|---|---|")
     for a in (int(s) for s in args.answers.split(",")):
         answer[0] = a
-        timings = {}
-        outs = {}
+        timings: dict[bool, float] = {}
+        outs: dict[bool, torch.Tensor] = {}
+        calls: dict[bool, int] = {}
         for stop in (False, True):
             diffusion_generate(lm, ids, **kw, stop_at_eos=stop, eos_ids=[eos])  # warm-up
             best = float("inf")
@@ -81,18 +86,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
+                passes[0] = 0
                 outs[stop] = diffusion_generate(lm, ids, **kw, stop_at_eos=stop, eos_ids=[eos])
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 best = min(best, time.perf_counter() - t0)
-            timings[stop] = best
+            timings[stop], calls[stop] = best, passes[0]
         same = bool(torch.equal(outs[True], fill_after_stop(outs[False], [eos], mask)))
         blocks = -(-(a + 1) // args.block_length)
         row = dict(answer=a, blocks=blocks, full_s=timings[False], stop_s=timings[True],
-                   factor=timings[False] / timings[True], identical=float(same))
+                   factor=timings[False] / timings[True], passes_full=calls[False], passes_stop=calls[True],
+                   identical=float(same))
         rows.append(row)
         print(f"| {a} | {min(blocks, args.gen_length // args.block_length)} of "
-              f"{args.gen_length // args.block_length} | {timings[False]:.3f} | {timings[True]:.3f} | "
+              f"{args.gen_length // args.block_length} | {calls[False]} / {calls[True]} | {timings[False]:.3f} | "
+              f"{timings[True]:.3f} | "
               f"{row['factor']:.2f}x | {same} |")
     return rows
 

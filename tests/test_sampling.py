@@ -600,3 +600,19 @@ def test_generate_stops_at_eos_by_default_with_the_same_texts():
     fast = S.generate(lm, texts, **kw)
     assert fast == full and calls[0] < n_full == 32
     assert any(t for t in full)  # not all empty: some text before the EOS
+
+
+def test_bench_early_stop_tiny():
+    """The early-stop benchmark runs: forward passes follow the block where the answer ends, tokens agree."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_early_stop.py"
+    spec = importlib.util.spec_from_file_location("bench_early_stop", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--prompt", "8", "--gen-length", "16", "--steps", "16", "--block-length", "4",
+                       "--answers", "2,9,15", "--repeats", "1", "--batch", "2"])
+    assert [(r["passes_full"], r["passes_stop"]) for r in rows] == [(16, 4), (16, 12), (16, 16)]
+    assert all(r["identical"] == 1.0 for r in rows)
