@@ -74,6 +74,7 @@ batch_size = 16
 gen_length = 16                # generation tasks: tokens per answer / diffusion steps
 mc_samples = 4                 # Monte-Carlo samples per diffusion log-likelihood (LLaDA uses 128)
 n_boot = 500
+resume = True                  # store each finished configuration under cache_dir/runs/ and re-use it on a rerun
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -89,6 +90,7 @@ import pandas as pd
 from IPython.display import display
 
 from layerwise import claims, compress, plots
+from layerwise.config import cache_dir as resolve_cache_dir
 from layerwise.data import calibration_sequences
 from layerwise.evals import HEADLINE_METRICS, TaskParams, load_tasks, retention
 from layerwise.results import save_result
@@ -147,9 +149,17 @@ plt.show()
 #
 # Each configuration is a reversible intervention (`compress.compressed`): the block weights are
 # snapshotted to the CPU once per model, compressed on entry, restored on exit, so one loaded model
-# and one tokenised copy of each task serve every configuration.
+# and one tokenised copy of each task serve every configuration. With `resume`, each finished
+# configuration is stored with its per-Linear report (keyed by the weights, tasks, settings and the
+# compression settings), so a run stopped half-way and started again evaluates only the rest.
 
 # %%
+runs_dir = resolve_cache_dir(cache_dir or None) / "runs" / profile / "07_compression" if resume else None
+compression_key = repr(dict(preset=preset, data_dir=data_dir, group_size=group_size, calib_seqs=calib_seqs,
+                            calib_len=calib_len, diffusion_calibration=diffusion_calibration,
+                            batch_size=batch_size, allocation_average=allocation_average,
+                            allocation_epsilon=allocation_epsilon, allocation_method=allocation_method,
+                            owl_m=owl_m, owl_lambda=owl_lambda))
 reports = {}  # (model, configuration) -> the per-Linear table compress.quantize / compress.prune returned
 
 
@@ -192,10 +202,13 @@ tables, all_runs, described = [], {}, []
 for name, lm in subjects.items():
     snap = compress.snapshot(lm)
     confs = configurations(name, lm, snap)
+    yielded = {}  # configuration -> its per-Linear report (from the cache for stored configurations)
     t, runs = retention(lm, {k: f for k, (_, f) in confs.items()}, taskset, limit=limit, batch_size=batch_size,
                         seed=seed, n_boot=n_boot, return_runs=True, max_gen_toks=gen_length,
                         sampler_kwargs={"steps": gen_length},
-                        loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed})
+                        loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed},
+                        cache=runs_dir, cache_key=compression_key, yielded=yielded)
+    reports.update({(name, k): v for k, v in yielded.items() if k in confs})
     tables.append(t.assign(model=name, family=lm.family.value))
     all_runs[name] = runs
     described += [{"model": name, "intervention": k, **d} for k, (d, _) in confs.items()]
