@@ -8,6 +8,11 @@ same answers item by item, for an autoregressive and a masked-diffusion tiny mod
   AR requests of one batch are right-padded to the longest, so each row's matrix multiplies run on other
   shapes (another blocking, another summation order, other low bits). Diffusion Monte-Carlo estimates
   draw their masks per request from the seed (never per batch), so they do not depend on the batch.
+  Their own Monte-Carlo batch (``loglikelihood_kwargs["batch_size"]``) is part of the estimator, as in
+  LLaDA's ``get_log_likelihood``: the masked fractions are stratified within each Monte-Carlo batch, so it
+  stays fixed here and must stay fixed between runs that are compared.
+- The diffusion model generates with LLaDA's sampler (semi-autoregressive blocks) and its default early
+  stop at end-of-text (``stop_at_eos``), which ends a batch only when every row's answer is final.
 
 bfloat16 caveats (GPU runs): the low bits that padding changes are 3 decimal digits in bfloat16; near-ties
 of the argmax (AR greedy) or of LLaDA's confidences (many confidences tie in bfloat16, and
