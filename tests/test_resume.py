@@ -173,3 +173,15 @@ def test_a_changed_key_misses_the_cache(tiny_dlm, tmp_path, monkeypatch):
             weight.copy_(original)
     assert go() == 0  # the original weights: stored again
     assert len(list(folder.glob("*.pkl"))) == 9
+
+
+def test_weight_fingerprint_reads_large_tensors_and_sees_new_weights():
+    from layerwise.evals.cache import model_fingerprint
+    from layerwise.testing import random_model
+
+    # an embedding of more than 2**24 elements: sampled indices must stay exact beyond float precision
+    kw = dict(layers=1, d_model=1024, heads=8, mlp=64, vocab=17000, family="dlm", device="cpu", dtype="bfloat16")
+    a, b = random_model(**kw, seed=0), random_model(**kw, seed=1)
+    assert a.model.get_input_embeddings().weight.numel() > 2**24
+    assert model_fingerprint(a) == model_fingerprint(random_model(**kw, seed=0))
+    assert model_fingerprint(a) != model_fingerprint(b)

@@ -69,8 +69,8 @@ def model_fingerprint(lm: LoadedModel) -> str:
             if p.device.type == "meta" or p.numel() == 0:
                 continue
             flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, min(SAMPLES_PER_TENSOR, flat.numel()),
-                                 device=flat.device).long()
+            k = min(SAMPLES_PER_TENSOR, flat.numel())  # evenly spaced, in integers (exact at any size)
+            idx = torch.arange(k, device=flat.device, dtype=torch.long) * (flat.numel() - 1) // max(k - 1, 1)
             h.update(flat[idx].float().cpu().numpy().tobytes())
     return h.hexdigest()
 
