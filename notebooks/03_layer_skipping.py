@@ -69,6 +69,7 @@ influence_len = 64
 n_boot = 500                  # bootstrap resamples for the intervals
 gutenberg_chars = 400         # characters per held-out Gutenberg passage (whole paragraphs)
 flops_seq_len = 256           # sequence length at which FLOPs fractions are counted
+resume = True                 # store each finished configuration under cache_dir/runs/ and re-use it on a rerun
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -85,6 +86,7 @@ import pandas as pd
 from IPython.display import display
 
 from layerwise import claims, plots
+from layerwise.config import cache_dir as resolve_cache_dir
 from layerwise.data import eval_sequences
 from layerwise.evals import HEADLINE_METRICS, TaskParams, load_tasks, retention
 from layerwise.results import save_result
@@ -129,16 +131,20 @@ display(configs[configs.k > 0].drop_duplicates(["model", "strategy", "k", "skipp
 # ## Evaluating every configuration
 #
 # One call of `layerwise.evals.retention` per model: the unmodified model first, then every distinct
-# set of skipped blocks, on the same items, with the same Monte-Carlo seeds.
+# set of skipped blocks, on the same items, with the same Monte-Carlo seeds. With `resume`, each
+# finished configuration is stored (keyed by the weights, tasks, settings and skipped blocks), so a
+# run stopped half-way and started again evaluates only what it had not finished.
 
 # %%
+runs_dir = resolve_cache_dir(cache_dir or None) / "runs" / profile / "03_layer_skipping" if resume else None
 tables = []
 for name, lm in subjects.items():
     distinct = sorted({s for s in configs[configs.model == name].skipped if s}, key=lambda s: (len(s), s))
     interventions = {str(list(s)): (lambda s=s, lm=lm: skip_layers(lm, list(s))) for s in distinct}
     t = retention(lm, interventions, tasks, limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot,
                   max_gen_toks=gen_length, sampler_kwargs={"steps": diffusion_steps},
-                  loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed})
+                  loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed},
+                  cache=runs_dir, cache_key="skip_layers")
     tables.append(t.assign(model=name))
 evals = pd.concat(tables, ignore_index=True)
 evals["skipped"] = evals.intervention.map(lambda s: () if s == "unmodified" else tuple(json.loads(s)))
