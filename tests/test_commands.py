@@ -142,6 +142,8 @@ def test_book_command(cmd, in_repo, capsys):
         assert parsed.dest is None or (REPO / parsed.dest).is_dir()
     elif parsed.command == "colab":
         assert cli.main([*args, "--check"] if not parsed.check else args) == 0
+    elif parsed.command == "sweep":  # plans and type-checks every job, submits nothing
+        assert cli.main(args if parsed.dry_run else [*args, "--dry-run"]) == 0, capsys.readouterr().err
     else:  # data fetch / check: downloads; the parse above is the check
         assert parsed.command in {"data", "commands"}
 
