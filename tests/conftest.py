@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 TESTS = Path(__file__).resolve().parent
 #: the clone the tests run from
@@ -34,3 +35,13 @@ if (REPO.parent / "shared" / "data").is_dir():
 def dummy_notebooks() -> Path:
     """Folder holding 99_dummy.py and profiles/{tiny,gpu,broken}.yaml."""
     return DUMMY_NOTEBOOKS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite); a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

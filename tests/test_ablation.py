@@ -27,13 +27,7 @@ from layerwise.models import wrap
 D, L, V = 32, 4, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread when the CPU cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_lm(causal: bool = True, seed: int = 0):

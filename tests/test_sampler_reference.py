@@ -35,17 +35,10 @@ from oracles.remote_code import (
     tiny_config,
 )
 
-pytestmark = needs_remote_code
-
 VOCAB, MASK, PAD = 97, 96, 95
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [needs_remote_code, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

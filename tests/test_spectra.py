@@ -24,14 +24,7 @@ from layerwise.spectra import (
     model_alpha_hill,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread when the CPU cores are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pareto(n: int, alpha: float, xmin: float, g: torch.Generator) -> torch.Tensor:

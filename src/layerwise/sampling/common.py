@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..arch import llada
+from ..config import LayerwiseError
 from ..diffusion import align_logits, logit_positions, mask_token_id
 from ..models import LoadedModel
 
@@ -27,17 +28,28 @@ def _none_if_full(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask
 
 
+def _check_prompt(input_ids: torch.Tensor, mid: int) -> None:
+    """A prompt batch ``[B, P]`` that holds no mask token (a sampler would treat it as a position to fill)."""
+    if input_ids.dim() != 2:
+        raise LayerwiseError(f"input_ids must be [batch, prompt_len], got shape {tuple(input_ids.shape)}")
+    if bool((input_ids == mid).any()):
+        raise LayerwiseError(
+            f"the prompt contains the mask token id {mid} (as text or as padding): the sampler would "
+            "treat it as a position to fill; pad with a different token (tokenizer.pad_token)"
+        )
+
+
 def _model_logits(lm: LoadedModel, ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   **kw: Any) -> torch.Tensor:
     """Logits ``[B, T, V]`` through the adapter (``lm.logits`` hides each architecture's mask and cache
     conventions); with ``kw`` (a KV cache for the opt-in prefix cache) the model is called directly. A
-    padded LLaDA batch gets :func:`layerwise.arch.llada.padding_bias`, the numbers of LLaDA's own
-    ``attention_mask`` path."""
+    padded LLaDA batch gets :func:`layerwise.arch.llada.padding_bias` either way (the adapter's forward uses
+    it too), the numbers of LLaDA's own ``attention_mask`` path."""
+    if not kw:
+        return lm.logits(ids, attention_mask)
     if attention_mask is not None and lm.adapter.name == "llada" and bool((attention_mask == 0).any()):
         dev = lm.device
         return lm.model(input_ids=ids.to(dev), attention_bias=llada.padding_bias(attention_mask.to(dev)), **kw).logits
-    if not kw:
-        return lm.logits(ids, attention_mask)
     kw.setdefault("use_cache", False)
     return lm.model(input_ids=ids, attention_mask=attention_mask, **kw).logits
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..config import LayerwiseError
 from ..diffusion import logit_positions
 from ..models import LoadedModel
-from .common import _mask_id, _model_logits, _none_if_full, sliced_lm_head
+from .common import _check_prompt, _mask_id, _model_logits, _none_if_full, sliced_lm_head
 
 REMASKING = ("low_confidence", "random")
 #: where the Gumbel noise of one step is drawn: over the whole canvas (LLaDA's stream) or the block only
@@ -101,13 +101,7 @@ def _prepare_canvas(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: to
                     gen_length: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Prompt followed by ``gen_length`` mask tokens: ``x [B, P + G]``, the matching 2D mask (or None)."""
     mid = _mask_id(lm)
-    if input_ids.dim() != 2:
-        raise LayerwiseError(f"input_ids must be [batch, prompt_len], got shape {tuple(input_ids.shape)}")
-    if bool((input_ids == mid).any()):
-        raise LayerwiseError(
-            f"the prompt contains the mask token id {mid} (as text or as padding): the sampler would "
-            "treat it as a position to fill; pad with a different token (tokenizer.pad_token)"
-        )
+    _check_prompt(input_ids, mid)
     dev = lm.device
     b, p = input_ids.shape
     x = torch.full((b, p + gen_length), mid, dtype=torch.long, device=dev)

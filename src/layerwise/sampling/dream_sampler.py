@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..config import LayerwiseError
 from ..diffusion import align_logits
 from ..models import LoadedModel
-from .common import _mask_id, _model_logits
+from .common import _check_prompt, _mask_id, _model_logits
 
 #: Dream's unmasking algorithms (``alg`` of its ``diffusion_generate``)
 DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
@@ -168,13 +168,7 @@ def dream_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: tor
     """
     _check_dream_args(gen_length, steps, alg, temperature, top_p, top_k, alg_temp, eps)
     mid = _mask_id(lm)
-    if input_ids.dim() != 2:
-        raise LayerwiseError(f"input_ids must be [batch, prompt_len], got shape {tuple(input_ids.shape)}")
-    if bool((input_ids == mid).any()):
-        raise LayerwiseError(
-            f"the prompt contains the mask token id {mid} (as text or as padding): the sampler would "
-            "treat it as a position to fill; pad with a different token (tokenizer.pad_token)"
-        )
+    _check_prompt(input_ids, mid)
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise LayerwiseError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
                              f"{tuple(input_ids.shape)}: pass the tokenizer's mask for the same batch")
