@@ -141,3 +141,18 @@ def progress_disabled(disable: bool = False) -> bool:
     runner sets it in chapter kernels so that bars stay on the terminal, out of the executed notebooks;
     tqdm itself honours the variable only where a caller passes no ``disable``)."""
     return disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
+def library_fingerprint() -> str:
+    """Hash of the installed library's Python sources: a library change re-runs the chapters (the book's
+    runner) and misses the stored evaluations of a resumed run (:mod:`layerwise.evals.cache`)."""
+    import hashlib
+
+    from . import __version__
+
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256(__version__.encode())
+    for p in sorted(package.rglob("*.py")):
+        h.update(p.relative_to(package).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]

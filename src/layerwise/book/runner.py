@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import BENCHMARKS_DIR_ENV, CACHE_DIR_ENV, DATA_DIR_ENV, LayerwiseError
+from ..config import BENCHMARKS_DIR_ENV, CACHE_DIR_ENV, DATA_DIR_ENV, LayerwiseError, library_fingerprint
 from ..config import cache_dir as resolve_cache_dir
 from ..config import data_dir as resolve_data_dir
 from ..params import validate
@@ -59,15 +59,6 @@ class Plan:
     stamp: Path
     skipped_common: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  #: environment of the chapter's kernel
-
-
-def library_fingerprint() -> str:
-    """Hash of the installed library's Python sources: a library change re-runs the chapters."""
-    h = hashlib.sha256(__version__.encode())
-    for p in sorted(_PACKAGE.rglob("*.py")):
-        h.update(p.relative_to(_PACKAGE).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def fingerprint(source_text: str, parameters: Mapping[str, Any], library: str | None = None) -> str:

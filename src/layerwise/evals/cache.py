@@ -5,8 +5,9 @@ temporary file, then ``os.replace``) as a pickle under a key that fingerprints e
 determines it: the model (id, family, class, dtype, tokenizer vocabulary and a strided sample of
 every parameter tensor), the task set (each task's configuration and documents), the limit and seed,
 the LM wrapper's sampler settings, the configuration's name and the caller's salt for what the
-intervention is, and the versions of the libraries that compute it. A run killed half-way and
-started again loads what it finished and evaluates only the rest; a changed key is a miss.
+intervention is, the versions of the libraries that compute it and a hash of this library's sources
+(:func:`layerwise.config.library_fingerprint`, the runner's rule too). A run killed half-way and started
+again loads what it finished and evaluates only the rest; a changed key is a miss.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import LayerwiseError
+from ..config import LayerwiseError, library_fingerprint
 from ..models import LoadedModel
 from .lm import LayerwiseLM
 from .tasks import TaskSet
@@ -125,7 +126,7 @@ class RunCache:
         """The cache of one :func:`retention` call: model, tasks, limit, seed, sampler, versions."""
         return cls(folder, {"model": model_fingerprint(wrapper.lm), "tasks": taskset_fingerprint(taskset),
                             "limit": limit, "seed": seed, "wrapper": wrapper_settings(wrapper),
-                            "versions": _versions()})
+                            "versions": _versions(), "library": library_fingerprint()})
 
     def path(self, name: str, salt: str = "") -> Path:
         key = _digest({"base": self.base, "name": name, "salt": salt})[:24]
