@@ -16,6 +16,9 @@ from ..models import LoadedModel
 
 log = logging.getLogger(__name__)
 
+#: the diffusion Monte-Carlo settings of ``loglikelihood_kwargs``, dropped for exact (AR) likelihoods
+MC_KWARGS = ("n_samples", "seed", "batch_size", "target_se", "min_samples")
+
 
 
 
@@ -69,7 +72,8 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
             the diffusion sampler's ``gen_length``.
         sampler_kwargs: passed to ``sampling.generate`` (e.g. ``steps``, ``block_length``).
         loglikelihood_kwargs: passed to ``sampling.loglikelihood`` (e.g. ``n_samples``, ``seed``
-            for the diffusion Monte-Carlo estimate).
+            for the diffusion Monte-Carlo estimate, and ``target_se`` to stop each request's sampling
+            once its standard error is at most that many nats, ``n_samples`` being the cap).
         backend: object with ``generate`` / ``loglikelihood`` / ``rolling_loglikelihood``;
             default :mod:`layerwise.sampling`.
     """
@@ -129,13 +133,13 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
     def _likelihood_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the likelihood functions of this model's family.
 
-        AR likelihoods are exact: Monte-Carlo settings (``n_samples``, ``seed``) do not apply and the
+        AR likelihoods are exact: Monte-Carlo settings (:data:`MC_KWARGS`) do not apply and the
         forward batch is this wrapper's ``batch_size``. Diffusion ones get ``loglikelihood_kwargs``
         as given (their ``batch_size`` is the Monte-Carlo batch).
         """
         if self.lm.family.is_diffusion:
             return dict(self.loglikelihood_kwargs)
-        kw = {k: v for k, v in self.loglikelihood_kwargs.items() if k not in ("n_samples", "seed", "batch_size")}
+        kw = {k: v for k, v in self.loglikelihood_kwargs.items() if k not in MC_KWARGS}
         return {"batch_size": self.batch_size, **kw}
 
     # -- request types ------------------------------------------------------------------------

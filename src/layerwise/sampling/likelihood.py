@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,24 +66,75 @@ def ar_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
 
 
 
+class MCEstimate(float):
+    """A Monte-Carlo log-likelihood: the estimate as a ``float``, with ``n_samples`` (samples it used) and
+    ``se`` (its standard error, ``nan`` from a single sample) as attributes."""
+
+    n_samples: int
+    se: float
+
+    def __new__(cls, value: float, n_samples: int, se: float) -> MCEstimate:
+        obj = super().__new__(cls, value)
+        obj.n_samples = int(n_samples)
+        obj.se = float(se)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MCEstimate, (float(self), self.n_samples, self.se))
+
+
+def _standard_error(row_sum: float, row_sq: float, n: int) -> float:
+    """``sqrt(sample variance / n)`` of ``n`` values given their sum and sum of squares (nan for n < 2)."""
+    if n < 2:
+        return math.nan
+    var = max(row_sq - row_sum * row_sum / n, 0.0) / (n - 1)
+    return math.sqrt(var / n)
+
+
 @torch.no_grad()
 def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
                             continuation_ids: Sequence[Sequence[int]], *, n_samples: int = 128,
-                            batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[float]:
+                            batch_size: int = 32, seed: int = 0, target_se: float | None = None,
+                            min_samples: int = 8, progress: bool = False) -> list[MCEstimate]:
     """LLaDA's Monte-Carlo estimate of ``log p(cont | ctx)`` (a lower bound: the ELBO).
 
-    For each request, ``n_samples`` noisy copies mask a sampled fraction ``t`` of the continuation only;
-    the estimate is ``-mean over copies of sum_masked CE / t``. Logits are aligned for shifted-logit
-    models. The randomness restarts from ``seed`` for every request, so continuations of one context are
-    compared under the same masks (common random numbers) and the value of a request does not depend on
-    its neighbours. The LM head runs on the continuation positions only.
+    For each request, noisy copies mask a sampled fraction ``t`` of the continuation only (the number of
+    masked tokens stratified over each batch of copies, :func:`layerwise.diffusion.stratified_mask`); the
+    estimate is ``-mean over copies of sum_masked CE / t``. Logits are aligned for shifted-logit models.
+    The randomness restarts from ``seed`` for every request, so continuations of one context are compared
+    under the same masks (common random numbers) and the value of a request does not depend on its
+    neighbours. The LM head runs on the continuation positions only.
+
+    Args:
+        n_samples: the number of copies (LLaDA: 128); with ``target_se``, the most a request may use.
+        batch_size: copies per forward pass (the masks of a batch are stratified together).
+        target_se: None: exactly ``n_samples`` copies per request. A number: copies are drawn batch by
+            batch, the same masks in the same order as without it, until the standard error of the
+            request's estimate is at most ``target_se`` (nats) and at least ``min_samples`` copies were
+            used, or ``n_samples`` is reached. The estimate is then the mean of the first copies of the
+            full run: the same unbiased estimator of the same ELBO, with a cost set per request by its
+            variance. The standard error is ``sqrt(s^2 / n)`` from the copies' sample variance ``s^2``,
+            which ignores the stratification of ``t`` within a batch (which lowers the true variance),
+            so it tends to overstate the error. The stop depends on the copies drawn (through their
+            spread), so for skewed copies the stopped mean may move by a fraction of its standard error;
+            ``min_samples`` keeps the variance estimate usable.
+        min_samples: the fewest copies a request uses before ``target_se`` may stop it (>= 2).
+
+    Returns one :class:`MCEstimate` (a ``float``) per request, carrying the copies it used and its
+    standard error. Antithetic masks (pairing ``t`` with ``1 - t``) or a control variate would also
+    keep the ELBO unbiased but change the draws; the estimator here is the stratified one throughout,
+    so results with and without ``target_se`` share their masks.
     """
     _check_pairs(context_ids, continuation_ids)
     if n_samples < 1 or batch_size < 1:
         raise LayerwiseError(f"n_samples={n_samples} and batch_size={batch_size} must be >= 1")
+    if target_se is not None and not target_se > 0:
+        raise LayerwiseError(f"target_se={target_se} must be a positive number of nats (or None for n_samples copies)")
+    if min_samples < 2:
+        raise LayerwiseError(f"min_samples={min_samples} must be >= 2 (a standard error needs two copies)")
     mid = _mask_id(lm)
     dev = lm.device
-    out: list[float] = []
+    out: list[MCEstimate] = []
     with sliced_lm_head(lm) as logits_at:
         pairs = list(zip(context_ids, continuation_ids))
         for ctx, cont in tqdm(pairs, desc="diffusion log-likelihood", disable=not progress, leave=False):
@@ -91,7 +143,7 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
             seq = torch.tensor(list(ctx) + list(cont), dtype=torch.long, device=dev)
             target = seq[p:]
             positions = torch.arange(p, p + t, device=dev)
-            total = 0.0
+            total, row_sum, row_sq, used = 0.0, 0.0, 0.0, 0
             for s in range(0, n_samples, batch_size):
                 n = min(batch_size, n_samples - s)
                 is_mask, p_mask = stratified_mask(n, t, gen)
@@ -100,8 +152,16 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
                 noisy[:, p:] = torch.where(is_mask, mid, target)
                 logits = logits_at(noisy, None, positions)  # [n, T, V], aligned to the continuation
                 ce = F.cross_entropy(logits.float().transpose(1, 2), target.expand(n, t), reduction="none")
-                total += float(((ce * is_mask) / p_mask[:, None]).sum())
-            out.append(-total / n_samples)
+                weighted = (ce * is_mask) / p_mask[:, None]
+                total += float(weighted.sum())
+                rows = weighted.sum(dim=1, dtype=torch.float64)
+                row_sum += float(rows.sum())
+                row_sq += float((rows * rows).sum())
+                used += n
+                if (target_se is not None and used >= min_samples
+                        and _standard_error(row_sum, row_sq, used) <= target_se):
+                    break
+            out.append(MCEstimate(-total / used, used, _standard_error(row_sum, row_sq, used)))
     return out
 
 
