@@ -17,6 +17,7 @@ from layerwise.stats import (
     paired_retention,
     percentile_interval,
     retention_ratio,
+    seed_item_interval,
     two_level_bootstrap,
     wilson_interval,
 )
@@ -128,3 +129,23 @@ def test_difference_interval_in_quadrature_and_percentile_interval():
     assert percentile_interval([1.0, np.nan, 1.0]) == (1.0, 1.0)
     assert all(math.isnan(v) for v in percentile_interval([np.nan]))
     assert percentile_interval(np.arange(101.0), level=0.9) == pytest.approx((5.0, 95.0))
+
+
+def test_seed_item_interval_combines_seed_spread_and_item_variance():
+    from scipy import stats as st
+
+    one = seed_item_interval([0.7], [(0.6, 0.8)])  # one seed: the item interval, flagged
+    assert one.value == 0.7 and one.interval == (0.6, 0.8) and one.n_seeds == 1
+    assert "not measured" in one.note and math.isnan(one.seed_sd)
+    same = seed_item_interval([0.7, 0.7, 0.7], [(0.6, 0.8)] * 3)  # no seed spread: the item interval
+    assert same.interval == pytest.approx((0.6, 0.8))
+    values = [0.55, 0.7, 0.9, 0.62]
+    exact = seed_item_interval(values, [(v, v) for v in values])  # no item noise: the t-interval of the mean
+    assert exact.interval == pytest.approx(st.t.interval(0.95, 3, loc=np.mean(values), scale=st.sem(values)))
+    assert exact.seed_sd == pytest.approx(np.std(values, ddof=1)) and exact.seed_values == tuple(values)
+    both = seed_item_interval(values, [(v - 0.1, v + 0.1) for v in values])  # wider than either source alone
+    assert both.interval[1] - both.interval[0] > max(exact.interval[1] - exact.interval[0], 0.2)
+    with pytest.raises(LayerwiseError, match="one interval per seed"):
+        seed_item_interval([0.1, 0.2], [(0.0, 0.3)])
+    with pytest.raises(LayerwiseError, match="missing"):
+        seed_item_interval([0.1, float("nan")], [(0.0, 0.3), (0.0, 0.3)])
