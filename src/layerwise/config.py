@@ -136,11 +136,67 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return table[dtype]
 
 
+#: set to 1 to see progress bars inside a notebook kernel anyway (an interactive session)
+NOTEBOOK_PROGRESS_ENV = "LAYERWISE_NOTEBOOK_PROGRESS"
+
+#: the variables that switch progress bars off in tqdm, huggingface_hub / transformers and datasets
+PROGRESS_OFF_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (papermill, nbval, JupyterLab): stream output lands in the notebook."""
+    import sys
+
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _notebook_progress_wanted() -> bool:
+    return os.environ.get(NOTEBOOK_PROGRESS_ENV, "").lower() in ("1", "true", "yes")
+
+
 def progress_disabled(disable: bool = False) -> bool:
-    """True when a progress bar should stay off: asked by the caller, or ``TQDM_DISABLE`` is set (the book's
-    runner sets it in chapter kernels so that bars stay on the terminal, out of the executed notebooks;
-    tqdm itself honours the variable only where a caller passes no ``disable``)."""
-    return disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    """True when a progress bar should stay off: asked by the caller, ``TQDM_DISABLE`` is set, or the code
+    runs in a notebook kernel (bars belong on a terminal; ``$LAYERWISE_NOTEBOOK_PROGRESS=1`` shows them
+    there anyway). tqdm itself honours ``TQDM_DISABLE`` only where a caller passes no ``disable``."""
+    return (disable or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+            or (in_notebook() and not _notebook_progress_wanted()))
+
+
+def quiet_notebook_progress() -> bool:
+    """In a notebook kernel, switch off every progress bar of the process; returns whether it did.
+
+    Sets :data:`PROGRESS_OFF_ENV` (read by libraries imported later), calls the switches of
+    huggingface_hub, transformers and datasets where they are already imported, and makes ``disable=True``
+    the default of tqdm bars created from now on (what ``TQDM_DISABLE=1`` does when set before tqdm is
+    imported; a caller that passes ``disable`` explicitly is not overridden, so the library's own bars
+    ask :func:`progress_disabled`). Outside a kernel, or with ``$LAYERWISE_NOTEBOOK_PROGRESS=1``, does
+    nothing. Called when this module is imported, so a chapter executed by papermill alone, without
+    the runner's environment, still writes no bars into its notebook.
+    """
+    import sys
+
+    if not in_notebook() or _notebook_progress_wanted():
+        return False
+    for k, v in PROGRESS_OFF_ENV.items():
+        os.environ.setdefault(k, v)
+    switches = (("huggingface_hub.utils", "disable_progress_bars"),
+                ("transformers.utils.logging", "disable_progress_bar"), ("datasets", "disable_progress_bars"))
+    for module, name in switches:
+        if module in sys.modules:
+            getattr(sys.modules[module], name, lambda: None)()
+    from functools import partialmethod
+
+    for module, name in (("tqdm.std", "tqdm"), ("tqdm.notebook", "tqdm_notebook")):
+        cls = getattr(sys.modules.get(module), name, None)
+        init = getattr(cls, "__dict__", {}).get("__init__")
+        if isinstance(init, partialmethod):  # tqdm wraps __init__ with its TQDM_* variables read at import
+            cls.__init__ = partialmethod(init.func, *init.args, **{**init.keywords, "disable": True})  # type: ignore[misc]
+        elif callable(init):
+            cls.__init__ = partialmethod(init, disable=True)  # type: ignore[misc]
+    return True
 
 
 def library_fingerprint() -> str:
@@ -156,3 +212,6 @@ def library_fingerprint() -> str:
         h.update(p.relative_to(package).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+quiet_notebook_progress()

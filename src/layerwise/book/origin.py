@@ -12,12 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import LayerwiseError
+from ..config import LayerwiseError, library_fingerprint, quiet_notebook_progress
 
 COMMIT_ENV = "LAYERWISE_COMMIT"  #: the code's commit where the source folder has no current .git (a synced copy)
 
 #: the folder of the installed library's sources; git is asked about it (a clone when installed editable)
 _SOURCES = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str | None:
+    """``git -C <sources> ARGS`` output, or None where git or a work tree is missing."""
+    try:
+        out = subprocess.run(["git", "-C", str(_SOURCES), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _git_commit() -> str:
@@ -29,12 +38,34 @@ def _git_commit() -> str:
     An installed (not editable) library outside any git work tree gives ``unknown``."""
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV]
-    try:
-        out = subprocess.run(["git", "-C", str(_SOURCES), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return _git("describe", "--always", "--dirty") or "unknown"
+
+
+def commit_text() -> str:
+    """The commit a chapter ran, as the provenance table shows it, saying where the name comes from.
+
+    - ``$LAYERWISE_COMMIT`` set: ``<value> (from $LAYERWISE_COMMIT)``; it wins over git, since a synced
+      copy's ``.git`` may name an old commit;
+    - a clean git work tree: its short commit;
+    - uncommitted changes: ``<commit> + uncommitted changes to N files (not a commit: ...)``, so that a
+      stale ``.git`` under newer files (N large) cannot pass for the code that ran;
+    - neither: ``unknown (...)`` with the variable to set.
+
+    The ``library sources`` row of :func:`provenance` identifies the code whatever this says.
+    """
+    if os.environ.get(COMMIT_ENV):
+        return f"{os.environ[COMMIT_ENV]} (from ${COMMIT_ENV})"
+    head = _git("rev-parse", "--short", "HEAD")
+    if not head:
+        return f"unknown (no git work tree: set {COMMIT_ENV} to the commit the sources came from)"
+    changed = _git("status", "--porcelain", "--untracked-files=no")
+    if changed is None:
+        return f"{head} (git status failed: the sources may differ from it)"
+    n = len([line for line in changed.splitlines() if line.strip()])
+    if not n:
+        return head
+    return (f"{head} + uncommitted changes to {n} file{'s' if n != 1 else ''} (not a commit: commit, or set "
+            f"{COMMIT_ENV} where this .git is older than the files)")
 
 
 def device_text(device: Any) -> str:
@@ -88,6 +119,10 @@ class Provenance(dict):
 def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenance:
     """Record what produced this notebook: profile, models, device, versions, commit, time.
 
+    The commit row is :func:`commit_text` (``$LAYERWISE_COMMIT`` first, else git, marked when the
+    sources differ from it); the ``library sources`` row is the hash of the library's Python sources
+    (:func:`layerwise.config.library_fingerprint`), which names the code that ran even without git.
+
     Call it as the last expression of the cell tagged ``provenance`` (the runner tags that cell
     ``nbval-skip``); the notebook shows a table. ``models`` may be a chapter's ``models`` list (hub ids,
     folders, triplet names or ``{id: ..., name: ...}`` entries), a ``{name: id}`` mapping, or a
@@ -105,6 +140,7 @@ def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenan
         # warning would otherwise land in the first cell that imports it (transformers does)
         warnings.simplefilter("ignore", TqdmWarning)
         import tqdm.auto  # noqa: F401
+    quiet_notebook_progress()  # again, now that tqdm.auto has picked its bar class
 
     if isinstance(models, Mapping):
         models_d = {str(k): str(getattr(getattr(v, "spec", None), "model_id", v)) for k, v in models.items()}
@@ -128,7 +164,8 @@ def provenance(profile: str = "", models: Any = None, **params: Any) -> Provenan
         **params,
         **({"remote code": code} if code else {}),
         "device": device_text(params.get("device", "auto")),
-        "layerwise": __version__, "commit": _git_commit(), "python": platform.python_version(),
+        "layerwise": __version__, "commit": commit_text(), "library sources": library_fingerprint(),
+        "python": platform.python_version(),
         "torch": torch.__version__, "transformers": tf_version,
         "run at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     })

@@ -36,6 +36,7 @@ from ..params import validate
 from .chapters import discover_chapters, load_profile, read_chapter, resolve_parameters, schema, select_chapters
 from .origin import device_text
 from .paths import BookLayout, locate
+from .progress import strip_progress
 
 #: cell tags: nbval skips these cells (banner and provenance differ on every run)
 NBVAL_SKIP = "nbval-skip"
@@ -265,7 +266,8 @@ def _failure_line(chapter: str, exc: BaseException, output: Path) -> str:
 
 
 def execute(plan: Plan, profile: str, *, kernel: str | None = None, progress: bool = True) -> float:
-    """Run one planned chapter with papermill; write the banner and the stamp. Returns seconds."""
+    """Run one planned chapter with papermill; strip progress-bar output from the executed notebook
+    (:func:`~layerwise.book.progress.strip_progress`), write the banner and the stamp. Returns seconds."""
     import nbformat
     import papermill as pm
 
@@ -286,6 +288,7 @@ def execute(plan: Plan, profile: str, *, kernel: str | None = None, progress: bo
         except pm.PapermillExecutionError as e:
             raise LayerwiseError(_failure_line(plan.chapter, e, plan.output)) from None
     seconds = time.perf_counter() - t0
+    strip_progress(nb)  # a bar a library forced on despite the variables above
     nb.cells.insert(0, banner_cell(profile, plan.parameters, seconds, plan.chapter))
     nbformat.write(nb, str(plan.output))
     plan.stamp.write_text(json.dumps({
