@@ -104,6 +104,7 @@ def build(key: str, remote: Path, tiny: bool, device: torch.device, dtype: torch
     cfg = cfg_cls(**shape, attn_implementation="sdpa")
     with torch.device(device):
         model = model_cls._from_config(cfg, dtype=dtype).eval()
+    model.generation_config.eos_token_id = None  # decode to full length (no stop at a random end-of-text)
     return wrap(model, None, family, adapter="llama", model_id=key, spec=spec)
 
 
