@@ -21,7 +21,7 @@ So an 8B model needs one block's activations in memory at a time.
 
 Modules: :mod:`.calibration` (calibration data, the loop), :mod:`.quantize` (RTN, GPTQ),
 :mod:`.prune` (magnitude, Wanda, SparseGPT), :mod:`.allocation` (per-layer sparsities),
-:mod:`.weights` (write-back, snapshots).
+:mod:`.weights` (write-back, snapshots), :mod:`.diagnostics` (per-Linear output errors and input ranks).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .calibration import (
     capture_block_inputs,
     mixed_layer_types,
 )
+from .diagnostics import effective_rank, linear_errors
 from .prune import PruneMethod, magnitude_mask, prune, sparsegpt_prune_weight, wanda_mask
 from .quantize import QuantMethod, gptq_quantize_weight, quantize, resolve_group_size, rtn_quantize_weight
 from .weights import compressed, preserved, relative_error, restore, snapshot
@@ -46,5 +47,5 @@ __all__ = [
     "resolve_group_size", "rtn_quantize_weight", "gptq_quantize_weight", "magnitude_mask", "wanda_mask",
     "sparsegpt_prune_weight", "quantize", "prune", "block_param_counts", "owl_outlier_ratios",
     "allocate_sparsity", "snapshot", "restore", "preserved", "compressed", "relative_error", "SCHEMES",
-    "mixed_layer_types", "BlockFn", "Collect", "QuantMethod", "PruneMethod",
+    "mixed_layer_types", "BlockFn", "Collect", "QuantMethod", "PruneMethod", "effective_rank", "linear_errors",
 ]
