@@ -390,6 +390,28 @@ def test_sliced_head_option_equals_reference(shifted, padded):
     assert torch.equal(fast, reference(lm.model, x, am, mask_id=MASK, shifted=shifted, **kw))
 
 
+
+def test_cuda_graph_needs_a_cuda_model(dlm):
+    with pytest.raises(LayerwiseError, match="cuda_graph"):
+        S.diffusion_generate(dlm, prompts(1, 4, seed=0), gen_length=4, steps=4, block_length=4, cuda_graph=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("sliced, padded", [(False, False), (True, False), (True, True)])
+def test_cuda_graph_option_gives_the_eager_tokens(sliced, padded):
+    lm = wrap(tiny_llama(False, seed=7).cuda(), None, "dlm", mask_token_id=MASK)
+    x = prompts(3, 7, seed=7)
+    am = None
+    if padded:
+        am = torch.ones_like(x)
+        am[1, :3] = 0
+        x[am == 0] = 0
+    kw = dict(gen_length=16, steps=16, block_length=4, sliced_head=sliced)
+    eager = S.diffusion_generate(lm, x, am, **kw)
+    assert torch.equal(S.diffusion_generate(lm, x, am, cuda_graph=True, **kw), eager)
+    assert torch.equal(eager.cpu(), reference(lm.model, x.cuda(), None if am is None else am.cuda(), mask_id=MASK,
+                                              gen_length=16, steps=16, block_length=4).cpu())
+
 def test_dream_algorithm_names_point_to_dream_generate(dlm):
     with pytest.raises(LayerwiseError, match="dream_generate"):
         S.diffusion_generate(dlm, prompts(1, 4, 0), gen_length=8, steps=8, block_length=8, remasking="maskgit_plus")

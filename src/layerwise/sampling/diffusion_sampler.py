@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..arch import llada
 from ..config import LayerwiseError
 from ..diffusion import logit_positions
 from ..models import LoadedModel
@@ -166,6 +168,67 @@ def fill_after_stop(gen: torch.Tensor, stop_ids: Sequence[int], mid: int) -> tor
     return torch.where((col > first.unsqueeze(1)) & (first.unsqueeze(1) < g), tok, gen)
 
 
+class _GraphedCall:
+    """``fn()`` (a model call reading fixed input buffers) replayed from one CUDA graph.
+
+    The first call runs ``fn`` eagerly on a side stream (the warm-up PyTorch asks for before a capture; its
+    result is returned), then captures it; later calls replay the graph and return its output buffer,
+    valid until the next call. Replay launches the kernels recorded at capture, on the same shapes, so
+    the numbers are those of the eager call. A capture that fails (an operation that reads a device value
+    on the host, such as a data-dependent branch) makes every later call eager, with a warning.
+    """
+
+    def __init__(self, fn: Callable[[], torch.Tensor]) -> None:
+        self.fn = fn
+        self.graph: Any = None
+        self.out: torch.Tensor | None = None
+        self.eager = False
+
+    def __call__(self) -> torch.Tensor:
+        if self.eager:
+            return self.fn()
+        if self.graph is not None:
+            self.graph.replay()
+            assert self.out is not None
+            return self.out
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            first = self.fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.out = self.fn()
+        except RuntimeError as e:  # pragma: no cover - GPU only
+            warnings.warn(f"cuda_graph: the model call could not be captured ({str(e).splitlines()[0]}); "
+                          "running it eagerly", stacklevel=3)
+            self.eager, self.out = True, None
+            return first
+        self.graph = graph
+        return first
+
+
+def _graph_calls(lm: LoadedModel, x: torch.Tensor, am: torch.Tensor | None, logits_at: Any,
+                 pos_buf: torch.Tensor) -> _GraphedCall:
+    """The model call of one sampler step on the canvas buffer ``x``, for :class:`_GraphedCall`.
+
+    Without ``logits_at``: the full logits (as the eager step). With it: the aligned logits at the
+    positions held in ``pos_buf`` (updated in place before each replay). A padded LLaDA batch gets its
+    :func:`layerwise.arch.llada.padding_bias` built once here (the adapter builds the same bias on every
+    call after a host check of the mask, which a capture cannot hold).
+    """
+    kw: dict[str, Any] = {}
+    mask = am
+    if am is not None and lm.adapter.name == "llada":
+        kw, mask = {"attention_bias": llada.padding_bias(am)}, None
+    if logits_at is None:
+        if kw:
+            return _GraphedCall(lambda: lm.model(input_ids=x, **kw).logits)
+        return _GraphedCall(lambda: _model_logits(lm, x, mask))
+    return _GraphedCall(lambda: logits_at(x, mask, pos_buf, **kw))
+
+
 @torch.no_grad()
 def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        *, gen_length: int, steps: int, block_length: int, temperature: float = 0.0,
@@ -173,7 +236,7 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                        confidence_dtype: torch.dtype | None = None, gumbel_noise: str = "canvas",
                        sliced_head: bool = False, prefix_cache: bool = False,
                        stop_at_eos: bool = False, eos_ids: Sequence[int] | None = None,
-                       progress: bool = False) -> torch.Tensor:
+                       cuda_graph: bool = False, progress: bool = False) -> torch.Tensor:
     """Masked-diffusion generation with LLaDA's semi-autoregressive sampler (``generate.py``).
 
     Args:
@@ -217,6 +280,11 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             each row's first end-of-text token set to that token (a row without one is the full run's).
         eos_ids: the end-of-text ids for ``stop_at_eos`` (default: the tokenizer's ``eos_token_id``; LLaDA's
             chat models also end turns with ``<|eot_id|>``, pass it here when the text is cut there too).
+        cuda_graph: EXACT, off by default, CUDA only. The model call of each step (whole canvas, or with
+            ``sliced_head`` the current block's rows) is captured once per call into a CUDA graph and
+            replayed: the same kernels on the same shapes, without the per-step cost of launching them
+            from Python. Steps whose rows reach before the block (a masked earlier position) run eagerly.
+            A model whose forward cannot be captured runs eagerly, with a warning.
         progress: show a progress bar over steps.
 
     Returns:
@@ -237,6 +305,9 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
     stop = _stop_ids(lm, eos_ids, mid) if stop_at_eos else None
     can_stop = stop is not None and not (temperature > 0 and gumbel_noise == "block")
     done, vocab = False, 0
+    if cuda_graph and (dev.type != "cuda" or prefix_cache):
+        raise LayerwiseError("cuda_graph=True replays CUDA graphs of the model call: it needs a model on a CUDA "
+                             "device and prefix_cache=False; use cuda_graph=False otherwise")
     if prefix_cache:
         if lm.adapter.name != "llama":
             raise LayerwiseError(
@@ -246,6 +317,8 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
         from transformers import DynamicCache
     bar = tqdm(total=num_blocks * spb, desc="diffusion sampling", disable=not progress, leave=False)
     with sliced_lm_head(lm) if sliced_head or prefix_cache else contextlib.nullcontext() as logits_at:
+        pos_buf = torch.arange(p, p + block_length, device=dev)
+        graphed = _graph_calls(lm, x, am, logits_at, pos_buf) if cuda_graph else None
         for blk in range(num_blocks):
             start, end = p + blk * block_length, p + (blk + 1) * block_length
             # one host sync per block: topk takes k as a Python int
@@ -268,9 +341,12 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                 positions = torch.arange(lo, end, device=dev)  # aligned: the tokens of these rows
                 masked = x[:, rows] == mid  # [B, R]
                 if logits_at is None:  # the whole canvas through the head, as generate.py
-                    raw = _model_logits(lm, x, am)
+                    raw = graphed() if graphed is not None else _model_logits(lm, x, am)
                     logits = raw.index_select(1, logit_positions(positions, lm.family))  # [B, R, V] aligned
                     del raw
+                elif graphed is not None and lo == start:
+                    pos_buf.copy_(positions)
+                    logits = graphed()
                 elif not prefix_cache:
                     logits = logits_at(x, am, positions)  # [B, R, V], aligned to the rows
                 elif i == 0:  # full pass that also fills the cache; keep only the prefix's keys/values

@@ -198,7 +198,9 @@ def rolling_loglikelihood(lm: LoadedModel, token_ids: Sequence[int], *, max_leng
     Windows are lm-eval's (``get_rolling_token_windows`` with context 1, made disjoint): each token is
     scored once, conditioned on up to ``max_length`` preceding tokens, the first on ``prefix_token_id``
     (default: the tokenizer's BOS, else EOS). AR sums exact log-likelihoods; diffusion sums the ELBO of
-    each window (``n_samples`` Monte-Carlo samples each), a lower bound.
+    each window (``n_samples`` Monte-Carlo samples each, or fewer with ``target_se``), a lower bound,
+    returned as an :class:`MCEstimate` whose ``n_samples`` is the windows' total and ``se`` combines
+    theirs as independent errors.
     """
     try:
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
@@ -219,4 +221,5 @@ def rolling_loglikelihood(lm: LoadedModel, token_ids: Sequence[int], *, max_leng
     ctxs, conts = [w[0] for w in windows], [w[1] for w in windows]
     if lm.family is Family.AR:
         return sum(ll for ll, _ in ar_loglikelihood(lm, ctxs, conts, **kw))
-    return sum(diffusion_loglikelihood(lm, ctxs, conts, n_samples=n_samples, **kw))
+    parts = diffusion_loglikelihood(lm, ctxs, conts, n_samples=n_samples, **kw)
+    return MCEstimate(sum(parts), sum(v.n_samples for v in parts), math.sqrt(sum(v.se ** 2 for v in parts)))
