@@ -1,19 +1,26 @@
-"""The paper profile's cost estimate: units follow each chapter's plan; the dry run prints it; the tiny
-benchmark measures unit costs end to end."""
+"""The cost estimate of a profile: units follow each chapter's plan (a parameter changed changes them
+accordingly), the dry run prints it per chapter with the total, models without measured costs have no
+estimate, and the tiny benchmark measures unit costs end to end on CPU."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 
+from layerwise.book import cli
 from layerwise.book import estimate as E
+from layerwise.skipping import select_layers
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks" / "bench_paper_profile.py"
+OPS = ("layer_similarity", "token_similarity", "channel_stats", "diffusion_step", "dream_step", "ar_prefill",
+       "ar_token", "alpha_hill_block", "compress_block:gptq", "compress_block:rtn", "compress_block:magnitude",
+       "compress_block:wanda", "compress_block:sparsegpt")
 
 
 def _bench():
@@ -24,11 +31,117 @@ def _bench():
     return mod
 
 
+@pytest.fixture(scope="module")
+def paper():
+    """The paper profile's resolved parameters per chapter."""
+    return E.profile_parameters("paper", notebooks_dir=REPO / "notebooks")
+
+
+def _costs(layers: int = 32) -> dict:
+    """A cost file whose every operation costs one second per unit at the shape it names: the estimate's
+    seconds are then its unit counts (scaled by tokens where the shape differs)."""
+    shape = {"batch": 8, "seq_len": 1024, "calib_seqs": 128, "calib_len": 2048}
+    ops = {op: {"seconds": 1.0, **shape} for op in OPS}
+    models = {key: {"ids": m["ids"], "family": m["family"], "layers": layers, "build_s": 1.0, "ops": ops}
+              for key, m in _bench().MODELS.items()}
+    return {"device": "test device", "models": models}
+
+
+def _units(est: E.Estimate, chapter: str, model: str, *words: str) -> int:
+    return sum(r.units for r in est.rows if r.chapter == chapter and r.model == model
+               and all(w in r.unit for w in words))
+
+LLADA_BASE, LLADA_INSTRUCT = "GSAI-ML/LLaDA-8B-Base", "GSAI-ML/LLaDA-8B-Instruct"
+QWEN, LLAMA_INSTRUCT = "Qwen/Qwen2.5-7B", "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_chapter_03_configurations_come_from_select_layers():
+    """Distinct skip sets: one per k for a contiguous strategy, coinciding strategies counted once,
+    ``redundant`` (decided by measured influences) one per k on top, random draws add sets."""
+    L, k = 32, 6
+    assert E.skip_configurations(["early"], k, L, random_draws=3) == list(range(1, k + 1))
+    assert E.skip_configurations(["early", "early"], k, L, random_draws=3) == list(range(1, k + 1))
+    both = E.skip_configurations(["early", "redundant"], k, L, random_draws=3)
+    assert both == sorted([*range(1, k + 1), *range(1, k + 1)])
+    one = len(E.skip_configurations(["random"], k, L, random_draws=1))
+    three = len(E.skip_configurations(["random"], k, L, random_draws=3))
+    distinct = {tuple(select_layers("random", j, L, seed=d)) for d in range(3) for j in range(1, k + 1)}
+    assert one == k < three == len(distinct)
+
+
+def test_units_follow_the_chapters_parameters(paper):
+    costs = _costs()
+    ch = "03_layer_skipping"
+    p = {**paper[ch], "strategies": ["early"], "max_skip": 6}
+    est = E.estimate({ch: p}, costs)
+    units = _units(est, ch, LLADA_INSTRUCT, p["generation_task"])
+    assert units == (1 + 6) * math.ceil(p["limit"] / p["batch_size"]) * p["diffusion_steps"]
+    assert _units(E.estimate({ch: {**p, "limit": 2 * p["limit"]}}, costs), ch, LLADA_INSTRUCT,
+                  p["generation_task"]) == 2 * units
+    assert _units(E.estimate({ch: {**p, "max_skip": 3}}, costs), ch, LLADA_INSTRUCT,
+                  p["generation_task"]) == units * (1 + 3) // (1 + 6)
+    # a skip configuration runs fewer blocks: its seconds per unit are lower than the unmodified model's
+    gsm = [r for r in est.rows if r.model == LLADA_INSTRUCT and p["generation_task"] in r.unit]
+    assert 0 < gsm[0].s_per_unit < 1.0
+
+    ch = "01_layer_similarity"
+    p = paper[ch]
+    est = E.estimate({ch: p}, costs)
+    batches = math.ceil(p["n_seqs"] / p["batch_size"])
+    assert _units(est, ch, LLADA_BASE, "probe") == batches * len(p["mask_ratios"])  # diffusion: every mask ratio
+    assert _units(est, ch, QWEN, "probe") == batches  # AR: clean text only
+
+    ch = "05_outlier_ablation"
+    p = paper[ch]
+    more = E.estimate({ch: {**p, "n_draws": p["n_draws"] + 1}}, costs)
+    base = E.estimate({ch: p}, costs)
+    per_condition = math.ceil(p["text_prompts"] / p["batch_size"]) * p["gen_tokens"]  # Llama: AR decoding steps
+    # one more control draw = one more condition per scope (early, all)
+    llama = "meta-llama/Llama-3.1-8B"
+    assert _units(more, ch, llama, "text", "decoding") - _units(base, ch, llama, "text", "decoding") == \
+        2 * per_condition
+
+    ch = "07_compression"
+    p = paper[ch]
+    base = E.estimate({ch: p}, costs)
+    no_rtn = E.estimate({ch: {**p, "quant_methods": [m for m in p["quant_methods"] if m != "rtn"]}}, costs)
+    evals = math.ceil(p["limit"] / p["batch_size"]) * p["gen_length"]
+    assert _units(base, ch, LLAMA_INSTRUCT, "decoding") - _units(no_rtn, ch, LLAMA_INSTRUCT, "decoding") == \
+        len(p["bits"]) * evals
+    assert not [r for r in no_rtn.rows if r.unit.startswith("rtn")]
+    assert no_rtn.total_hours < base.total_hours
+
+
+def test_unknown_models_have_no_estimate(paper):
+    ch = "01_layer_similarity"
+    est = E.estimate({ch: {**paper[ch], "models": ["someone/other-7B", LLADA_BASE]}}, _costs())
+    assert {r.model for r in est.rows} == {LLADA_BASE}
+    assert est.missing == [(ch, "someone/other-7B", "no measured costs for this model")]
+    assert "other-7B: no estimate (no measured costs for this model)" in E.describe_estimate(est)
+    assert not E.has_estimate({ch: {**paper[ch], "models": ["someone/other-7B"]}}, _costs())
+
+
+def test_dry_run_prints_the_estimate_per_chapter_and_total(tmp_path, monkeypatch, capsys, paper):
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps(_costs()))
+    monkeypatch.setattr(E, "cost_path", lambda tiny=False: costs)
+    args = ["run", "--dry-run", "--cache-dir", str(tmp_path / "cache"), "-p", f"data_dir={tmp_path}"]
+    assert cli.main([*args, "--profile", "paper"]) == 0
+    out = capsys.readouterr().out
+    est = E.estimate(paper, _costs())
+    assert "estimated GPU time on test device" in out
+    for chapter, hours in est.by_chapter().items():
+        assert f"  {chapter}: {hours:.2f} GPU-h (" in out
+    assert f"  total: {est.total_hours:.2f} GPU-h" in out
+    assert cli.main([*args, "--profile", "tiny"]) == 0  # the triplet: no model with measured costs
+    assert "estimated GPU time" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
-def test_tiny_benchmark_end_to_end(tmp_path):
+def test_tiny_benchmark_end_to_end(tmp_path, paper):
     """--tiny builds the four models' tiny versions on CPU, times every operation the paper profile's
-    chapters need, writes the cost file and a table whose rows are the estimate's."""
-    from oracles.remote_code import REMOTE_CODE, needs_remote_code  # noqa: F401
+    chapters need, and writes the cost file and a table whose rows are the estimate's."""
+    from oracles.remote_code import REMOTE_CODE
 
     if not REMOTE_CODE.is_dir():
         pytest.skip(f"genuine LLaDA/Dream remote code not found at {REMOTE_CODE}")
@@ -36,10 +149,10 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     costs = _bench().main(["--tiny", "--remote-code", str(REMOTE_CODE), "--costs", str(costs_file),
                            "--out", str(stem)])
     assert json.loads(costs_file.read_text()) == costs
-    assert set(costs["models"]) == {"LLaDA-8B", "Dream-v0-7B", "Qwen2.5-7B", "Llama-3.1-8B"}
+    assert set(costs["models"]) == set(_bench().MODELS)
     for m in costs["models"].values():
         assert m["ops"] and all(op["seconds"] > 0 for op in m["ops"].values())
-    est = E.estimate(E.profile_parameters("paper", notebooks_dir=REPO / "notebooks"), costs)
+    est = E.estimate(paper, costs)
     assert not est.missing
     with open(stem.with_suffix(".csv")) as f:
         rows = list(csv.DictReader(f))

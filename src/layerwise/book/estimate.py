@@ -430,3 +430,16 @@ def profile_parameters(profile: str, *, chapters: Sequence[str] | None = None,
         full.update(validate(ch, declared, params))
         out[ch] = full
     return out
+
+
+def plans_estimate(plans: Sequence[Any], costs: Mapping[str, Any] | None = None) -> Estimate | None:
+    """The estimate of runner plans from the package's cost file (or ``costs``); None when no cost file
+    exists or no planned chapter runs a model with measured costs (e.g. the triplet profiles)."""
+    if costs is None:
+        if not cost_path().is_file():
+            return None
+        costs = load_costs()
+    params = plan_parameters(plans)
+    if not has_estimate(params, costs):
+        return None
+    return estimate(params, costs)

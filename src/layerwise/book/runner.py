@@ -34,6 +34,7 @@ from ..config import cache_dir as resolve_cache_dir
 from ..config import data_dir as resolve_data_dir
 from ..params import validate
 from .chapters import discover_chapters, load_profile, read_chapter, resolve_parameters, schema, select_chapters
+from .estimate import describe_estimate, one_line, plans_estimate
 from .origin import device_text
 from .paths import BookLayout, locate
 from .progress import strip_progress
@@ -183,6 +184,9 @@ def describe_plans(plans: Sequence[Plan], profile: str, *, force: bool = False, 
                                                   for k, v in plan.parameters.items()))
         if plan.skipped_common:
             lines.append(f"  profile's common keys it does not declare (dropped): {', '.join(plan.skipped_common)}")
+    est = plans_estimate(plans)
+    if est is not None:
+        lines.append(describe_estimate(est))
     if publish:
         lines.append("then: copy the notebooks to book/chapters/ and rewrite _toc.yml")
     if build:
@@ -312,6 +316,9 @@ def run(profile: str, *, chapters: Sequence[str] | None = None, overrides: Mappi
     plans = plan_run(profile, chapters=chapters, overrides=overrides, out=out, notebooks_dir=notebooks_dir,
                      profiles_dir=profiles_dir, cache=cache)
     status: dict[str, str] = {}
+    est = plans_estimate([p for p in plans if force or not is_up_to_date(p)])
+    if est is not None:
+        tqdm.write(one_line(est))
     bar = tqdm(plans, desc=f"book [{profile}]", unit="chapter", disable=not progress, position=0)
     for plan in bar:
         bar.set_postfix_str(plan.chapter)
