@@ -3,6 +3,7 @@ of early layers, and the metric names that tie the chapters to the ledger."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import re
@@ -16,7 +17,7 @@ import pytest
 from layerwise import claims
 from layerwise.claims import ClaimMetric
 from layerwise.config import LayerwiseError
-from layerwise.ledger import CLAIMS, build_ledger, part_verdict
+from layerwise.ledger import CLAIMS, build_ledger, part_verdict, sensitivity_table
 from layerwise.results import load_results, save_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,8 @@ def test_a3_retention_at_the_configuration_closest_to_the_target():
     m = claims.retention_at_target(curve, "dlm", strategy="early", target_fraction=0.1875)
     assert m.value == 0.95 and m.ci == (0.92, 0.97) and m.extra["k"] == 2 and m.meaningful
     chance = claims.retention_at_target(curve.assign(meaningful=False), "dlm", strategy="early", target_fraction=0.1875)
-    assert not chance.meaningful and part_verdict(CLAIMS[2].parts[0], chance.to_metric()) == "inconclusive"
+    assert not chance.meaningful and part_verdict(CLAIMS[2].parts[0], chance.to_metric()) == "not testable"
+    assert "not above chance" in chance.reason and chance.to_metric()["reason"] == chance.reason
     with pytest.raises(LayerwiseError, match="strategy"):
         claims.retention_at_target(curve, "dlm", strategy="late", target_fraction=0.1875)
 
@@ -184,38 +186,159 @@ def test_b5_early_minus_late_is_the_relative_change_in_percent():
 
 
 # ---------------------------------------------------------------------------------------------
+# Alternative definitions and the newer claims
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a1_without_block0_and_the_spread_that_scales_its_margin():
+    ar = np.tile(np.linspace(0.6, 0.9, 6), (10, 1))
+    dlm = ar.copy()
+    dlm[:, 0] += 0.3  # above AR only at block 0
+    dlm[:, 1] -= 0.1
+    with0 = claims.early_similarity_difference(dlm, ar, paired=True, n_boot=50)
+    without = claims.early_similarity_difference(dlm, ar, paired=True, first_block=1, n_boot=50)
+    assert with0.value == pytest.approx(0.1) and without.value == pytest.approx(-0.1)
+    assert without.extra["definition"] == claims.WITHOUT_BLOCK0
+    assert with0.extra["margin_scale"] == pytest.approx((dlm.mean(0).std() + ar.mean(0).std()) / 2)
+    assert without.extra["margin_scale"] == pytest.approx((dlm.mean(0)[1:].std() + ar.mean(0)[1:].std()) / 2)
+    tiny = claims.early_similarity_difference(dlm[:, :3], ar[:, :3], paired=True, first_block=1, n_boot=10)
+    assert tiny.value is None and not tiny.meaningful and "only 1 early block" in tiny.reason
+
+
+def test_b6_early_minus_late_similarity_and_a6_branch_dose():
+    profile = np.tile(np.linspace(0.9, 0.6, 6), (8, 1))  # falls with depth: redundancy highest early
+    m = claims.early_minus_late_similarity(profile, n_boot=20)
+    assert m.value == pytest.approx(profile[0, :2].mean() - profile[0, 4:].mean()) and m.value > 0
+    assert claims.late_layers(6) == range(4, 6)
+    ar, dlm = _similarity(seed=2), _similarity(seed=3)
+    late, early = 0.9 * ar + 0.1 * dlm, 0.5 * ar + 0.5 * dlm  # branched later = closer to AR
+    dose = claims.ar2dlm_branch_dose(late, early, dlm, ar, paired=True, n_boot=20)
+    dist = np.abs(dlm.mean(0) - ar.mean(0)).mean()
+    assert dose.value == pytest.approx((0.8 - 0.0) * dist) and dose.extra["margin_scale"] == pytest.approx(dist)
+    fams = {"ar": "ar", "dlm": "dlm", "ar2dlm": "ar2dlm", claims.EARLY_BRANCH_RUN: "ar2dlm"}
+    ms = claims.layer_similarity_metrics({"ar": ar, "dlm": dlm, "ar2dlm": late, claims.EARLY_BRANCH_RUN: early},
+                                         fams, paired=True, n_boot=20)
+    assert ms[claims.AR2DLM_BRANCH_DOSE].value == pytest.approx(dose.value)
+    assert ms[claims.AR2DLM_CLOSER_TO_AR].value == pytest.approx(0.8 * dist)  # the canonical ar2dlm, not b25
+
+
+def test_b1_both_sites_and_the_dlm_level():
+    ratios = {"ar": np.full((4, 6), 10.0), "dlm": np.full((4, 6), 10.0)}
+    residual = {"ar": np.full((4, 6), 100.0), "dlm": np.full((4, 6), 10_000.0)}
+    stats = {n: SimpleNamespace(super_outlier=1, layers_dominated=np.ones(6), token_share=np.ones(6), num_layers=6)
+             for n in ratios}
+    ms = claims.super_outlier_metrics(stats, ratios, {"ar": "ar", "dlm": "dlm"}, n_boot=20, residual_ratios=residual)
+    diff = claims.EARLY_OUTLIER_RATIO.minus_ar("dlm")
+    assert ms[diff].value == pytest.approx(0.0)  # attention input: no difference
+    assert ms[claims.definition(diff, "residual")].value == pytest.approx(2.0)  # residual stream: 10^4 vs 10^2
+    assert ms[claims.definition(diff, "attn_input")] is ms[diff]
+    assert ms[claims.definition(claims.EARLY_OUTLIER_RATIO.of("dlm"), "residual")].value == pytest.approx(4.0)
+
+
+def test_b7_persistence_is_the_share_of_steps_the_channel_dominates():
+    mean_abs = np.ones((10, 6, 4))
+    mean_abs[:, :, 2] = 5.0  # channel 2 dominates everywhere ...
+    mean_abs[:3, 0, 1] = 9.0  # ... except block 0 at the first 3 steps
+    m = claims.outlier_persistence(mean_abs, 2, n_boot=50)
+    assert m.value == pytest.approx(1 - 3 / 20)  # 2 early blocks x 10 steps
+    assert m.ci[0] <= m.value <= m.ci[1] and m.extra["magnitude_max_over_min"] == pytest.approx(1.0)
+    ms = claims.outlier_persistence_metrics({"dlm": (mean_abs, 2)}, {"ar": "ar", "dlm": "dlm"}, n_boot=20)
+    assert ms[claims.OUTLIER_PERSISTENCE.of("dlm")] is ms[claims.OUTLIER_PERSISTENCE.per_model("dlm")]
+    with pytest.raises(LayerwiseError, match="steps, L, d"):
+        claims.outlier_persistence(np.ones((3, 4)), 0)
+
+
+def test_b3_every_cut_off_rule_is_a_definition_with_a_relative_margin():
+    per_matrix = pd.concat([_alphas("dlm", "dlm", -0.5, late=9.0), _alphas("ar", "ar", 0.0),
+                            _alphas("dlm", "dlm", 0.3).assign(method="ks"), _alphas("ar", "ar", 0.0).assign(method="ks")])
+    ms = claims.alpha_hill_metrics(per_matrix, method="fixed", n_boot=20)
+    name = claims.EARLY_ALPHA.minus_ar("dlm")
+    assert ms[name].value == pytest.approx(-0.5) and ms[claims.definition(name, "ks")].value == pytest.approx(0.3)
+    assert ms[name].extra["margin_scale"] == pytest.approx(claims.early_alpha(_alphas("ar", "ar", 0.0)).value)
+
+
+def test_b4_one_definition_per_task_and_metric():
+    rows = [{"model": n, "kind": "quant", "method": "gptq", "bits": 3, "retention": r, "ci_low": r - 0.01,
+             "ci_high": r + 0.01, "meaningful": True, "label": label, "n": 8}
+            for label, rs in {"lw_x bits_per_byte": (0.99, 0.98), "lw_gsm8k exact_match": (0.98, 0.4)}.items()
+            for n, r in zip(("dlm", "ar"), rs)]
+    table = pd.DataFrame(rows)
+    ms = claims.compression_metrics(table[table.label == "lw_x bits_per_byte"], {}, {"dlm": "dlm", "ar": "ar"},
+                                    task="lw_x", measure="bits_per_byte", definitions=table)
+    name = claims.GPTQ3_CHANGE_PCT.minus_ar("dlm")
+    assert ms[name].value == pytest.approx(1.0)  # -1% vs -2%
+    assert ms[claims.definition(name, "lw_gsm8k:exact_match")].value == pytest.approx(58.0)  # -2% vs -60%
+    assert ms[claims.definition(name, "lw_x:bits_per_byte")].value == pytest.approx(1.0)
+
+
+def test_b8_trend_is_the_slope_per_decade_of_tokens_per_parameter():
+    over = pd.concat([_alphas("dlm", "dlm", -0.2 * k).assign(step=10 ** k, early=lambda d: d.layer < 2)
+                      for k in (1, 2, 3)])
+    m = claims.early_alpha_trend(over, tokens_per_step=100, n_params=1000, n_boot=20)
+    assert m.value == pytest.approx(-0.2) and m.ci == pytest.approx((-0.2, -0.2))  # -0.2 per tenfold
+    assert m.extra["tokens_per_param"] == pytest.approx([1.0, 10.0, 100.0])
+    with pytest.raises(LayerwiseError, match="at least two"):
+        claims.early_alpha_trend(over[over.step == 10], tokens_per_step=100, n_params=1000)
+
+
+def test_over_seeds_keeps_every_seed_and_averages_the_margin_scale():
+    a = ClaimMetric(0.1, (0.05, 0.15), extra={"margin_scale": 0.2})
+    b = ClaimMetric(0.3, (0.25, 0.35), extra={"margin_scale": 0.4}, meaningful=False, reason="looping")
+    m = claims.over_seeds({"s0": a, "s1": b})
+    assert m.value == pytest.approx(0.2) and m.extra["margin_scale"] == pytest.approx(0.3)
+    assert not m.meaningful and m.reason == "looping" and len(m.extra["seeds"]) == 2
+    assert claims.over_seeds({"s0": a}).ci == a.ci  # one seed: the item interval
+
+
+# ---------------------------------------------------------------------------------------------
 # Chapters -> result files -> ledger: one name per metric
 # ---------------------------------------------------------------------------------------------
 
 
 def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
     """Every chapter's *_metrics function on constructed data: chapter -> metrics it writes."""
-    sims = {n: _similarity(seed=i) for i, n in enumerate(FAMILIES)}
+    fams = {**FAMILIES, claims.EARLY_BRANCH_RUN: "ar2dlm"}
+    sims = {n: _similarity(seed=i) for i, n in enumerate(fams)}
     rec = {n: np.random.default_rng(i).uniform(0, 1, (10, 7)) for i, n in enumerate(FAMILIES)}
-    curve = pd.concat([pd.DataFrame({"model": n, "strategy": "early", "k": range(3), "layers": 6,
+    curve = pd.concat([pd.DataFrame({"model": n, "strategy": strategy, "k": range(3), "layers": 6,
                                      "flops_reduction": [0, 0.15, 0.3], "retention": [1, 0.9, 0.7],
-                                     "ci_low": [1, 0.8, 0.6], "ci_high": [1, 0.95, 0.8], "meaningful": True})
-                       for n in FAMILIES])
+                                     "ci_low": [1, 0.8, 0.6], "ci_high": [1, 0.95, 0.8], "meaningful": True,
+                                     "label": label})
+                       for n in FAMILIES for strategy in ("early", "redundant", "late")
+                       for label in ("lw_arithmetic exact_match", "lw_gsm8k exact_match")])
     site = SimpleNamespace(super_outlier=3, layers_dominated=np.array([True, True, False]),
                            token_share=np.array([0.9, 0.5, 0.1]), num_layers=3)
     ratios = {n: np.random.default_rng(i).uniform(2, 50, (4, 3)) for i, n in enumerate(FAMILIES)}
     gens = pd.concat([_generations(n, 0.1 * i, seed=i) for i, n in enumerate(FAMILIES)], ignore_index=True)
-    alphas = pd.concat([_alphas(n, f, -0.1 * i) for i, (n, f) in enumerate(FAMILIES.items())], ignore_index=True)
+    alphas = pd.concat([_alphas(n, f, -0.1 * i).assign(method=method) for i, (n, f) in enumerate(FAMILIES.items())
+                        for method in ("fixed", "ks")], ignore_index=True)
+    over = pd.concat([_alphas(n, f, -0.1 * i * step).assign(step=step, early=lambda d: d.layer < 2)
+                      for i, (n, f) in enumerate(FAMILIES.items()) for step in (10, 100, 1000)], ignore_index=True)
     retentions = pd.DataFrame([{"model": n, "kind": "quant", "method": "gptq", "bits": 3, "retention": 0.9 + 0.02 * i,
-                                "ci_low": 0.85, "ci_high": 0.97, "meaningful": True, "label": "lw_x acc", "n": 8}
-                               for i, n in enumerate(FAMILIES)])
+                                "ci_low": 0.85, "ci_high": 0.97, "meaningful": True, "label": label, "n": 8}
+                               for i, n in enumerate(FAMILIES)
+                               for label in ("lw_x bits_per_byte", "lw_arithmetic exact_match")])
+    head = retentions[retentions.label == "lw_x bits_per_byte"]
+    traces = {n: (np.random.default_rng(i).uniform(0, 1, (5, 3, 8)), 3) for i, n in enumerate(FAMILIES) if n != "ar"}
     runs = {n: {"alloc-earlier_sparser": _run([0.5, 0.6, 0.7, 0.9]), "alloc-deeper_sparser": _run([0.6, 0.6, 0.7, 0.8])}
             for n in FAMILIES}
+    gen = curve[curve.label == "lw_arithmetic exact_match"]
     return {
-        claims.LAYER_SIMILARITY: claims.layer_similarity_metrics(sims, FAMILIES, paired=True, n_boot=20),
+        claims.LAYER_SIMILARITY: claims.layer_similarity_metrics(sims, fams, paired=True, n_boot=20),
         claims.TOKEN_SIMILARITY: claims.token_similarity_metrics(rec, FAMILIES, paired=True, n_boot=20),
-        claims.LAYER_SKIPPING: claims.layer_skipping_metrics(curve, FAMILIES, strategy="early", target_fraction=0.1875),
-        claims.SUPER_OUTLIER: claims.super_outlier_metrics({n: site for n in FAMILIES}, ratios, FAMILIES, n_boot=20),
+        claims.LAYER_SKIPPING: claims.layer_skipping_metrics(gen, FAMILIES, strategy="early", target_fraction=0.1875,
+                                                             definitions=curve),
+        claims.SUPER_OUTLIER: {
+            **claims.super_outlier_metrics({n: site for n in FAMILIES}, ratios, FAMILIES, n_boot=20,
+                                           residual_ratios={n: 10 * r for n, r in ratios.items()}),
+            **claims.outlier_persistence_metrics(traces, FAMILIES, n_boot=20)},
         claims.OUTLIER_ABLATION: claims.outlier_ablation_metrics(
             gens, gens, FAMILIES, repetition_measure="rep_2", headline_scope="early", n_boot=20),
-        claims.ALPHA_HILL: claims.alpha_hill_metrics(alphas, method="fixed", n_boot=20),
-        claims.COMPRESSION: claims.compression_metrics(retentions, runs, FAMILIES, task="lw_x", measure="acc",
-                                                       n_boot=20),
+        claims.ALPHA_HILL: {**claims.alpha_hill_metrics(alphas, method="fixed", n_boot=20),
+                            **claims.overtraining_metrics(over, FAMILIES, tokens_per_step=64,
+                                                          n_params={n: 1000 for n in FAMILIES}, n_boot=20)},
+        claims.COMPRESSION: claims.compression_metrics(head, runs, FAMILIES, task="lw_x", measure="acc", n_boot=20,
+                                                       definitions=retentions),
     }
 
 
@@ -233,34 +356,44 @@ def test_every_metric_the_ledger_reads_is_written_by_its_chapter_function(chapte
                 f"{c.cid}: the ledger reads {p.metric!r}, {p.chapter} writes {sorted(chapter_metrics[p.chapter])}"
             fn = getattr(claims, p.computed_by)
             assert callable(fn) and fn.__module__.startswith("layerwise.claims"), p.computed_by
-    # through the result files: every claim gets a verdict, none is "not run"
+            for pattern in p.definitions:  # every pre-registered definition is written too
+                written = [k for k in chapter_metrics[p.chapter] if k.startswith(p.metric + claims.DEFINITION_SEP)]
+                assert any(fnmatch.fnmatchcase(k.split(claims.DEFINITION_SEP, 1)[1], pattern) for k in written), \
+                    f"{c.cid}: no definition {pattern!r} of {p.metric} among {written}"
+    # through the result files: every claim and every definition gets a verdict, none is "not run"
     for chapter, ms in chapter_metrics.items():
         save_result(chapter, profile="test", results_dir=tmp_path, metrics=ms)
-    ledger = build_ledger(load_results("test", results_dir=tmp_path))
+    results = load_results("test", results_dir=tmp_path)
+    ledger = build_ledger(results)
     assert "not run" not in set(ledger.verdict), ledger[["claim", "verdict"]]
+    assert "not run" not in set(sensitivity_table(results).verdict)
 
 
 def test_published_result_files_carry_every_ledger_metric():
-    """The published (gpu) result files use today's names: renaming a metric breaks the ledger's reading."""
+    """The published (gpu) result files use today's names: renaming a metric breaks the ledger's reading;
+    a claim is "not run" on them exactly when one of its metrics is newer than the published run."""
     published = ROOT / "book" / "results" / "gpu"
     if not published.is_dir():
         pytest.skip("no published result files in this checkout")
     files = {p.stem: json.loads(p.read_text()) for p in published.glob("*.json")}
+    written = _chapter_metrics()
+    ledger = build_ledger(files).set_index("claim")
     for c in CLAIMS:
-        for p in c.parts:
-            assert p.metric in files[p.chapter]["metrics"], f"{c.cid}: {p.metric} not in {p.chapter}.json"
-    assert "not run" not in set(build_ledger(files).verdict)
+        published_all = all(p.metric in files[p.chapter]["metrics"] for p in c.parts)
+        for p in c.parts:  # a metric the published run lacks must be one the chapter writes today
+            assert p.metric in files[p.chapter]["metrics"] or p.metric in written[p.chapter], (c.cid, p.metric)
+        assert (ledger.loc[c.cid, "verdict"] != "not run") == published_all, (c.cid, ledger.loc[c.cid, "verdict"])
 
 
 def test_chapter_metric_names_match_the_published_ones(chapter_metrics):
-    """Per-model and per-pair names too (e.g. ``early_outlier_ratio_diff__dlm__ar``) stay those of the
-    published result files, whose subjects are the same triplet."""
+    """Per-model and per-pair names too (e.g. ``early_outlier_ratio_diff__dlm__ar``): every name of the
+    published result files (same triplet) is still written; definitions and new claims add names."""
     published = ROOT / "book" / "results" / "gpu"
     if not published.is_dir():
         pytest.skip("no published result files in this checkout")
     for chapter, ms in chapter_metrics.items():
         names = set(json.loads((published / f"{chapter}.json").read_text())["metrics"])
-        assert set(ms) == names, (chapter, set(ms) ^ names)
+        assert names <= set(ms), (chapter, names - set(ms))
 
 
 def test_chapters_name_no_metric_themselves():

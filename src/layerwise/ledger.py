@@ -1,43 +1,98 @@
 """The claims ledger: each quantitative claim of the two papers against the chapters' result files.
 
-A claim names one metric in one chapter's result file (see :mod:`layerwise.results`) and the side of a
-threshold the paper says it lies on. The metric names and the functions that compute them are
-:mod:`layerwise.claims`. The verdict follows from the metric's confidence interval alone:
+A claim has one or more **parts**; a part names one metric in one chapter's result file (see
+:mod:`layerwise.results`; the names and the functions that compute them are :mod:`layerwise.claims`),
+the side the paper puts it on, and a **margin** derived from the paper's own wording and number: the
+paper's side is ``metric > bound`` (or ``< bound``), where ``bound`` lies beyond the no-effect value
+``null`` (0 for differences) by the margin. Each :class:`Part` documents its derivation
+(``margin_why``). Some margins are relative to a measured scale (e.g. a quarter of the spread of a
+similarity profile between blocks); the chapter saves that scale with the metric (``margin_scale``).
 
-- **reproduced**: the whole interval lies on the paper's side of the threshold;
-- **not reproduced**: the whole interval lies on the other side;
-- **inconclusive**: the interval straddles the threshold, or the metric has no value or no interval
-  or is flagged not meaningful (e.g. the retention of a baseline that is not above chance);
-- **not run**: the chapter's result file or the metric is missing.
+**Intervals.** A metric's interval covers the evaluation items (or sequences, modules...). Where a
+result file holds the metric for several training seeds (``"seeds"`` in the entry, see
+:func:`layerwise.claims.over_seeds`, or sweep jobs keyed ``seed-<k>``), the seeds are combined with
+:func:`layerwise.stats.seed_item_interval`; with one seed the item interval stands and the ledger says
+that seed variance was not measured.
 
-A claim with several parts (e.g. "DLM keeps > 90% *and* AR does not") is reproduced only when every
-part is, not reproduced when any part is, and inconclusive otherwise.
+**Definitions.** Each part lists pre-registered alternative definitions (labels, or glob patterns
+over labels, read under ``definition(metric, label)``): e.g. A1 with and without block 0. The verdict
+of one definition:
+
+- **reproduced**: the whole interval lies beyond the bound, on the paper's side;
+- **not reproduced**: the whole interval lies on the other side of the bound (a result in the paper's
+  direction but short of the margin counts here: the summary says so);
+- **inconclusive**: the interval straddles the bound, or there is no interval or no margin scale;
+- **not testable**: the chapter flagged that the design cannot show the effect (``meaningful`` false:
+  a baseline at chance, a model already looping), with its reason;
+- **not run**: missing.
+
+A part's verdict comes from its definitions that ran (the headline alone when a result file predates
+the definitions): **reproduced** / **not reproduced** when every testable definition says so,
+**depends on definition** when some say reproduced and others not reproduced, **not testable** when
+none is testable, **inconclusive** otherwise; **not run** when the headline metric is missing. A
+claim is **reproduced** when every part is; **not reproduced** when any part is; then **depends on
+definition**, **not testable**, **inconclusive** in that order; **not run** when any part is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pandas as pd
 
 from . import claims as C
+from .stats import seed_item_interval
 
-Verdict = Literal["reproduced", "not reproduced", "inconclusive", "not run"]
+Verdict = Literal["reproduced", "not reproduced", "depends on definition", "inconclusive", "not testable",
+                  "not run"]
+VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "depends on definition", "inconclusive",
+                             "not testable", "not run")
 
 
 @dataclass(frozen=True)
 class Part:
-    """One comparison: ``metric`` (in ``chapter``'s result file) is ``side`` of ``threshold``.
+    """One comparison: ``metric`` (in ``chapter``'s result file) is ``side`` of ``bound``.
 
-    ``computed_by`` names the :mod:`layerwise.claims` function that computes the metric.
+    ``null`` is the value of no effect; the margin is ``|bound - null|``. With ``scaled``, ``bound``
+    and ``null`` are multiples of the entry's ``margin_scale``. ``paper_value``: the paper's number in
+    the metric's units (None when the paper gives none). ``definitions``: the pre-registered
+    definitions (labels or glob patterns). ``computed_by`` names the :mod:`layerwise.claims` function.
     """
 
     chapter: str
     metric: str
     side: Literal[">", "<"]
-    threshold: float
+    bound: float
+    null: float = 0.0
+    scaled: bool = False
+    margin_why: str = ""
+    paper_value: float | None = None
+    definitions: tuple[str, ...] = ()
+    label: str = ""
     computed_by: str = ""
+
+    def limits(self, entry: Mapping[str, Any] | None) -> tuple[float, float] | None:
+        """``(bound, null)`` in the metric's units for this entry (None when its scale is missing)."""
+        if not self.scaled:
+            return self.bound, self.null
+        s = (entry or {}).get("margin_scale")
+        if s is None or not math.isfinite(float(s)) or float(s) <= 0:
+            return None
+        return self.bound * float(s), self.null * float(s)
+
+    def margin_text(self, entry: Mapping[str, Any] | None = None) -> str:
+        """The paper's side as text, e.g. ``> 0.9`` or ``< -0.1 x 3.2 = -0.32``."""
+        if not self.scaled:
+            return f"{self.side} {_num(self.bound)}"
+        lim = self.limits(entry)
+        if entry is None or lim is None:
+            return f"{self.side} {_num(self.bound)} x (scale not saved)"
+        return f"{self.side} {_num(self.bound)} x {_num(float(entry['margin_scale']))} = {_num(lim[0])}"
 
 
 @dataclass(frozen=True)
@@ -49,98 +104,415 @@ class Claim:
     parts: tuple[Part, ...]
 
 
+_BLOCK0 = (C.WITH_BLOCK0, C.WITHOUT_BLOCK0)
+_SKIP = tuple(f"{s}:*" for s in C.SKIPPING_DEFINITION_STRATEGIES)
+_SPREAD = ("a quarter of the between-block SD of the mean similarity profiles: a gap smaller than that is not "
+           "visible as 'higher' in a layer-profile figure such as the paper's")
+#: paper B: LLaDA loses 1.8% on GSM8K at 3-bit GPTQ, Llama-3.1 64.7%
+B4_PAPER_GAP = 64.7 - 1.8
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("A1", "A", "Consecutive-layer cosine similarity is higher for the diffusion model in early layers",
           "LLaDA above Qwen2.5 in the first layers (Fig. 2)",
-          (Part(C.LAYER_SIMILARITY, C.EARLY_SIMILARITY.minus_ar("dlm"), ">", 0.0, "early_similarity_difference"),)),
+          (Part(C.LAYER_SIMILARITY, C.EARLY_SIMILARITY.minus_ar("dlm"), ">", 0.25, scaled=True,
+                label="early similarity, DLM - AR", definitions=_BLOCK0, computed_by="early_similarity_difference",
+                margin_why=f"'higher' with no number (Fig. 2): {_SPREAD}"),)),
     Claim("A2", "A", "Token-wise similarity shows less recency bias for the diffusion model",
           "LLaDA flatter than Qwen2.5 over token distance",
-          (Part(C.TOKEN_SIMILARITY, C.RECENCY.minus_ar("dlm"), "<", 0.0, "recency_difference"),)),
-    Claim("A3", "A", "Skipping ~18.75% of layers keeps > 90% for the diffusion model, and not for AR",
-          "93-97% kept for LLaDA (GSM8K, MATH-500, HumanEval); AR collapses",
-          (Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("dlm"), ">", 0.9, "retention_at_target"),
-           Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("ar"), "<", 0.9, "retention_at_target"))),
+          (Part(C.TOKEN_SIMILARITY, C.RECENCY.minus_ar("dlm"), "<", -0.2, scaled=True, label="recency, DLM - AR",
+                computed_by="recency_difference",
+                margin_why="'less recency bias' with no number: the DLM's near-minus-far gap at least 20% smaller "
+                           "than the AR model's (relative to the AR model's own recency)"),)),
+    Claim("A3", "A", "Skipping ~18.75% of layers keeps > 90% for the diffusion model, and the AR model collapses",
+          "93-97% kept for LLaDA at 6 of 32 layers (GSM8K, MATH-500, HumanEval); AR collapses",
+          (Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("dlm"), ">", 0.90, null=0.5, paper_value=0.95,
+                label="DLM retention", definitions=_SKIP, computed_by="retention_at_target",
+                margin_why="'keeps 93-97%' and the abstract's 'over 90%': retention >= 0.90, 3 points under the "
+                           "paper's lowest task; 0.5 (the collapse level) is the no-effect end"),
+           Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("ar"), "<", 0.5, null=0.90, label="AR retention",
+                definitions=_SKIP, computed_by="retention_at_target",
+                margin_why="'collapses' with no number: the AR model loses more than half (retention < 0.5); "
+                           "0.90 (the DLM's bound) is the no-effect end"))),
     Claim("A4", "A", "The AR-initialised diffusion model keeps AR-like layer dynamics",
           "Dream-7B's similarity profile close to Qwen2.5's",
-          (Part(C.LAYER_SIMILARITY, C.AR2DLM_CLOSER_TO_AR, ">", 0.0, "ar2dlm_closer_to_ar"),)),
-    Claim("B1", "B", "A super-outlier channel dominates the attention input of early diffusion-model layers",
+          (Part(C.LAYER_SIMILARITY, C.AR2DLM_CLOSER_TO_AR, ">", 0.5, scaled=True, label="ar2dlm closer to AR",
+                definitions=_BLOCK0, computed_by="ar2dlm_closer_to_ar",
+                margin_why="'retains AR-like dynamics': a profile a fraction f of the way from AR to DLM scores "
+                           "(1 - 2f) D (D: the DLM-AR profile distance); AR-like = within the AR quarter, "
+                           "f <= 1/4, i.e. >= 0.5 D"),)),
+    Claim("A5", "A", "The AR-initialised diffusion model is skipping-intolerant like the AR model",
+          "Dream-7B keeps AR-like skipping intolerance (no number)",
+          (Part(C.LAYER_SKIPPING, C.RETENTION_AT_TARGET.of("ar2dlm"), "<", 0.5, null=0.90,
+                label="ar2dlm retention", definitions=_SKIP, computed_by="retention_at_target",
+                margin_why="the same collapse level as A3's AR part: retention < 0.5 at 18.75% skipped"),)),
+    Claim("A6", "A", "AR-likeness of the AR-initialised model grows with the AR training before the switch",
+          "a prediction of paper A's initialisation-bias reading (no number): branch at 75% vs 25% of the budget",
+          (Part(C.LAYER_SIMILARITY, C.AR2DLM_BRANCH_DOSE, ">", 0.25, scaled=True,
+                label=f"AR-likeness, ar2dlm - {C.EARLY_BRANCH_RUN}", computed_by="ar2dlm_branch_dose",
+                margin_why="moving the branch from 25% to 75% of the budget moves the profile at least an eighth "
+                           "of the DLM-AR distance towards AR (2 x 1/8 x D = 0.25 D)"),)),
+    Claim("B1", "B", "A super-outlier channel dominates early diffusion-model layers, beyond what the AR model has",
           "one channel orders of magnitude above the rest in LLaDA-8B (Fig. 1-2)",
-          (Part(C.SUPER_OUTLIER, C.EARLY_OUTLIER_RATIO.minus_ar("dlm"), ">", 0.0,  # log10 ratios
-                "early_outlier_ratio_difference"),)),
+          (Part(C.SUPER_OUTLIER, C.EARLY_OUTLIER_RATIO.of("dlm"), ">", 1.0, label="DLM early log10 outlier ratio",
+                definitions=C.SITES, computed_by="early_outlier_ratio",
+                margin_why="'orders of magnitude above the rest', read at its weakest: at least one order, "
+                           "log10(dominant / median) >= 1"),
+           Part(C.SUPER_OUTLIER, C.EARLY_OUTLIER_RATIO.minus_ar("dlm"), ">", math.log10(2),
+                label="early log10 outlier ratio, DLM - AR", definitions=C.SITES,
+                computed_by="early_outlier_ratio_difference",
+                margin_why="a diffusion-model property: at least twice the AR model's ratio (log10 2 = 0.30); "
+                           "every model's top channel is several times its median"))),
     Claim("B2", "B", "Zeroing the super-outlier turns diffusion-model outputs into repetitive loops",
           "repetitive random token loops (LLaDA-8B)",
-          (Part(C.OUTLIER_ABLATION, C.REPETITION_INCREASE.of("dlm"), ">", 0.0, "repetition_increase"),)),
+          (Part(C.OUTLIER_ABLATION, C.REPETITION_INCREASE.of("dlm"), ">", 0.2, label="DLM repetition increase",
+                computed_by="repetition_increase",
+                margin_why="'loops' make most n-grams repeats: the repeated-bigram share rises by at least 0.2 "
+                           "over zeroing random channels of similar magnitude"),)),
     Claim("B3", "B", "alpha-Hill is lower in the early layers of the diffusion model",
           "low alpha-Hill in LLaDA-8B's early layers (Fig. 4), DLM-160M below AR-160M (Fig. 6)",
-          (Part(C.ALPHA_HILL, C.EARLY_ALPHA.minus_ar("dlm"), "<", 0.0, "early_alpha_difference"),)),
+          (Part(C.ALPHA_HILL, C.EARLY_ALPHA.minus_ar("dlm"), "<", -0.1, scaled=True,
+                label="early alpha-Hill, DLM - AR", definitions=("fixed", "ks"), computed_by="early_alpha_difference",
+                margin_why="'very low' / 'smaller' with no number: at least 10% below the AR model's early "
+                           "alpha-Hill"),)),
     Claim("B4", "B", "3-bit GPTQ costs the diffusion model much less than the AR model",
-          "GSM8K drop 1.8% (LLaDA) vs 64.7% (Llama-3.1)",
-          (Part(C.COMPRESSION, C.GPTQ3_CHANGE_PCT.minus_ar("dlm"), ">", 0.0, "gptq3_change_difference"),)),
+          "GSM8K drop 1.8% (LLaDA) vs 64.7% (Llama-3.1): a gap of 62.9 points",
+          (Part(C.COMPRESSION, C.GPTQ3_CHANGE_PCT.minus_ar("dlm"), ">", 0.25 * B4_PAPER_GAP,
+                paper_value=B4_PAPER_GAP, label="3-bit GPTQ change, DLM - AR (points)",
+                definitions=("*:exact_match", "*:bits_per_byte"), computed_by="gptq3_change_difference",
+                margin_why="'much less', 1.8% vs 64.7%: the difference of the changes is at least a quarter of "
+                           "the paper's 62.9-point gap (15.7 points)"),)),
     Claim("B5", "B", "At 50% average sparsity, more sparsity early helps the diffusion model and hurts AR",
           "+8.4% (LLaDA) vs -8.4% (Llama-3.1)",
-          (Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("dlm"), ">", 0.0, "early_minus_late"),
-           Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("ar"), "<", 0.0, "early_minus_late"))),
+          (Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("dlm"), ">", 4.2, paper_value=8.4,
+                label="DLM early-minus-late (%)", computed_by="early_minus_late",
+                margin_why="+8.4%: at least half the paper's effect, +4.2%"),
+           Part(C.COMPRESSION, C.EARLY_MINUS_LATE_PCT.of("ar"), "<", -4.2, paper_value=-8.4,
+                label="AR early-minus-late (%)", computed_by="early_minus_late",
+                margin_why="-8.4%: at least half the paper's effect, -4.2%"))),
+    Claim("B6", "B", "Redundancy is highest in early layers for the diffusion model and in late layers for AR",
+          "redundancy most pronounced early in LLaDA, the reverse of AR models (no number)",
+          (Part(C.LAYER_SIMILARITY, C.EARLY_MINUS_LATE_SIMILARITY.of("dlm"), ">", 0.25, scaled=True,
+                label="DLM early - late similarity", definitions=_BLOCK0, computed_by="early_minus_late_similarity",
+                margin_why=f"'most pronounced in earlier layers': {_SPREAD} (the model's own profile)"),
+           Part(C.LAYER_SIMILARITY, C.EARLY_MINUS_LATE_SIMILARITY.of("ar"), "<", -0.25, scaled=True,
+                label="AR early - late similarity", definitions=_BLOCK0, computed_by="early_minus_late_similarity",
+                margin_why=f"'deeper layers grow redundant': {_SPREAD} (the model's own profile)"))),
+    Claim("B7", "B", "The super-outlier persists over the denoising steps",
+          "channel magnitudes of early-mid layers barely change over the diffusion steps (appendix B.3)",
+          (Part(C.SUPER_OUTLIER, C.OUTLIER_PERSISTENCE.of("dlm"), ">", 0.9, label="DLM share of steps dominated",
+                computed_by="outlier_persistence",
+                margin_why="'barely change over the diffusion step': the super-outlier is the top channel of the "
+                           "early blocks at >= 90% of the denoising steps"),)),
+    Claim("B8", "B", "Early-layer collapse of the diffusion model grows with training (overtraining)",
+          "paper B: layer collapse is driven by overtraining (~600 tokens per parameter at 160M)",
+          (Part(C.ALPHA_HILL, C.EARLY_ALPHA_TREND.of("dlm"), "<", -0.1, scaled=True,
+                label="DLM early alpha-Hill per decade of tokens/parameter", computed_by="early_alpha_trend",
+                margin_why="'overtraining' lowers early alpha-Hill: it falls by at least 10% of its first-snapshot "
+                           "value per tenfold increase of tokens per parameter"),)),
 )
 
 
-def part_verdict(part: Part, metric: dict[str, Any] | None) -> Verdict:
-    """Verdict of one comparison from its metric entry (``{"value", "ci"}``) or None if missing."""
+# ---------------------------------------------------------------------------------------------
+# Reading entries: training seeds
+# ---------------------------------------------------------------------------------------------
+
+_SEED_KEY = re.compile(r"(?:^|__)(?:train_)?seed-(\d+)(?:__|$)")
+
+
+def _has_number(e: Mapping[str, Any]) -> bool:
+    ci = e.get("ci") or [None, None]
+    return e.get("value") is not None and ci[0] is not None and ci[1] is not None
+
+
+def resolve_entry(metrics: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The metric ``name`` with its interval over training seeds where the file holds several.
+
+    Seeds come from the entry's ``seeds`` list (:func:`layerwise.claims.over_seeds`, already combined:
+    kept as is) or from sweep jobs whose key names a training seed (``name@seed-<k>``), combined here
+    with :func:`layerwise.stats.seed_item_interval`. The result carries ``n_seeds`` and ``seed_values``.
+    """
+    entry = metrics.get(name)
+    jobs = [v for k, v in metrics.items() if k.startswith(f"{name}@") and _SEED_KEY.search(k.split("@", 1)[1])]
+    if entry is not None and entry.get("seeds"):
+        seeds = [s for s in entry["seeds"] if _has_number(s)]
+        return {**entry, "n_seeds": len(entry["seeds"]), "seed_values": [s["value"] for s in seeds]}
+    if len(jobs) >= 2:
+        ok = [j for j in jobs if _has_number(j)]
+        base = dict(entry or jobs[0])
+        meaningful = all(j.get("meaningful", True) is not False for j in jobs)
+        reason = next((j["reason"] for j in jobs if j.get("reason")), base.get("reason", ""))
+        if not ok:
+            return {**base, "meaningful": meaningful, "reason": reason, "n_seeds": len(jobs), "seed_values": []}
+        c = seed_item_interval([j["value"] for j in ok], [tuple(j["ci"]) for j in ok])
+        scales = [j["margin_scale"] for j in ok if j.get("margin_scale") is not None]
+        out = {**base, "value": c.value, "ci": list(c.interval), "meaningful": meaningful, "reason": reason,
+               "n_seeds": c.n_seeds, "seed_values": list(c.seed_values), "seed_note": c.note}
+        if scales:
+            out["margin_scale"] = sum(scales) / len(scales)
+        return out
+    if entry is None:
+        return None
+    return {**entry, "n_seeds": 1, "seed_values": [entry["value"]] if entry.get("value") is not None else []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------------------------
+
+
+def definition_verdict(part: Part, metric: Mapping[str, Any] | None) -> tuple[Verdict, str]:
+    """Verdict of one metric entry (one definition) against the part's bound, and why."""
     if metric is None:
-        return "not run"
-    ci = metric.get("ci")  # a metric written with no value (e.g. retention of a chance-level baseline) is inconclusive
-    if metric.get("value") is None or not ci or ci[0] is None or ci[1] is None:
-        return "inconclusive"
-    if metric.get("meaningful") is False:  # e.g. retention of a baseline that is not above chance
-        return "inconclusive"
-    lo, hi = float(ci[0]), float(ci[1])
+        return "not run", "missing"
+    if metric.get("meaningful") is False:
+        return "not testable", str(metric.get("reason") or metric.get("note") or "flagged not meaningful")
+    if not _has_number(metric):
+        return "inconclusive", "no value or no interval"
+    lim = part.limits(metric)
+    if lim is None:
+        return "inconclusive", "the margin's scale was not saved: re-run the chapter"
+    lo, hi = float(metric["ci"][0]), float(metric["ci"][1])
+    bound = lim[0]
     if part.side == ">":
-        return "reproduced" if lo > part.threshold else "not reproduced" if hi < part.threshold else "inconclusive"
-    return "reproduced" if hi < part.threshold else "not reproduced" if lo > part.threshold else "inconclusive"
+        return ("reproduced", "") if lo > bound else ("not reproduced", "") if hi < bound else ("inconclusive", "")
+    return ("reproduced", "") if hi < bound else ("not reproduced", "") if lo > bound else ("inconclusive", "")
+
+
+def part_verdict(part: Part, metric: Mapping[str, Any] | None) -> Verdict:
+    """Verdict of one comparison from its metric entry (``{"value", "ci", ...}``) or None if missing."""
+    return definition_verdict(part, metric)[0]
+
+
+def normalised(part: Part, metric: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
+    """``(value, ci_low, ci_high)`` on the part's own scale: 0 = no effect (``null``), 1 = the bound,
+    > 1 = the paper's side beyond the margin (None without a value or a scale)."""
+    if metric is None or metric.get("value") is None:
+        return None
+    lim = part.limits(metric)
+    if lim is None or lim[0] == lim[1]:
+        return None
+    bound, null = lim
+    ci = metric.get("ci") or [metric["value"], metric["value"]]
+    if ci[0] is None or ci[1] is None:
+        ci = [metric["value"], metric["value"]]
+    xs = sorted((float(c) - null) / (bound - null) for c in ci)
+    return (float(metric["value"]) - null) / (bound - null), xs[0], xs[1]
+
+
+def direction(part: Part, metric: Mapping[str, Any] | None) -> str:
+    """Where the estimate lies: 'beyond the margin', 'paper's direction, within the margin', 'opposite
+    direction', or '' without a value."""
+    n = normalised(part, metric)
+    if n is None:
+        return ""
+    return "beyond the margin" if n[0] >= 1 else "paper's direction, within the margin" if n[0] > 0 else \
+        "opposite direction"
+
+
+@dataclass
+class DefinitionResult:
+    label: str
+    name: str
+    entry: dict[str, Any] | None
+    verdict: Verdict
+    reason: str
+
+
+@dataclass
+class PartResult:
+    part: Part
+    entry: dict[str, Any] | None
+    verdict: Verdict
+    definitions: list[DefinitionResult] = field(default_factory=list)
+
+
+def _vote(verdicts: Sequence[Verdict]) -> Verdict:
+    testable = [v for v in verdicts if v not in ("not testable", "not run")]
+    if not testable:
+        return "not testable" if "not testable" in verdicts else "not run"
+    if all(v == "reproduced" for v in testable):
+        return "reproduced"
+    if all(v == "not reproduced" for v in testable):
+        return "not reproduced"
+    if "reproduced" in testable and "not reproduced" in testable:
+        return "depends on definition"
+    return "inconclusive"
+
+
+def evaluate_part(part: Part, metrics: Mapping[str, Any]) -> PartResult:
+    """The part's headline entry, each pre-registered definition's entry and verdict, and the part's verdict."""
+    entry = resolve_entry(metrics, part.metric)
+    prefix = part.metric + C.DEFINITION_SEP
+    saved = [k[len(prefix):] for k in metrics if k.startswith(prefix) and "@" not in k]
+    defs: list[DefinitionResult] = []
+    for pattern in part.definitions:
+        labels = [s for s in saved if fnmatch.fnmatchcase(s, pattern)]
+        if not labels:
+            defs.append(DefinitionResult(pattern, C.definition(part.metric, pattern), None, "not run", "missing"))
+        for label in labels:
+            e = resolve_entry(metrics, prefix + label)
+            v, why = definition_verdict(part, e)
+            defs.append(DefinitionResult(label, prefix + label, e, v, why))
+    if entry is None:
+        return PartResult(part, None, "not run", defs)
+    ran = [d.verdict for d in defs if d.verdict != "not run"]
+    verdict = _vote(ran) if ran else definition_verdict(part, entry)[0]
+    return PartResult(part, entry, verdict, defs)
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
+    """A claim's verdict from its parts' (see the module docstring)."""
     if any(v == "not run" for v in verdicts):
         return "not run"
     if all(v == "reproduced" for v in verdicts):
         return "reproduced"
-    if any(v == "not reproduced" for v in verdicts):
-        return "not reproduced"
+    for v in ("not reproduced", "depends on definition", "not testable"):
+        if v in verdicts:
+            return v
     return "inconclusive"
 
 
-def _fmt(metric: dict[str, Any] | None) -> str:
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.3g}"
+
+
+def _fmt(metric: Mapping[str, Any] | None) -> str:
     if metric is None or metric.get("value") is None:
         return "–"
-    v, ci = metric["value"], metric.get("ci")
-    s = f"{v:.3g}"
+    s = _num(metric["value"])
+    ci = metric.get("ci")
     if ci and ci[0] is not None:
-        s += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+        s += f" [{_num(ci[0])}, {_num(ci[1])}]"
     return s
 
 
-def build_ledger(results: dict[str, dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
-    """One row per claim: the paper's number, ours with its interval, models, profile, verdict, chapter.
+def _seeds_text(entry: Mapping[str, Any] | None) -> str:
+    n = int((entry or {}).get("n_seeds", 1))
+    return f"{n} seeds" if n > 1 else "1 seed"
 
-    ``results`` is :func:`layerwise.results.load_results` output (chapter -> result payload).
-    """
-    rows = []
+
+def _part_sentence(r: PartResult) -> str:
+    p, e = r.part, r.entry
+    name = p.label or p.metric
+    if e is None:
+        return f"{name}: not run"
+    head_v, why = definition_verdict(p, e)
+    s = f"{name} = {_fmt(e)} ({_seeds_text(e)}; paper's side {p.margin_text(e)})"
+    if head_v == "not testable":
+        return f"{s}: not testable ({why})"
+    n = normalised(p, e)
+    if head_v == "reproduced":
+        s += ": the whole interval beyond the margin"
+    elif head_v == "not reproduced":
+        s += (": the whole interval in the opposite direction" if n and n[2] <= 0 else
+              ": in the paper's direction but the whole interval short of the margin" if n and n[1] > 0 else
+              ": the whole interval short of the margin, and it includes no effect")
+    else:
+        s += f": inconclusive ({why})" if why else ": the interval straddles the bound"
+    return s
+
+
+def summary_sentence(cid: str, verdict: Verdict, results: list[PartResult]) -> str:
+    """One sentence per claim, generated from the numbers."""
+    out = [f"{cid} {verdict}: " + "; ".join(_part_sentence(r) for r in results) + "."]
+    for r in results:
+        ran = [d for d in r.definitions if d.verdict != "not run"]
+        missing = [d.label for d in r.definitions if d.verdict == "not run"]
+        if r.verdict == "depends on definition" or (ran and len({d.verdict for d in ran}) > 1):
+            groups: dict[str, list[str]] = {}
+            for d in ran:
+                groups.setdefault(d.verdict, []).append(f"{d.label} ({_num((d.entry or {}).get('value'))})")
+            out.append(f"{r.part.label or r.part.metric} by definition: "
+                       + "; ".join(f"{v}: {', '.join(ls)}" for v, ls in groups.items()) + ".")
+        if missing and r.entry is not None:
+            out.append(f"Definitions not run for {r.part.label or r.part.metric}: {', '.join(missing)}.")
+    if any(r.entry is not None and int(r.entry.get("n_seeds", 1)) == 1 for r in results):
+        out.append("One training seed: seed variance not measured.")
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS
+             ) -> list[tuple[Claim, Verdict, list[PartResult]]]:
+    """Every claim's verdict and its parts' results from :func:`layerwise.results.load_results` output."""
+    out = []
     for c in claims:
-        verdicts, ours, models, profiles, chapters = [], [], [], set(), []
-        for p in c.parts:
-            res = results.get(p.chapter)
-            m = (res or {}).get("metrics", {}).get(p.metric)
-            verdicts.append(part_verdict(p, m))
-            ours.append(f"{p.metric} = {_fmt(m)} (claim: {p.side} {p.threshold:g})")
-            if m and m.get("model"):
-                models.append(m["model"])
+        parts = [evaluate_part(p, (results.get(p.chapter) or {}).get("metrics", {})) for p in c.parts]
+        out.append((c, combine([r.verdict for r in parts]), parts))
+    return out
+
+
+def build_ledger(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """One row per claim: verdict, ours with its interval (over seeds where measured), the margin, the
+    paper's number, models, profile, chapter and the generated summary sentence."""
+    rows = []
+    for c, verdict, parts in evaluate(results, claims):
+        models, profiles, chapters = [], set(), []
+        for r in parts:
+            if r.entry and r.entry.get("model"):
+                models.append(r.entry["model"])
+            res = results.get(r.part.chapter)
             if res:
                 profiles.add(res.get("profile", "?"))
-            if p.chapter not in chapters:
-                chapters.append(p.chapter)
+            if r.part.chapter not in chapters:
+                chapters.append(r.part.chapter)
         rows.append({
-            "claim": c.cid, "verdict": combine(verdicts), "paper": c.paper, "statement": c.statement,
-            "paper's number": c.paper_number, "ours (95% CI)": "; ".join(ours),
+            "claim": c.cid, "verdict": verdict, "paper": c.paper, "statement": c.statement,
+            "paper's number": c.paper_number,
+            "ours (95% CI)": "; ".join(f"{r.part.label or r.part.metric} = {_fmt(r.entry)} ({_seeds_text(r.entry)})"
+                                       if r.entry else f"{r.part.label or r.part.metric}: not run" for r in parts),
+            "margin (paper's side)": "; ".join(r.part.margin_text(r.entry) for r in parts),
             "models": ", ".join(dict.fromkeys(models)) or "–", "profile": ", ".join(sorted(profiles)) or "–",
-            "chapter": ", ".join(chapters),
+            "chapter": ", ".join(chapters), "summary": summary_sentence(c.cid, verdict, parts),
         })
+    return pd.DataFrame(rows)
+
+
+def sensitivity_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS,
+                      *, wide: bool = False) -> pd.DataFrame:
+    """Every pre-registered definition of every part: value, interval, verdict and direction.
+
+    ``wide=True``: one row per claim, one column per definition (``definition 1``, ...), each cell
+    ``part / definition: value -> verdict (direction)``.
+    """
+    rows = []
+    for c, _, parts in evaluate(results, claims):
+        for r in parts:
+            for d in r.definitions:
+                rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "definition": d.label,
+                             "ours (95% CI)": _fmt(d.entry), "verdict": d.verdict,
+                             "direction": direction(r.part, d.entry) or d.reason})
+    long = pd.DataFrame(rows, columns=["claim", "part", "definition", "ours (95% CI)", "verdict", "direction"])
+    if not wide:
+        return long
+    cells: dict[str, list[str]] = {}
+    for _, row in long.iterrows():
+        cells.setdefault(row.claim, []).append(f"{row.part} / {row.definition}: {row['ours (95% CI)']} -> "
+                                               f"{row.verdict}" + (f" ({row.direction})" if row.direction else ""))
+    width = max((len(v) for v in cells.values()), default=0)
+    return pd.DataFrame([{"claim": k, **{f"definition {i + 1}": (v[i] if i < len(v) else "") for i in range(width)}}
+                         for k, v in cells.items()])
+
+
+def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """Per claim part: how many training seeds, their values and standard deviation."""
+    rows = []
+    for c, _, parts in evaluate(results, claims):
+        for r in parts:
+            e = r.entry or {}
+            vals = [float(v) for v in e.get("seed_values", []) if v is not None]
+            sd = pd.Series(vals).std() if len(vals) > 1 else float("nan")
+            rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "seeds": int(e.get("n_seeds", 0)),
+                         "seed values": ", ".join(_num(v) for v in vals) or "–", "seed SD": sd,
+                         "note": ("not run" if not e else "seed variance not measured" if len(vals) < 2
+                                  else "interval: seed t-interval widened by the item variance")})
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,9 @@ from ..config import LayerwiseError
 from ..results import metric as _metric_entry
 
 __all__ = [
-    "EARLY_DENOMINATOR", "n_early_layers", "early_layers", "is_early_layer", "ClaimMetric", "MetricName",
+    "EARLY_DENOMINATOR", "n_early_layers", "early_layers", "late_layers", "is_early_layer", "ClaimMetric", "MetricName",
+    "DEFINITION_SEP", "definition", "WITH_BLOCK0", "WITHOUT_BLOCK0", "SITES", "over_seeds",
+    "EARLY_MINUS_LATE_SIMILARITY", "AR2DLM_BRANCH_DOSE", "EARLY_BRANCH_RUN", "OUTLIER_PERSISTENCE", "EARLY_ALPHA_TREND",
     "LAYER_SIMILARITY", "TOKEN_SIMILARITY", "LAYER_SKIPPING", "SUPER_OUTLIER", "OUTLIER_ABLATION", "ALPHA_HILL",
     "COMPRESSION", "EARLY_SIMILARITY", "AR2DLM_CLOSER_TO_AR", "RECENCY", "RETENTION_AT_TARGET",
     "EARLY_OUTLIER_RATIO", "SUPER_OUTLIER_CHANNEL", "REPETITION_INCREASE", "LOOP_INCREASE", "ACCURACY_CHANGE",
@@ -45,6 +47,12 @@ def early_layers(n_layers: int) -> range:
     return range(n_early_layers(n_layers))
 
 
+def late_layers(n_layers: int) -> range:
+    """The late blocks: the last ``ceil(n_layers / 3)`` (4 blocks -> 2-3; 12 -> 8-11; 32 -> 21-31)."""
+    n = n_early_layers(n_layers)
+    return range(int(n_layers) - n, int(n_layers))
+
+
 def is_early_layer(layer: Any, n_layers: Any) -> np.ndarray:
     """Elementwise ``layer < ceil(n_layers / 3)`` (arrays or Series of block indices and depths)."""
     depth = np.asarray(n_layers, dtype=np.int64)
@@ -73,11 +81,14 @@ class ClaimMetric:
     model: str = ""
     note: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: why the design cannot show the effect when ``meaningful`` is False (the ledger shows it)
+    reason: str = ""
 
     def to_metric(self) -> dict[str, Any]:
         """The result-file entry (:func:`layerwise.results.metric`)."""
+        more = {"reason": self.reason} if self.reason else {}
         return _metric_entry(self.value, self.ci, model=self.model, note=self.note,  # type: ignore[arg-type]
-                             meaningful=bool(self.meaningful), **dict(self.extra))
+                             meaningful=bool(self.meaningful), **dict(self.extra), **more)
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,66 @@ EARLY_ALPHA = MetricName("early_alpha")  #: 06: ``per_model``, ``minus_ar``, ``d
 GPTQ3_CHANGE_PCT = MetricName("gptq3_change_pct")  #: 07: ``per_model``, ``of(family)``, ``minus_ar`` (B4)
 EARLY_MINUS_LATE_PCT = MetricName("early_minus_late_pct")  #: 07: ``per_model``, ``of(family)`` (B5)
 
+EARLY_MINUS_LATE_SIMILARITY = MetricName("early_minus_late_similarity")  #: 01: ``per_model``, ``of(family)`` (B6)
+AR2DLM_BRANCH_DOSE = "ar2dlm_branch_dose"  #: 01 (A6): AR-likeness of ``ar2dlm`` minus that of the earlier branch
+OUTLIER_PERSISTENCE = MetricName("outlier_persistence")  #: 04: ``per_model``, ``of(family)`` (B7)
+EARLY_ALPHA_TREND = MetricName("early_alpha_trend")  #: 06: ``per_model``, ``of(family)`` (B8)
+
+#: the run name of the ar2dlm model branched at 25% of the budget (A6 compares it with ``ar2dlm`` at 75%)
+EARLY_BRANCH_RUN = "ar2dlm_b25"
+
 DIFFUSION_FAMILIES = ("dlm", "ar2dlm")
+
+# ---------------------------------------------------------------------------------------------
+# Alternative definitions
+# ---------------------------------------------------------------------------------------------
+
+#: separates a metric name from the label of one of its pre-registered definitions
+DEFINITION_SEP = "::"
+WITH_BLOCK0 = "with_block0"  #: similarity claims: every block, the first (embedding -> block 0) included
+WITHOUT_BLOCK0 = "without_block0"  #: similarity claims: block 0 left out
+SITES = ("attn_input", "residual")  #: B1: where the outlier ratio is read
+
+
+def definition(name: str, label: str) -> str:
+    """The metric name of one definition of ``name``: ``definition("x_dlm_minus_ar", "ks")`` -> ``x_dlm_minus_ar::ks``.
+
+    A claim's pre-registered alternative definitions (:mod:`layerwise.ledger`) are read under these
+    names; the headline (the plain ``name``) is one of them.
+    """
+    if DEFINITION_SEP in label or not label:
+        raise LayerwiseError(f"a definition label must be non-empty and free of {DEFINITION_SEP!r}, got {label!r}")
+    return f"{name}{DEFINITION_SEP}{label}"
+
+
+def over_seeds(per_seed: Mapping[Any, ClaimMetric]) -> ClaimMetric:
+    """One metric from the same metric measured on several training seeds (seed -> metric).
+
+    The value and interval come from :func:`layerwise.stats.seed_item_interval` over the seeds that
+    produced a value and an interval; every seed's own value and interval is kept in
+    ``extra["seeds"]`` (the ledger shows the spread). Not meaningful when any seed is not.
+    """
+    from ..stats import seed_item_interval
+
+    if not per_seed:
+        raise LayerwiseError("no seeds to combine: pass {seed: ClaimMetric} for at least one training seed")
+    items = list(per_seed.items())
+    ok = [(k, m) for k, m in items if m.value is not None and np.isfinite(m.value) and m.ci
+          and all(c is not None and np.isfinite(c) for c in m.ci)]
+    first = items[0][1]
+    seeds = [{"seed": str(k), "value": m.value, "ci": list(m.ci) if m.ci else None, "meaningful": bool(m.meaningful)}
+             for k, m in items]
+    meaningful = all(m.meaningful for _, m in items)
+    reason = next((m.reason for _, m in items if m.reason), "")
+    if not ok:
+        return replace(first, meaningful=meaningful, reason=reason, extra={**dict(first.extra), "seeds": seeds})
+    c = seed_item_interval([float(m.value or 0.0) for _, m in ok], [m.ci for _, m in ok if m.ci])
+    note = f"{first.note}; {c.note}" if first.note else c.note
+    extra = {**dict(first.extra), "seeds": seeds, "n_seeds": c.n_seeds}
+    scales = [float(m.extra["margin_scale"]) for _, m in ok if m.extra.get("margin_scale") is not None]
+    if scales:  # a margin relative to a measured scale uses the seeds' mean scale
+        extra["margin_scale"] = float(np.mean(scales))
+    return replace(first, value=c.value, ci=c.interval, meaningful=meaningful, reason=reason, note=note, extra=extra)
 
 
 def _fam(family: Any) -> str:

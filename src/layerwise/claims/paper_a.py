@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,21 +11,28 @@ import pandas as pd
 from ..config import LayerwiseError
 from ..stats import paired_bootstrap
 from .base import (
+    AR2DLM_BRANCH_DOSE,
     AR2DLM_CLOSER_TO_AR,
+    EARLY_BRANCH_RUN,
+    EARLY_MINUS_LATE_SIMILARITY,
     EARLY_SIMILARITY,
     RECENCY,
     RETENTION_AT_TARGET,
+    WITH_BLOCK0,
+    WITHOUT_BLOCK0,
     ClaimMetric,
     _fam,
     _representatives_first,
+    definition,
     n_early_layers,
     representatives,
 )
 
 __all__ = [
-    "early_similarity", "early_similarity_difference", "ar2dlm_closer_to_ar", "layer_similarity_metrics",
+    "early_similarity", "early_similarity_difference", "layer_spread", "ar2dlm_closer_to_ar",
+    "early_minus_late_similarity", "ar2dlm_branch_dose", "layer_similarity_metrics",
     "model_recency", "recency", "recency_difference", "token_similarity_metrics", "closest_to_fraction",
-    "retention_at_target", "layer_skipping_metrics",
+    "retention_at_target", "layer_skipping_metrics", "SKIPPING_DEFINITION_STRATEGIES",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -33,9 +40,36 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _early_mean(per_sequence: np.ndarray) -> np.ndarray:
-    """[n_seqs, L] -> [n_seqs]: each sequence's mean over the early blocks."""
-    return per_sequence[:, : n_early_layers(per_sequence.shape[1])].mean(1)
+def _early_mean(per_sequence: np.ndarray, first_block: int = 0) -> np.ndarray:
+    """[n_seqs, L] -> [n_seqs]: each sequence's mean over the early blocks from ``first_block`` on."""
+    return per_sequence[:, first_block: n_early_layers(per_sequence.shape[1])].mean(1)
+
+
+def _late_mean(per_sequence: np.ndarray) -> np.ndarray:
+    """[n_seqs, L] -> [n_seqs]: each sequence's mean over the late blocks (the last ``ceil(L / 3)``)."""
+    return per_sequence[:, per_sequence.shape[1] - n_early_layers(per_sequence.shape[1]):].mean(1)
+
+
+def _check_first_block(per_sequence: np.ndarray, first_block: int) -> str:
+    """'' when the early blocks from ``first_block`` on are not empty, else why the definition cannot be read."""
+    n = n_early_layers(per_sequence.shape[1])
+    return "" if first_block < n else (f"only {n} early block(s) of {per_sequence.shape[1]}: nothing is left "
+                                       f"without the first {first_block}")
+
+
+def layer_spread(*per_sequence: np.ndarray, first_block: int = 0) -> float:
+    """How much the similarity varies between blocks: the standard deviation over blocks (from
+    ``first_block`` on) of each model's mean profile, averaged over the models given.
+
+    The margin of the similarity claims (A1, A4, B6) is a fraction of this spread: a difference
+    between models that is small against how much one model's similarity moves from block to block
+    is not visible as "higher" in the papers' layer-profile figures.
+    """
+    return float(np.mean([p.mean(0)[first_block:].std() for p in per_sequence]))
+
+
+def _definition_label(first_block: int) -> str:
+    return WITH_BLOCK0 if first_block == 0 else WITHOUT_BLOCK0
 
 
 def early_similarity(per_sequence: np.ndarray, *, model: str = "", n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
@@ -49,54 +83,137 @@ def early_similarity(per_sequence: np.ndarray, *, model: str = "", n_boot: int =
 
 
 def early_similarity_difference(diffusion: np.ndarray, ar: np.ndarray, *, paired: bool, model: str = "",
-                                n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+                                first_block: int = 0, n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
     """A1: early-block similarity of the diffusion model minus the AR model's (paper A: > 0).
 
     Both are ``[n_seqs, L]`` per-sequence similarities; ``paired`` when the two models read the same
-    sequences (one tokenizer), so one resample of sequences serves both.
+    sequences (one tokenizer), so one resample of sequences serves both. ``first_block=1`` leaves out
+    block 0 (whose input is the embedding, not a block output). ``extra["margin_scale"]`` is the two
+    models' :func:`layer_spread` over the same blocks.
     """
-    v, ci = paired_bootstrap(lambda x, y: _early_mean(x).mean() - _early_mean(y).mean(), diffusion, ar,
-                             n_boot=n_boot, seed=seed, paired=paired)
-    return ClaimMetric(v, ci, model=model, note="paper A: > 0")
+    why = _check_first_block(diffusion, first_block)
+    label = _definition_label(first_block)
+    if why:
+        return ClaimMetric(None, meaningful=False, model=model, reason=why, extra={"definition": label})
+    v, ci = paired_bootstrap(lambda x, y: _early_mean(x, first_block).mean() - _early_mean(y, first_block).mean(),
+                             diffusion, ar, n_boot=n_boot, seed=seed, paired=paired)
+    spread = layer_spread(diffusion, ar, first_block=first_block)
+    return ClaimMetric(v, ci, model=model, note=f"early blocks from block {first_block}; paper A: > 0",
+                       extra={"definition": label, "margin_scale": spread,
+                              "margin_scale_is": "between-block SD of the mean similarity profiles"})
+
+
+def _closer(first_block: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray], float]:
+    def closer(d_: np.ndarray, a_: np.ndarray, m_: np.ndarray) -> float:
+        pd_, pa, pm = (x.mean(0)[first_block:] for x in (d_, a_, m_))
+        return float(np.abs(pm - pd_).mean() - np.abs(pm - pa).mean())
+    return closer
+
+
+def _check_depths(*arrays: np.ndarray) -> None:
+    if len({a.shape[1] for a in arrays}) != 1:
+        raise LayerwiseError(f"profiles of different depths {[a.shape[1] for a in arrays]}: "
+                             "compare models with the same number of blocks")
 
 
 def ar2dlm_closer_to_ar(ar2dlm: np.ndarray, dlm: np.ndarray, ar: np.ndarray, *, paired: bool, model: str = "",
-                        n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+                        first_block: int = 0, n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
     """A4: is the AR-initialised diffusion model's similarity profile closer to the AR model's?
 
-    ``mean_l |profile(ar2dlm) - profile(dlm)| - mean_l |profile(ar2dlm) - profile(ar)|`` over all
-    blocks, where a profile is the mean over sequences of ``[n_seqs, L]`` (paper A: > 0). The three
-    models need the same depth.
+    ``mean_l |profile(ar2dlm) - profile(dlm)| - mean_l |profile(ar2dlm) - profile(ar)|`` over the
+    blocks from ``first_block`` on, where a profile is the mean over sequences of ``[n_seqs, L]``
+    (paper A: > 0). The three models need the same depth. ``extra["margin_scale"]`` is the distance
+    between the DLM's and the AR model's profiles, ``mean_l |profile(dlm) - profile(ar)|``: an
+    ar2dlm profile a fraction ``f`` of the way from AR to DLM scores ``(1 - 2 f)`` times it.
     """
-    if not dlm.shape[1] == ar.shape[1] == ar2dlm.shape[1]:
-        raise LayerwiseError(f"profiles of different depths {dlm.shape[1]}, {ar.shape[1]}, {ar2dlm.shape[1]}: "
-                             "compare models with the same number of blocks")
+    _check_depths(dlm, ar, ar2dlm)
+    v, ci = paired_bootstrap(_closer(first_block), dlm, ar, ar2dlm, n_boot=n_boot, seed=seed, paired=paired)
+    dist = float(np.abs(dlm.mean(0)[first_block:] - ar.mean(0)[first_block:]).mean())
+    note = ("mean |profile(ar2dlm) - profile(dlm)| - mean |profile(ar2dlm) - profile(ar)|"
+            f" from block {first_block}; paper A: > 0")
+    return ClaimMetric(v, ci, model=model, note=note,
+                       extra={"definition": _definition_label(first_block), "margin_scale": dist,
+                              "margin_scale_is": "mean |profile(dlm) - profile(ar)|"})
 
-    def closer(d_: np.ndarray, a_: np.ndarray, m_: np.ndarray) -> float:
-        return float(np.abs(m_.mean(0) - d_.mean(0)).mean() - np.abs(m_.mean(0) - a_.mean(0)).mean())
 
-    v, ci = paired_bootstrap(closer, dlm, ar, ar2dlm, n_boot=n_boot, seed=seed, paired=paired)
-    note = "mean |profile(ar2dlm) - profile(dlm)| - mean |profile(ar2dlm) - profile(ar)|; paper A: > 0"
-    return ClaimMetric(v, ci, model=model, note=note)
+def ar2dlm_branch_dose(late: np.ndarray, early: np.ndarray, dlm: np.ndarray, ar: np.ndarray, *, paired: bool,
+                       model: str = "", n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """A6: AR-likeness (:func:`ar2dlm_closer_to_ar`) of the ar2dlm run branched late minus that of the
+    run branched early. Paper A's initialisation-bias reading predicts > 0: more AR training before
+    the switch, a more AR-like profile. ``extra["margin_scale"]``: the DLM-AR profile distance."""
+    _check_depths(dlm, ar, late, early)
+    closer = _closer(0)
+    v, ci = paired_bootstrap(lambda d_, a_, m1, m0: closer(d_, a_, m1) - closer(d_, a_, m0), dlm, ar, late, early,
+                             n_boot=n_boot, seed=seed, paired=paired)
+    dist = float(np.abs(dlm.mean(0) - ar.mean(0)).mean())
+    return ClaimMetric(v, ci, model=model, note="AR-likeness of the late branch minus the early branch's; > 0 = "
+                       "dose-response",
+                       extra={"margin_scale": dist, "margin_scale_is": "mean |profile(dlm) - profile(ar)|"})
+
+
+def early_minus_late_similarity(per_sequence: np.ndarray, *, model: str = "", first_block: int = 0,
+                                n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """B6: mean similarity of the early blocks (from ``first_block``) minus that of the late blocks
+    (the last ``ceil(L / 3)``): > 0 = redundancy highest early (paper B's DLM), < 0 = highest late
+    (paper B's AR). Interval over sequences; ``extra["margin_scale"]``: the model's :func:`layer_spread`."""
+    why = _check_first_block(per_sequence, first_block)
+    label = _definition_label(first_block)
+    if why:
+        return ClaimMetric(None, meaningful=False, model=model, reason=why, extra={"definition": label})
+    v, ci = paired_bootstrap(lambda p: float((_early_mean(p, first_block) - _late_mean(p)).mean()), per_sequence,
+                             n_boot=n_boot, seed=seed)
+    return ClaimMetric(v, ci, model=model, note=f"early (from block {first_block}) minus late mean cos",
+                       extra={"definition": label, "margin_scale": layer_spread(per_sequence, first_block=first_block),
+                              "margin_scale_is": "between-block SD of the model's mean similarity profile"})
 
 
 def layer_similarity_metrics(per_sequence: Mapping[str, np.ndarray], families: Mapping[str, Any], *, paired: bool,
                              n_boot: int = 1000, seed: int = 0,
                              pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
     """Chapter 01's metrics from each model's clean-text ``[n_seqs, L]`` similarities; the families'
-    representatives are paper A's models where present (``pairs`` overrides, :func:`representatives`)."""
+    representatives are paper A's models where present (``pairs`` overrides, :func:`representatives`).
+
+    Beside the headline names, every pre-registered definition is written under
+    ``definition(name, label)``: A1, A4 and B6 with and without block 0. A6 is written when a
+    subject is the early-branch run :data:`~layerwise.claims.EARLY_BRANCH_RUN`.
+    """
     out = {EARLY_SIMILARITY.of(n): early_similarity(p, model=n, n_boot=n_boot, seed=seed)
            for n, p in per_sequence.items()}
     rep = representatives(families, "A", pairs)
+    kw = {"n_boot": n_boot, "seed": seed}
+    for n, fam in families.items():
+        for first in (0, 1):
+            m = early_minus_late_similarity(per_sequence[n], model=n, first_block=first, **kw)
+            if first == 0:
+                out[EARLY_MINUS_LATE_SIMILARITY.per_model(n)] = m
+            if rep.get(_fam(fam)) == n:
+                name = EARLY_MINUS_LATE_SIMILARITY.of(_fam(fam))
+                if first == 0:
+                    out[name] = m
+                out[definition(name, _definition_label(first))] = m
     if "dlm" in rep and "ar" in rep:
-        out[EARLY_SIMILARITY.minus_ar("dlm")] = early_similarity_difference(
-            per_sequence[rep["dlm"]], per_sequence[rep["ar"]], paired=paired, model=f"{rep['dlm']} - {rep['ar']}",
-            n_boot=n_boot, seed=seed)
+        name = EARLY_SIMILARITY.minus_ar("dlm")
+        for first in (0, 1):
+            m = early_similarity_difference(per_sequence[rep["dlm"]], per_sequence[rep["ar"]], paired=paired,
+                                            model=f"{rep['dlm']} - {rep['ar']}", first_block=first, **kw)
+            if first == 0:
+                out[name] = m
+            out[definition(name, _definition_label(first))] = m
     if {"dlm", "ar", "ar2dlm"} <= set(rep):
-        d, a, m = (per_sequence[rep[f]] for f in ("dlm", "ar", "ar2dlm"))
-        if d.shape[1] == a.shape[1] == m.shape[1]:
-            out[AR2DLM_CLOSER_TO_AR] = ar2dlm_closer_to_ar(m, d, a, paired=paired, model=rep["ar2dlm"],
-                                                            n_boot=n_boot, seed=seed)
+        d, a, m_ = (per_sequence[rep[f]] for f in ("dlm", "ar", "ar2dlm"))
+        if d.shape[1] == a.shape[1] == m_.shape[1]:
+            for first in (0, 1):
+                if first >= d.shape[1]:
+                    continue
+                m = ar2dlm_closer_to_ar(m_, d, a, paired=paired, model=rep["ar2dlm"], first_block=first, **kw)
+                if first == 0:
+                    out[AR2DLM_CLOSER_TO_AR] = m
+                out[definition(AR2DLM_CLOSER_TO_AR, _definition_label(first))] = m
+            early = per_sequence.get(EARLY_BRANCH_RUN)
+            if (early is not None and EARLY_BRANCH_RUN != rep["ar2dlm"] and _fam(families[EARLY_BRANCH_RUN]) == "ar2dlm"
+                    and early.shape[1] == d.shape[1]):
+                out[AR2DLM_BRANCH_DOSE] = ar2dlm_branch_dose(m_, early, d, a, paired=paired,
+                                                             model=f"{rep['ar2dlm']} - {EARLY_BRANCH_RUN}", **kw)
     return out
 
 
@@ -120,11 +237,13 @@ def recency_difference(diffusion: np.ndarray, ar: np.ndarray, *, paired: bool, m
                        n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
     """A2: recency of the diffusion model minus the AR model's (paper A: < 0, less recency bias).
 
-    Both are ``per_sequence_recency`` arrays ``[n_seqs, L+1]`` of :func:`layerwise.probes.token_similarity`.
+    Both are ``per_sequence_recency`` arrays ``[n_seqs, L+1]`` of :func:`layerwise.probes.token_similarity`;
+    ``extra["margin_scale"]`` is the AR model's own recency (the margin is relative to it).
     """
     v, ci = paired_bootstrap(lambda x, y: model_recency(x) - model_recency(y), diffusion, ar,
                              n_boot=n_boot, seed=seed, paired=paired)
-    return ClaimMetric(v, ci, model=model, note="paper A: < 0 (less recency bias in the DLM)")
+    return ClaimMetric(v, ci, model=model, note="paper A: < 0 (less recency bias in the DLM)",
+                       extra={"margin_scale": abs(model_recency(ar)), "margin_scale_is": "|recency of the AR model|"})
 
 
 def token_similarity_metrics(per_sequence_recency: Mapping[str, np.ndarray], families: Mapping[str, Any], *,
@@ -173,19 +292,46 @@ def retention_at_target(curve: pd.DataFrame, model: str, *, strategy: str, targe
     note = (f"{what + ', ' if what else ''}strategy {strategy}, {row.k} of {row.layers} blocks skipped "
             f"({100 * row.flops_reduction:.1f}% of FLOPs)"
             + ("" if row.meaningful else "; baseline not above chance: retention meaningless"))
+    reason = "" if row.meaningful else "the unmodified model is not above chance on this task"
     return ClaimMetric(float(row.retention), (float(row.ci_low), float(row.ci_high)), meaningful=bool(row.meaningful),
-                       model=model, note=note, extra={"k": int(row.k), "layers": int(row.layers),
+                       model=model, note=note, reason=reason, extra={"k": int(row.k), "layers": int(row.layers),
                                                       "flops_reduction": float(row.flops_reduction)})
 
 
+#: A3's pre-registered block-selection strategies (each on every generation task the chapter evaluates)
+SKIPPING_DEFINITION_STRATEGIES = ("early", "redundant")
+
+
 def layer_skipping_metrics(curve: pd.DataFrame, families: Mapping[str, Any], *, strategy: str,
-                           target_fraction: float, what: str = "",
-                           pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+                           target_fraction: float, what: str = "", pairs: Mapping[str, str] | None = None,
+                           definitions: pd.DataFrame | None = None,
+                           definition_strategies: tuple[str, ...] = SKIPPING_DEFINITION_STRATEGIES
+                           ) -> dict[str, ClaimMetric]:
     """Chapter 03's metrics: every model's retention at the target fraction, and each family's
-    representative's (paper A's models where present, else the family's first)."""
+    representative's (paper A's models where present, else the family's first).
+
+    Every pre-registered definition of a family's retention is written under
+    ``definition(name, "<strategy>:<task>")``: each of ``definition_strategies`` on each generation
+    task of ``definitions`` (rows like ``curve``'s with a ``label`` column ``"<task> <metric>"``;
+    default: ``curve`` itself).
+    """
     out: dict[str, ClaimMetric] = {}
-    for name, fam in _representatives_first(families, "A", pairs).items():
+    ordered = _representatives_first(families, "A", pairs)
+    for name, fam in ordered.items():
         m = retention_at_target(curve, name, strategy=strategy, target_fraction=target_fraction, what=what)
         out[RETENTION_AT_TARGET.per_model(name)] = m
         out.setdefault(RETENTION_AT_TARGET.of(_fam(fam)), m)
+    table = curve if definitions is None else definitions
+    if "label" not in table:
+        return out
+    rep = representatives(families, "A", pairs)
+    for fam, name in rep.items():
+        for label in dict.fromkeys(table.label):
+            task = str(label).split(" ", 1)[0]
+            for strat in definition_strategies:
+                d = table[(table.label == label) & (table.strategy == strat)]
+                if (d.model == name).any():
+                    m = retention_at_target(d, name, strategy=strat, target_fraction=target_fraction,
+                                            what=str(label))
+                    out[definition(RETENTION_AT_TARGET.of(fam), f"{strat}:{task}")] = m
     return out

@@ -15,23 +15,29 @@ from .base import (
     ACCURACY_CHANGE,
     DIFFUSION_FAMILIES,
     EARLY_ALPHA,
+    EARLY_ALPHA_TREND,
     EARLY_MINUS_LATE_PCT,
     EARLY_OUTLIER_RATIO,
     GPTQ3_CHANGE_PCT,
     LOOP_INCREASE,
+    OUTLIER_PERSISTENCE,
     REPETITION_INCREASE,
+    SITES,
     SUPER_OUTLIER_CHANNEL,
     ClaimMetric,
     _by_family,
     _fam,
     _representatives_first,
+    definition,
     is_early_layer,
     n_early_layers,
+    representatives,
 )
 
 __all__ = [
     "OutlierStats", "early_log_outlier_ratio", "early_outlier_ratio", "early_outlier_ratio_difference",
-    "super_outlier_channel", "super_outlier_metrics", "ABLATION_KINDS", "ablation_difference",
+    "super_outlier_channel", "super_outlier_metrics", "outlier_persistence", "outlier_persistence_metrics",
+    "ABLATION_KINDS", "early_alpha_trend", "overtraining_metrics", "ablation_difference",
     "repetition_increase", "outlier_ablation_metrics", "early_alpha", "early_alpha_difference",
     "alpha_hill_metrics", "retention_change_pct", "gptq3_change_difference", "relative_change_pct",
     "early_minus_late", "compression_metrics",
@@ -60,17 +66,18 @@ def early_log_outlier_ratio(ratios: np.ndarray) -> np.ndarray:
     return np.log10(ratios[..., : n_early_layers(ratios.shape[-1])]).mean(-1)
 
 
-def early_outlier_ratio(group_ratios: np.ndarray, *, model: str = "", n_boot: int = 1000,
+def early_outlier_ratio(group_ratios: np.ndarray, *, model: str = "", site: str = "attn_input", n_boot: int = 1000,
                         seed: int = 0) -> ClaimMetric:
     """A model's early-block log10 outlier ratio; ``group_ratios`` ``[groups, L]``, interval over groups."""
     v, ci = paired_bootstrap(np.mean, early_log_outlier_ratio(group_ratios), n_boot=n_boot, seed=seed)
-    return ClaimMetric(v, ci, model=model,
-                       note="mean over early blocks of log10(max|x| dominant / median channel), attention input")
+    return ClaimMetric(v, ci, model=model, extra={"definition": site},
+                       note=f"mean over early blocks of log10(max|x| dominant / median channel), {site}")
 
 
 def early_outlier_ratio_difference(diffusion: np.ndarray, ar: np.ndarray, *, paired: bool, model: str = "",
-                                   n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
-    """B1: early-block log10 outlier ratio at the attention input, diffusion minus AR (paper B: > 0).
+                                   site: str = "attn_input", n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """B1: early-block log10 outlier ratio at ``site`` (the attention input, or the residual stream),
+    diffusion minus AR (paper B: > 0).
 
     Both are ``[groups, L]`` outlier ratios (max |x| of the dominant channel over the median
     channel's) measured on groups of sequences; ``paired`` when the models read the same token ids.
@@ -78,8 +85,8 @@ def early_outlier_ratio_difference(diffusion: np.ndarray, ar: np.ndarray, *, pai
     a, b = early_log_outlier_ratio(diffusion), early_log_outlier_ratio(ar)
     v, ci = paired_bootstrap(lambda x, y: float(np.mean(x) - np.mean(y)), a, b, n_boot=n_boot, seed=seed,
                              paired=paired)
-    return ClaimMetric(v, ci, model=model,
-                       note="difference of mean early-block log10 outlier ratios at the attention input; "
+    return ClaimMetric(v, ci, model=model, extra={"definition": site},
+                       note=f"difference of mean early-block log10 outlier ratios at the {site}; "
                             f"bootstrap over {len(a)} groups of sequences")
 
 
@@ -93,14 +100,17 @@ def super_outlier_channel(stats: OutlierStats, *, model: str = "") -> ClaimMetri
 
 def super_outlier_metrics(stats: Mapping[str, OutlierStats], group_ratios: Mapping[str, np.ndarray],
                           families: Mapping[str, Any], *, paired: bool | Callable[[str, str], bool] = True,
-                          n_boot: int = 1000, seed: int = 0,
-                          pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+                          n_boot: int = 1000, seed: int = 0, pairs: Mapping[str, str] | None = None,
+                          residual_ratios: Mapping[str, np.ndarray] | None = None) -> dict[str, ClaimMetric]:
     """Chapter 04's metrics: per model (attention-input statistics on all sequences, ``[groups, L]``
-    outlier ratios), then every diffusion model minus every AR model; the family-level difference
-    (``minus_ar``) is that of paper B's pair where present (``pairs`` overrides, see
+    outlier ratios), then every diffusion model minus every AR model; the family-level metrics
+    (``of(family)``, ``minus_ar``) are those of paper B's pair where present (``pairs`` overrides, see
     :func:`~layerwise.claims.representatives`).
 
-    ``paired(diffusion, ar)`` (or a bool) says whether two models read the same token ids.
+    ``paired(diffusion, ar)`` (or a bool) says whether two models read the same token ids. B1's
+    pre-registered definitions are written under ``definition(name, site)``: the attention input
+    (``group_ratios``) and, when ``residual_ratios`` (``[groups, L]`` per model, read on the residual
+    stream) are given, the residual stream.
     """
     families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
@@ -108,14 +118,63 @@ def super_outlier_metrics(stats: Mapping[str, OutlierStats], group_ratios: Mappi
         out[EARLY_OUTLIER_RATIO.per_model(name)] = early_outlier_ratio(group_ratios[name], model=name,
                                                                         n_boot=n_boot, seed=seed)
         out[SUPER_OUTLIER_CHANNEL.per_model(name)] = super_outlier_channel(stats[name], model=name)
+    per_site = {SITES[0]: group_ratios, **({SITES[1]: residual_ratios} if residual_ratios is not None else {})}
+    rep = representatives(families)
+    for site, ratios in per_site.items():
+        for fam, name in rep.items():
+            m = early_outlier_ratio(ratios[name], model=name, site=site, n_boot=n_boot, seed=seed)
+            if site == SITES[0]:
+                out[EARLY_OUTLIER_RATIO.of(fam)] = m
+            out[definition(EARLY_OUTLIER_RATIO.of(fam), site)] = m
     for fam in DIFFUSION_FAMILIES:
         for d in _by_family(families, fam):
             for a in _by_family(families, "ar"):
                 same = paired(d, a) if callable(paired) else paired
-                m = early_outlier_ratio_difference(group_ratios[d], group_ratios[a], paired=same, model=f"{d} - {a}",
-                                                   n_boot=n_boot, seed=seed)
-                out.setdefault(EARLY_OUTLIER_RATIO.minus_ar(fam), m)
-                out[EARLY_OUTLIER_RATIO.diff(d, a)] = m
+                for site, ratios in per_site.items():
+                    m = early_outlier_ratio_difference(ratios[d], ratios[a], paired=same, model=f"{d} - {a}",
+                                                       site=site, n_boot=n_boot, seed=seed)
+                    if site == SITES[0]:
+                        out.setdefault(EARLY_OUTLIER_RATIO.minus_ar(fam), m)
+                        out[EARLY_OUTLIER_RATIO.diff(d, a)] = m
+                    out.setdefault(definition(EARLY_OUTLIER_RATIO.minus_ar(fam), site), m)
+    return out
+
+
+def outlier_persistence(mean_abs: np.ndarray, channel: int, *, model: str = "", n_boot: int = 1000,
+                        seed: int = 0) -> ClaimMetric:
+    """B7 (paper B appendix B.3): the share of (denoising step, early block) pairs at which ``channel``
+    has the largest mean |x| at the attention input (1 = it dominates at every step).
+
+    ``mean_abs`` is ``[steps, L, d]`` (a generation's per-step channel means, e.g.
+    :func:`layerwise.probes.record_channels`). The interval resamples denoising steps; consecutive
+    steps are not independent, so it is narrower than the truth. ``extra`` keeps the spread of the
+    channel's magnitude over steps (max / min, median over early blocks).
+    """
+    arr = np.asarray(mean_abs, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[0] < 1:
+        raise LayerwiseError(f"mean_abs must be [steps, L, d] with at least one step, got {arr.shape}: "
+                             "record a generation with layerwise.probes.record_channels")
+    early = arr[:, : n_early_layers(arr.shape[1])]
+    hit = (early.argmax(-1) == int(channel)).astype(np.float64)  # [steps, early]
+    v, ci = paired_bootstrap(lambda h: float(h.mean()), hit, n_boot=n_boot, seed=seed)
+    mags = early[:, :, int(channel)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = float(np.median(mags.max(0) / mags.min(0)))
+    return ClaimMetric(v, ci, model=model, note=f"share of {arr.shape[0]} denoising steps x {early.shape[1]} early "
+                       f"blocks where channel {channel} has the largest mean |x|; interval over steps",
+                       extra={"channel": int(channel), "steps": int(arr.shape[0]), "magnitude_max_over_min": spread})
+
+
+def outlier_persistence_metrics(traces: Mapping[str, tuple[np.ndarray, int]], families: Mapping[str, Any], *,
+                                n_boot: int = 1000, seed: int = 0,
+                                pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 04's B7 metrics: per diffusion model (``traces``: name -> ``([steps, L, d]`` mean |x|,
+    super-outlier channel)), and per family (paper B's model where present)."""
+    out = {OUTLIER_PERSISTENCE.per_model(n): outlier_persistence(a, c, model=n, n_boot=n_boot, seed=seed)
+           for n, (a, c) in traces.items()}
+    rep = representatives({n: f for n, f in families.items() if n in traces}, "B", pairs)
+    for fam, name in rep.items():
+        out[OUTLIER_PERSISTENCE.of(fam)] = out[OUTLIER_PERSISTENCE.per_model(name)]
     return out
 
 
@@ -209,7 +268,7 @@ def early_alpha_difference(diffusion: pd.DataFrame, ar: pd.DataFrame, *, model: 
 
     Both are per-matrix tables of one model and one cut-off rule (``layer``, ``role``, ``alpha``,
     ``depth``, ``method``). The interval resamples modules, paired by (layer, role) when the two models
-    have the same modules.
+    have the same modules. ``extra["margin_scale"]`` is the AR model's early mean (the margin is relative).
     """
     a, b = _early_alphas(diffusion), _early_alphas(ar)
     paired = a.index.equals(b.index)
@@ -219,7 +278,9 @@ def early_alpha_difference(diffusion: pd.DataFrame, ar: pd.DataFrame, *, model: 
     n_early = n_early_layers(int(diffusion.depth.iloc[0]))
     note = (f"mean alpha-Hill ({method} cut-off) over the modules of the first {n_early} blocks, {model}; "
             f"bootstrap over modules ({'paired' if paired else 'unpaired'})")
-    return ClaimMetric(v, ci, model=model, note=note, extra={"method": method, "n_modules": len(a), "paired": paired})
+    return ClaimMetric(v, ci, model=model, note=note,
+                       extra={"method": method, "n_modules": len(a), "paired": paired, "definition": method,
+                              "margin_scale": float(b.mean()), "margin_scale_is": "the AR model's early alpha-Hill"})
 
 
 def alpha_hill_metrics(per_matrix: pd.DataFrame, *, method: str, n_boot: int = 1000,
@@ -227,23 +288,78 @@ def alpha_hill_metrics(per_matrix: pd.DataFrame, *, method: str, n_boot: int = 1
     """Chapter 06's metrics for one cut-off rule: every diffusion model minus every AR model (the
     family-level ``minus_ar`` is paper B's pair where present), then each model's early mean.
     ``per_matrix``: columns ``model``, ``family``, ``method``, ``layer``, ``role``, ``alpha``, ``depth``
-    (all models, in the chapter's order)."""
+    (all models, in the chapter's order). B3's pre-registered definitions, one per cut-off rule present
+    in ``per_matrix`` (``fixed``, ``ks``), are written under ``definition(minus_ar(family), rule)``."""
     d = per_matrix[per_matrix.method == method]
     if d.empty:
         raise LayerwiseError(f"no alpha-Hill rows for method {method!r}: compute it or pick one of "
                              f"{sorted(set(per_matrix.method))}")
     in_order = dict(zip(d.model, d.family))
     families = _representatives_first(in_order, "B", pairs)
-    frames = {n: d[d.model == n] for n in families}
     out: dict[str, ClaimMetric] = {}
-    for fam in DIFFUSION_FAMILIES:
-        for dn in _by_family(families, fam):
-            for an in _by_family(families, "ar"):
-                m = early_alpha_difference(frames[dn], frames[an], model=f"{dn} - {an}", n_boot=n_boot, seed=seed)
-                out.setdefault(EARLY_ALPHA.minus_ar(fam), m)
-                out[EARLY_ALPHA.diff(dn, an)] = m
+    for rule in dict.fromkeys([method, *per_matrix.method]):
+        dm = per_matrix[per_matrix.method == rule]
+        frames = {n: dm[dm.model == n] for n in families}
+        for fam in DIFFUSION_FAMILIES:
+            for dn in _by_family(families, fam):
+                for an in _by_family(families, "ar"):
+                    if frames[dn].empty or frames[an].empty:
+                        continue
+                    m = early_alpha_difference(frames[dn], frames[an], model=f"{dn} - {an}", n_boot=n_boot, seed=seed)
+                    if rule == method:
+                        out.setdefault(EARLY_ALPHA.minus_ar(fam), m)
+                        out[EARLY_ALPHA.diff(dn, an)] = m
+                    out.setdefault(definition(EARLY_ALPHA.minus_ar(fam), str(rule)), m)
     for n in in_order:
-        out[EARLY_ALPHA.per_model(n)] = early_alpha(frames[n], model=n)
+        out[EARLY_ALPHA.per_model(n)] = early_alpha(d[d.model == n], model=n)
+    return out
+
+
+def early_alpha_trend(over: pd.DataFrame, *, tokens_per_step: int, n_params: int, model: str = "",
+                      n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """B8: slope of the early blocks' mean alpha-Hill against log10(tokens per parameter) over a run's
+    training snapshots (paper B's overtraining reading: < 0 for the DLM, alpha falling as training
+    goes on).
+
+    ``over``: one model's rows of :func:`layerwise.spectra.checkpoint_alpha_hill` (``step``,
+    ``layer``, ``role``, ``alpha``, ``early``); tokens per parameter at a snapshot is
+    ``step * tokens_per_step / n_params``. The interval resamples the early modules (the same modules
+    at every snapshot). ``extra["margin_scale"]`` is the early mean at the first snapshot.
+    """
+    d = over[over.early.astype(bool)]
+    table = d.pivot_table(index=["layer", "role"], columns="step", values="alpha")  # [modules, snapshots]
+    if table.shape[1] < 2:
+        raise LayerwiseError(f"{model or 'this model'} has {table.shape[1]} training snapshot(s): a trend needs at "
+                             "least two (keep more snapshot_fracs in the preset)")
+    table = table.dropna()
+    x = np.log10(np.asarray(table.columns, dtype=np.float64) * tokens_per_step / n_params)
+
+    def slope(a: np.ndarray) -> float:
+        return float(np.polyfit(x, a.mean(0), 1)[0])
+
+    v, ci = paired_bootstrap(slope, table.to_numpy(), n_boot=n_boot, seed=seed)
+    first = float(table.iloc[:, 0].mean())
+    return ClaimMetric(v, ci, model=model, note=f"slope of early alpha-Hill per decade of tokens per parameter over "
+                       f"{table.shape[1]} snapshots; interval over {len(table)} early modules",
+                       extra={"tokens_per_param": [float(t) for t in 10 ** x], "margin_scale": abs(first),
+                              "margin_scale_is": "early alpha-Hill at the first snapshot"})
+
+
+def overtraining_metrics(over: pd.DataFrame, families: Mapping[str, Any], *, tokens_per_step: int,
+                         n_params: Mapping[str, int], n_boot: int = 1000, seed: int = 0,
+                         pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """Chapter 06's B8 metrics from the over-training table (column ``model``): each model's
+    :func:`early_alpha_trend` and each family's (paper B's model where present). Models with fewer
+    than two snapshots are left out."""
+    out: dict[str, ClaimMetric] = {}
+    for name in dict.fromkeys(over.model):
+        g = over[over.model == name]
+        if g.step.nunique() >= 2 and name in n_params:
+            out[EARLY_ALPHA_TREND.per_model(name)] = early_alpha_trend(
+                g, tokens_per_step=tokens_per_step, n_params=n_params[name], model=name, n_boot=n_boot, seed=seed)
+    have = {n: f for n, f in families.items() if EARLY_ALPHA_TREND.per_model(n) in out}
+    for fam, name in representatives(have, "B", pairs).items():
+        out[EARLY_ALPHA_TREND.of(fam)] = out[EARLY_ALPHA_TREND.per_model(name)]
     return out
 
 
@@ -268,9 +384,12 @@ def gptq3_change_difference(diffusion: ClaimMetric, ar: ClaimMetric) -> ClaimMet
     if any(v is None or not np.isfinite(v) for v in vals) or not diffusion.ci or not ar.ci:
         return None
     diff, ci = difference_interval(float(diffusion.value), diffusion.ci, float(ar.value), ar.ci)  # type: ignore[arg-type]
+    reason = diffusion.reason or ar.reason or ("" if diffusion.meaningful and ar.meaningful else
+                                                "a baseline is not above chance on this task")
     return ClaimMetric(diff, ci, meaningful=diffusion.meaningful and ar.meaningful,
-                       model=f"{diffusion.model} - {ar.model}",
-                       note="3-bit GPTQ change (percentage points): positive = the diffusion model loses less")
+                       model=f"{diffusion.model} - {ar.model}", reason=reason,
+                       note="3-bit GPTQ change (percentage points): positive = the diffusion model loses less",
+                       extra={k: v for k, v in diffusion.extra.items() if k == "definition"})
 
 
 def relative_change_pct(base_run: Mapping[str, Any], run: Mapping[str, Any], *, task: str, measure: str,
@@ -300,7 +419,8 @@ def early_minus_late(early_run: Mapping[str, Any], late_run: Mapping[str, Any], 
 
 def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], families: Mapping[str, Any], *,
                         task: str, measure: str, allocation: str = "", n_boot: int = 1000,
-                        seed: int = 0, pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+                        seed: int = 0, pairs: Mapping[str, str] | None = None,
+                        definitions: pd.DataFrame | None = None) -> dict[str, ClaimMetric]:
     """Chapter 07's metrics. A family's metric (``of(family)``, and the ``minus_ar`` difference) is
     its paper-B model's where present (``pairs`` overrides), else its first model's.
 
@@ -308,17 +428,40 @@ def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str
     ``bits``, ``retention``, ``ci_low``, ``ci_high``, ``meaningful``, ``label``, ``n``; ``runs``: per
     model, the :func:`layerwise.evals.evaluate` outputs keyed by configuration (``alloc-earlier_sparser``,
     ``alloc-deeper_sparser``); ``allocation`` describes the pruning setting in the note.
+    B4's pre-registered definitions, one per task and metric of ``definitions`` (rows like
+    ``retentions`` for every task; default ``retentions``), are written under
+    ``definition(minus_ar(family), "<task>:<metric>")`` (e.g. ``...::lw_gsm8k:exact_match``).
     """
     families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
-    gptq3 = retentions[(retentions.kind == "quant") & (retentions.method == "gptq") & (retentions.bits == 3)]
-    for name, fam in families.items():
-        for _, r in gptq3[gptq3.model == name].iterrows():
-            m = retention_change_pct(r.retention, (r.ci_low, r.ci_high), meaningful=bool(r.meaningful), model=name,
-                                     note=f"3-bit GPTQ, change in {r.label} retention (%), {r.n} items"
-                                     + ("" if r.meaningful else "; baseline not above chance: meaningless"))
-            out[GPTQ3_CHANGE_PCT.per_model(name)] = m
-            out.setdefault(GPTQ3_CHANGE_PCT.of(_fam(fam)), m)
+
+    def gptq3_changes(table: pd.DataFrame) -> dict[str, ClaimMetric]:
+        """model -> its 3-bit GPTQ change on the (one) task of ``table``."""
+        g3 = table[(table.kind == "quant") & (table.method == "gptq") & (table.bits == 3)]
+        found = {}
+        for name in families:
+            for _, r in g3[g3.model == name].iterrows():
+                found[name] = retention_change_pct(
+                    r.retention, (r.ci_low, r.ci_high), meaningful=bool(r.meaningful), model=name,
+                    note=f"3-bit GPTQ, change in {r.label} retention (%), {r.n} items"
+                    + ("" if r.meaningful else "; baseline not above chance: meaningless"))
+                found[name] = replace(found[name], extra={"definition": str(r.label).replace(" ", ":", 1)},
+                                      reason="" if r.meaningful else "the unmodified model is not above chance")
+        return found
+
+    for name, m in gptq3_changes(retentions).items():
+        out[GPTQ3_CHANGE_PCT.per_model(name)] = m
+        out.setdefault(GPTQ3_CHANGE_PCT.of(_fam(families[name])), m)
+    table = retentions if definitions is None else definitions
+    if "label" in table:  # B4's definitions: every task and metric evaluated
+        for label in dict.fromkeys(table.label):
+            per = gptq3_changes(table[table.label == label])
+            rep = representatives({n: f for n, f in families.items() if n in per})
+            for fam in DIFFUSION_FAMILIES:
+                if fam in rep and "ar" in rep:
+                    diff = gptq3_change_difference(per[rep[fam]], per[rep["ar"]])
+                    if diff is not None:
+                        out[definition(GPTQ3_CHANGE_PCT.minus_ar(fam), str(label).replace(" ", ":", 1))] = diff
     for name, fam in families.items():
         r = runs.get(name, {})
         if "alloc-earlier_sparser" in r and "alloc-deeper_sparser" in r:
