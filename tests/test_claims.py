@@ -250,7 +250,8 @@ def test_b7_persistence_is_the_share_of_steps_the_channel_dominates():
 
 def test_b3_every_cut_off_rule_is_a_definition_with_a_relative_margin():
     per_matrix = pd.concat([_alphas("dlm", "dlm", -0.5, late=9.0), _alphas("ar", "ar", 0.0),
-                            _alphas("dlm", "dlm", 0.3).assign(method="ks"), _alphas("ar", "ar", 0.0).assign(method="ks")])
+                            _alphas("dlm", "dlm", 0.3).assign(method="ks"),
+                            _alphas("ar", "ar", 0.0).assign(method="ks")])
     ms = claims.alpha_hill_metrics(per_matrix, method="fixed", n_boot=20)
     name = claims.EARLY_ALPHA.minus_ar("dlm")
     assert ms[name].value == pytest.approx(-0.5) and ms[claims.definition(name, "ks")].value == pytest.approx(0.3)
