@@ -1,0 +1,431 @@
+"""What each chapter found, in words: a Markdown paragraph built from the chapter's own result.
+
+One function per chapter (:func:`pretraining`, :func:`layer_similarity`, :func:`token_similarity`,
+:func:`layer_skipping`, :func:`super_outlier`, :func:`outlier_ablation`, :func:`alpha_hill`,
+:func:`compression`; :func:`for_chapter` picks by chapter name). Each takes the metrics the chapter
+saves (``{name: ClaimMetric}`` of :mod:`layerwise.claims`, or the ``metrics`` of its result file, or
+the whole result payload) and returns Markdown: the chapter's numbers with their 95% intervals, then,
+for every claim of the ledger measured in the chapter, what the numbers mean for it:
+
+- **supports** the paper's claim (the ledger says *reproduced*);
+- **goes against** it (*not reproduced*);
+- **inconclusive** (the interval does not decide);
+- **not testable here** (the chapter flags the metric not meaningful, e.g. a baseline at chance), with
+  the chapter's reason;
+- **not measured** (the metric is missing from this run).
+
+The verdict is the ledger's (:func:`layerwise.ledger.build_ledger` on this chapter's metrics alone), so a
+chapter's paragraph and the ledger never disagree; pre-registered alternative definitions of a metric
+(``name::label``) are judged the same way and listed, so a result that holds under one definition
+only says so. :func:`results_summary` turns the ledger table into the summary the book's intro shows,
+and :func:`write_intro_summary` writes it between markers into ``book/intro.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import pandas as pd
+
+from . import claims as C
+from .config import LayerwiseError
+
+__all__ = [
+    "VERDICT_WORDS", "entries", "chapter_ledger", "claim_findings", "pretraining", "layer_similarity",
+    "token_similarity", "layer_skipping", "super_outlier", "outlier_ablation", "alpha_hill", "compression",
+    "for_chapter",
+    "results_summary", "write_intro_summary", "update_intro", "SUMMARY_START", "SUMMARY_END",
+]
+
+#: how a ledger verdict reads in a chapter's paragraph
+VERDICT_WORDS = {
+    "reproduced": "this run **supports** the paper's claim",
+    "not reproduced": "this run **goes against** the paper's claim",
+    "depends on definition": "this run supports or contradicts it **depending on the definition** of the metric",
+    "inconclusive": "this run is **inconclusive**",
+    "not testable": "**not testable here**",
+    "not run": "**not measured** in this run",
+}
+
+_SEP = "::"  #: metric name :: definition label (layerwise.claims' pre-registered definitions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def entries(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{name: result-file entry}`` from a chapter's ``{name: ClaimMetric}``, its result file's
+    ``metrics``, or the whole result payload (which holds ``metrics``)."""
+    if "metrics" in metrics and isinstance(metrics["metrics"], Mapping):
+        metrics = metrics["metrics"]
+    out = {}
+    for k, v in metrics.items():
+        if hasattr(v, "to_metric"):
+            v = v.to_metric()
+        if not isinstance(v, Mapping):
+            raise LayerwiseError(f"metric {k!r} is a {type(v).__name__}: pass the chapter's ClaimMetric dict or "
+                                 "the metrics of its result file")
+        out[str(k)] = dict(v)
+    return out
+
+
+def _finite(x: Any) -> TypeGuard[float]:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(float(x))
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if not _finite(x):
+        return "n/a"
+    x = float(x)
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{round(x, decimals) + 0.0:.{decimals}f}"
+
+
+def _fmt(e: Mapping[str, Any] | None, *, pct: bool = False, unit: str = "") -> str:
+    """``value [lo, hi]`` (``%`` after each with ``pct``), or why there is no number."""
+    if e is None:
+        return "not measured"
+    suffix = "%" if pct else unit
+    s = f"{_num(e.get('value'))}{suffix}"
+    ci = e.get("ci")
+    if ci and _finite(ci[0]) and _finite(ci[1]):
+        s += f" [{_num(ci[0])}{suffix}, {_num(ci[1])}{suffix}]"
+    return s
+
+
+def _not_testable(e: Mapping[str, Any] | None) -> str | None:
+    """The reason a metric cannot support a claim (flagged not meaningful, or no value), else None."""
+    if e is None:
+        return None
+    if e.get("meaningful") is False:
+        return str(e.get("reason") or e.get("note") or "the chapter flags this metric not meaningful")
+    if not _finite(e.get("value")):
+        return str(e.get("reason") or "no value was measured")
+    return None
+
+
+def chapter_ledger(chapter: str, metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """The ledger rows (:func:`layerwise.ledger.build_ledger`) of the claims whose every part is measured in
+    ``chapter``, judged on these metrics alone; ``not testable`` replaces ``inconclusive`` where a part's
+    metric is flagged not meaningful (or has no value) and the ledger has no such verdict of its own."""
+    from .ledger import CLAIMS, build_ledger
+
+    e = entries(metrics)
+    ledger = build_ledger({chapter: {"profile": "", "metrics": e}})
+    rows = ledger[ledger["chapter"] == chapter].copy()
+    parts = {c.cid: [p.metric for p in c.parts] for c in CLAIMS}
+    flagged = [bool(any(_not_testable(e.get(m)) for m in parts.get(cid, []))) for cid in rows["claim"]]
+    rows.loc[(rows["verdict"] == "inconclusive") & pd.Series(flagged, index=rows.index), "verdict"] = "not testable"
+    return rows
+
+
+def claim_findings(chapter: str, metrics: Mapping[str, Any]) -> list[str]:
+    """One Markdown bullet per ledger claim measured in ``chapter``: the verdict in words, then the
+    ledger's own sentence for it (numbers against the paper's margin, definitions that disagree), and
+    the chapter's reason where a metric is not testable."""
+    from .ledger import CLAIMS
+
+    e = entries(metrics)
+    parts = {c.cid: [p.metric for p in c.parts] for c in CLAIMS}
+    lines = []
+    for _, r in chapter_ledger(chapter, e).iterrows():
+        verdict = str(r["verdict"])
+        words = VERDICT_WORDS.get(verdict, f"this run: **{verdict}**")
+        text = f"- **{r['claim']}** ({str(r['statement']).rstrip('.')}): {words}."
+        said = str(r.get("summary", "") or "")
+        said = re.sub(rf"^{re.escape(str(r['claim']))} [a-z ]+: ", "", said)
+        text += f" {said}" if said else f" Ours: {r.get('ours (95% CI)', '')}."
+        reasons = list(dict.fromkeys(why for m in parts.get(str(r["claim"]), []) if (why := _not_testable(e.get(m)))))
+        if verdict == "not testable" and reasons and not all(why in said for why in reasons):
+            text += f" Not testable because {'; '.join(reasons)}."
+        lines.append(text)
+    return lines
+
+
+def _per_model(e: Mapping[str, Any], stem: str, *qualifiers: str) -> dict[str, dict[str, Any]]:
+    """``{model: entry}`` of the per-model metrics ``stem__model[__qualifiers]``."""
+    tail = "".join("__" + q for q in qualifiers)
+    out = {}
+    for k, v in e.items():
+        if k.startswith(stem + "__") and k.endswith(tail) and _SEP not in k:
+            model = k[len(stem) + 2: len(k) - len(tail) if tail else None]
+            if model and "__" not in model:
+                out[model] = v
+    return out
+
+
+def _per_model_single(e: Mapping[str, Any], stem: str) -> dict[str, dict[str, Any]]:
+    """``{model: entry}`` of per-model metrics named ``stem_<model>`` (chapters 01 and 02)."""
+    out = {}
+    for k, v in e.items():
+        if (k.startswith(stem + "_") and _SEP not in k and not k.endswith("_minus_ar") and "_diff__" not in k
+                and v.get("model") == k[len(stem) + 1:]):
+            out[k[len(stem) + 1:]] = v
+    return out
+
+
+def _listing(per: Mapping[str, Mapping[str, Any]], **kw: Any) -> str:
+    parts = []
+    for model, e in per.items():
+        why = _not_testable(e)
+        parts.append(f"`{model}` {_fmt(e, **kw)}" + (" (not meaningful)" if why and _finite(e.get("value")) else ""))
+    return ", ".join(parts) if parts else "not measured"
+
+
+def _paragraph(title: str, facts: list[str], chapter: str, e: Mapping[str, Any], closing: str = "") -> str:
+    verdicts = claim_findings(chapter, e)
+    out = [f"**{title}**", "", *facts]
+    if verdicts:
+        out += ["", "For the papers' claims (the ledger's verdict rule; 95% intervals in brackets):", "", *verdicts]
+    if closing:
+        out += ["", closing]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# One function per chapter
+# ---------------------------------------------------------------------------------------------
+
+
+def pretraining(metrics: Mapping[str, Any]) -> str:
+    """Chapter 00: each model's held-out loss, tokens seen and arithmetic accuracy against chance."""
+    e = entries(metrics)
+    facts = []
+    losses = {k[len("heldout_loss_"):]: v for k, v in e.items() if k.startswith("heldout_loss_")}
+    if losses:
+        facts.append("Held-out loss (each model on its own objective, so not comparable across objectives): "
+                     + ", ".join(f"`{m}` {_num(v.get('value'))}" for m, v in losses.items()) + ".")
+    acc = {k[len("arithmetic_accuracy_"):]: v for k, v in e.items() if k.startswith("arithmetic_accuracy_")}
+    for model, a in acc.items():
+        chance = a.get("chance")
+        lo = (a.get("ci") or [None])[0]
+        above = _finite(chance) and _finite(lo) and float(lo) > float(chance)
+        facts.append(f"- `{model}`: held-out arithmetic accuracy {_fmt(a)}"
+                     + (f" against chance {_num(chance)}: " + ("**above chance**, so retention on this task is "
+                        "meaningful in later chapters." if above else "**not above chance**, so later chapters "
+                        "flag retention on this task as not meaningful for it.") if _finite(chance) else "."))
+    if not facts:
+        facts.append("This run saved no training metrics.")
+    return _paragraph("What this chapter found.", facts, "00_pretraining", e)
+
+
+def layer_similarity(metrics: Mapping[str, Any]) -> str:
+    """Chapter 01 (claims A1, A4): early-layer similarity per model, DLM minus AR, ar2dlm's closeness."""
+    e = entries(metrics)
+    per = _per_model_single(e, C.EARLY_SIMILARITY.stem)
+    facts = [f"Early-layer similarity (mean cosine between a block's input and output over the first third of "
+             f"the blocks, higher = more redundant): {_listing(per)}."]
+    d = e.get(C.EARLY_SIMILARITY.minus_ar("dlm"))
+    if d is not None and _finite(d.get("value")):
+        facts.append(f"DLM minus AR (`{d.get('model', '')}`): {_fmt(d)}, i.e. the diffusion model's early blocks are "
+                     f"{'more' if d['value'] > 0 else 'less'} alike than the AR model's.")
+    closer = e.get(C.AR2DLM_CLOSER_TO_AR)
+    if closer is not None and _finite(closer.get("value")):
+        side = "AR" if closer["value"] > 0 else "DLM"
+        facts.append(f"The AR-initialised model's profile is closer to the {side} profile (distance to DLM minus "
+                     f"distance to AR: {_fmt(closer)}).")
+    return _paragraph("What this chapter found.", facts, C.LAYER_SIMILARITY, e)
+
+
+def token_similarity(metrics: Mapping[str, Any]) -> str:
+    """Chapter 02 (claim A2): recency per model and DLM minus AR."""
+    e = entries(metrics)
+    per = _per_model_single(e, C.RECENCY.stem)
+    facts = [f"Recency (how much more alike nearby tokens' hidden states are than distant ones', mean over block "
+             f"outputs; higher = stronger recency bias): {_listing(per)}."]
+    d = e.get(C.RECENCY.minus_ar("dlm"))
+    if d is not None and _finite(d.get("value")):
+        facts.append(f"DLM minus AR (`{d.get('model', '')}`): {_fmt(d)}, i.e. the diffusion model shows "
+                     f"{'less' if d['value'] < 0 else 'more'} recency bias than the AR model.")
+    return _paragraph("What this chapter found.", facts, C.TOKEN_SIMILARITY, e)
+
+
+def layer_skipping(metrics: Mapping[str, Any]) -> str:
+    """Chapter 03 (claim A3): retention with about 18.75% of the blocks skipped, per model."""
+    e = entries(metrics)
+    per = _per_model(e, C.RETENTION_AT_TARGET.stem)
+    facts = []
+    for model, r in per.items():
+        where = f" ({r['k']} of {r['layers']} blocks skipped)" if "k" in r and "layers" in r else ""
+        why = _not_testable(r)
+        kept = f"keeps {_fmt(r)} of its unmodified score" if _finite(r.get("value")) else "has no retention number"
+        facts.append(f"- `{model}` {kept}{where}" + (f"; not meaningful: {why}." if why else "."))
+    if not facts:
+        facts.append("No retention was measured in this run.")
+    return _paragraph("What this chapter found.", ["Retention at the configuration closest to 18.75% of the blocks "
+                                                  "skipped (1 = the unmodified model's score):", *facts],
+                      C.LAYER_SKIPPING, e)
+
+
+def super_outlier(metrics: Mapping[str, Any]) -> str:
+    """Chapter 04 (claim B1): the super-outlier channel and early-block outlier ratios per model."""
+    e = entries(metrics)
+    facts = []
+    ratios = _per_model(e, C.EARLY_OUTLIER_RATIO.stem)
+    for model, r in ratios.items():
+        v = r.get("value")
+        times = f" (about {10 ** float(v):.3g} times the median channel)" if _finite(v) else ""
+        ch = e.get(C.SUPER_OUTLIER_CHANNEL.per_model(model))
+        chan = (f"; channel {int(ch['value'])} is the dominant one, {ch.get('note', '')}"
+                if ch and _finite(ch.get("value")) else "")
+        facts.append(f"- `{model}`: early-block log10 outlier ratio {_fmt(r)}{times}{chan}.")
+    d = e.get(C.EARLY_OUTLIER_RATIO.minus_ar("dlm"))
+    if d is not None and _finite(d.get("value")):
+        facts.append(f"Diffusion minus AR: {_fmt(d)} in log10 units, i.e. the diffusion model's early outlier is "
+                     f"{10 ** abs(float(d['value'])):.3g} times {'stronger' if d['value'] > 0 else 'weaker'} "
+                     "relative to its median channel.")
+    return _paragraph("What this chapter found.", ["Outlier ratio at the attention input (the dominant channel's "
+                                                  "max |x| over the median channel's), early blocks:", *facts],
+                      C.SUPER_OUTLIER, e)
+
+
+def outlier_ablation(metrics: Mapping[str, Any], scope: str = "early") -> str:
+    """Chapter 05 (claim B2): repetition, loops and accuracy with the super-outlier zeroed in ``scope``
+    blocks, minus random control channels, per model."""
+    e = entries(metrics)
+    facts = []
+    for kind, name in (("repetition", C.REPETITION_INCREASE), ("loop share", C.LOOP_INCREASE),
+                       ("arithmetic accuracy", C.ACCURACY_CHANGE)):
+        per = _per_model(e, name.stem, scope)
+        if per:
+            facts.append(f"- change in {kind} ({scope} blocks; super-outlier zeroed minus random channels): "
+                         f"{_listing(per)}.")
+    if not facts:
+        facts.append(f"No ablation effect was measured for the {scope} blocks in this run.")
+    return _paragraph("What this chapter found.", facts, C.OUTLIER_ABLATION, e)
+
+
+def alpha_hill(metrics: Mapping[str, Any]) -> str:
+    """Chapter 06 (claim B3): early-block alpha-Hill per model and diffusion minus AR."""
+    e = entries(metrics)
+    per = _per_model(e, C.EARLY_ALPHA.stem)
+    facts = [f"Mean alpha-Hill of the early blocks' weight matrices (lower = heavier-tailed spectrum, read by paper "
+             f"B as more strongly trained): {_listing(per)}."]
+    d = e.get(C.EARLY_ALPHA.minus_ar("dlm"))
+    if d is not None and _finite(d.get("value")):
+        facts.append(f"DLM minus AR (`{d.get('model', '')}`): {_fmt(d)}, i.e. the diffusion model's early spectra "
+                     f"are {'heavier' if d['value'] < 0 else 'lighter'}-tailed.")
+    return _paragraph("What this chapter found.", facts, C.ALPHA_HILL, e)
+
+
+def compression(metrics: Mapping[str, Any]) -> str:
+    """Chapter 07 (claims B4, B5): 3-bit GPTQ change and early-vs-late sparsity allocation, per model."""
+    e = entries(metrics)
+    facts = []
+    g = _per_model(e, C.GPTQ3_CHANGE_PCT.stem)
+    if g:
+        facts.append(f"- 3-bit GPTQ changes the score by {_listing(g, pct=True)} (relative to the unmodified model).")
+    d = e.get(C.GPTQ3_CHANGE_PCT.minus_ar("dlm"))
+    if d is not None and _finite(d.get("value")):
+        facts.append(f"- The diffusion model loses {'less' if d['value'] > 0 else 'more'} than the AR model: "
+                     f"difference {_fmt(d, unit=' pp')}.")
+    a = _per_model(e, C.EARLY_MINUS_LATE_PCT.stem)
+    if a:
+        facts.append(f"- At the same average sparsity, pruning the early blocks harder instead of the late ones "
+                     f"changes the score by {_listing(a, pct=True)}.")
+    if not facts:
+        facts.append("No compression effect was measured in this run.")
+    return _paragraph("What this chapter found.", facts, C.COMPRESSION, e)
+
+
+_BY_CHAPTER: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "00_pretraining": pretraining, C.LAYER_SIMILARITY: layer_similarity, C.TOKEN_SIMILARITY: token_similarity,
+    C.LAYER_SKIPPING: layer_skipping, C.SUPER_OUTLIER: super_outlier, C.OUTLIER_ABLATION: outlier_ablation,
+    C.ALPHA_HILL: alpha_hill, C.COMPRESSION: compression,
+}
+
+
+def for_chapter(chapter: str, metrics: Mapping[str, Any]) -> str:
+    """The findings paragraph of ``chapter`` (e.g. ``"01_layer_similarity"``)."""
+    if chapter not in _BY_CHAPTER:
+        raise LayerwiseError(f"no findings for chapter {chapter!r}: use one of {', '.join(_BY_CHAPTER)}")
+    return _BY_CHAPTER[chapter](metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# The intro's summary of results
+# ---------------------------------------------------------------------------------------------
+
+SUMMARY_START = "<!-- results-summary:start -->"
+SUMMARY_END = "<!-- results-summary:end -->"
+
+
+def results_summary(ledger: pd.DataFrame) -> str:
+    """Markdown summary of the claims ledger (:func:`layerwise.ledger.build_ledger`): how many claims
+    each verdict got, then one line per claim with its verdict, our number and the paper's."""
+    need = {"claim", "verdict", "statement"}
+    if not need <= set(ledger.columns):
+        raise LayerwiseError(f"the ledger table lacks {sorted(need - set(ledger.columns))}: pass "
+                             "layerwise.ledger.build_ledger(load_results(profile))")
+    counts = ledger.verdict.value_counts()
+    order = ["reproduced", "not reproduced", "depends on definition", "inconclusive", "not testable", "not run"]
+    tally = ", ".join(f"{int(counts[v])} {v}" for v in [*order, *(v for v in counts.index if v not in order)]
+                      if v in counts)
+    profiles = sorted({p for p in ledger.get("profile", pd.Series(dtype=str)) if p and p != "–"})
+    head = (f"Of the {len(ledger)} claims of the two papers, this edition's run"
+            + (f" (profile {', '.join(f'`{p}`' for p in profiles)})" if profiles else "") + f": {tally}.")
+    lines = [head, ""]
+    for _, r in ledger.iterrows():
+        ours = r.get("ours (95% CI)", "")
+        paper = r.get("paper's number", "")
+        lines.append(f"- **{r['claim']}** *{r['verdict']}*: {str(r['statement']).rstrip('.')}."
+                     + (f" Ours: {ours}." if ours else "") + (f" Paper: {paper}." if paper else ""))
+    lines += ["", "The *Claims ledger* chapter gives each claim's rule, intervals and chapter."]
+    return "\n".join(lines) + "\n"
+
+
+def write_intro_summary(intro: str | os.PathLike, summary: str) -> bool:
+    """Put ``summary`` between :data:`SUMMARY_START` and :data:`SUMMARY_END` in the ``intro`` file
+    (replacing what was there); returns whether the file changed."""
+    path = Path(intro)
+    text = path.read_text()
+    pattern = re.compile(re.escape(SUMMARY_START) + r".*?" + re.escape(SUMMARY_END), re.S)
+    if not pattern.search(text):
+        raise LayerwiseError(f"{path} has no {SUMMARY_START} ... {SUMMARY_END} markers: add both lines where the "
+                             "summary of results goes")
+    new = pattern.sub(lambda _: f"{SUMMARY_START}\n{summary.strip()}\n{SUMMARY_END}", text, count=1)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
+
+
+def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bool:
+    """Rebuild the ledger from the result files in ``results_dir`` (e.g. ``book/results/gpu``) and write
+    its summary into ``intro`` between the markers; returns whether the file changed."""
+    from .ledger import build_ledger
+    from .results import load_results
+
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise LayerwiseError(f"no result folder {folder}: pass the folder of a profile's result files "
+                             "(e.g. book/results/gpu)")
+    return write_intro_summary(intro, results_summary(build_ledger(load_results(folder.name, results_dir=folder))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m layerwise.findings --intro book/intro.md --results book/results/gpu``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m layerwise.findings",
+                                 description="write the claims ledger's summary into the book's intro")
+    ap.add_argument("--intro", default="book/intro.md")
+    ap.add_argument("--results", default="book/results/gpu", help="folder of a profile's result files")
+    a = ap.parse_args(argv)
+    changed = update_intro(a.intro, a.results)
+    print(f"{a.intro}: {'summary updated' if changed else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""Each chapter's findings paragraph on constructed results: the verdict it states for every claim is the
+ledger's, in words (supports / goes against / inconclusive / not testable), with the chapter's numbers
+and, where a metric is flagged not meaningful, the chapter's reason; the intro's summary of results is
+the ledger's table, written between markers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from layerwise import claims as C
+from layerwise import findings as F
+from layerwise.claims import ClaimMetric
+from layerwise.config import LayerwiseError
+from layerwise.ledger import build_ledger
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = ("supports", "against", "inconclusive", "not testable")
+EXPECTED = {"supports": "reproduced", "against": "not reproduced", "inconclusive": "inconclusive",
+            "not testable": "not testable"}
+WHY = "the unmodified model is not above chance on this task"
+
+
+def _m(case: str, good: float, bad: float, *, scale: float = 0.01, model: str = "dlm - ar") -> ClaimMetric:
+    """A metric far on the paper's side (``good``), far on the other (``bad``), straddling everything, or
+    flagged not meaningful; ``scale`` is the saved margin scale (small: the margin is not what is tested)."""
+    extra = {"margin_scale": scale}
+    if case == "supports":
+        return ClaimMetric(good, (good - abs(good) / 100, good + abs(good) / 100), model=model, extra=extra)
+    if case == "against":
+        return ClaimMetric(bad, (bad - abs(bad) / 100, bad + abs(bad) / 100), model=model, extra=extra)
+    if case == "inconclusive":
+        return ClaimMetric((good + bad) / 2, (-1000.0, 1000.0), model=model, extra=extra)
+    return ClaimMetric(None, meaningful=False, model=model, reason=WHY, extra=extra)
+
+
+def _layer_similarity(case: str) -> dict:
+    per = {C.EARLY_SIMILARITY.of(n): ClaimMetric(v, (v - 0.01, v + 0.01), model=n)
+           for n, v in (("ar", 0.7), ("dlm", 0.8), ("ar2dlm", 0.72))}
+    return {**per, C.EARLY_SIMILARITY.minus_ar("dlm"): _m(case, 0.5, -0.5),
+            C.AR2DLM_CLOSER_TO_AR: _m(case, 0.5, -0.5, model="ar2dlm")}
+
+
+def _token_similarity(case: str) -> dict:
+    per = {C.RECENCY.of(n): ClaimMetric(v, (v - 0.01, v + 0.01), model=n) for n, v in (("ar", 0.2), ("dlm", 0.05))}
+    return {**per, C.RECENCY.minus_ar("dlm"): _m(case, -0.5, 0.5)}
+
+
+def _layer_skipping(case: str) -> dict:
+    dlm = _m(case, 0.99, 0.1, model="dlm")
+    ar = _m(case, 0.1, 0.99, model="ar")
+    extra = {"k": 2, "layers": 12}
+    dlm, ar = (ClaimMetric(m.value, m.ci, m.meaningful, m.model, reason=m.reason, extra=extra) for m in (dlm, ar))
+    return {C.RETENTION_AT_TARGET.per_model("dlm"): dlm, C.RETENTION_AT_TARGET.per_model("ar"): ar,
+            C.RETENTION_AT_TARGET.of("dlm"): dlm, C.RETENTION_AT_TARGET.of("ar"): ar}
+
+
+def _super_outlier(case: str) -> dict:
+    dlm = _m(case, 3.0, -1.0, model="dlm")
+    return {C.EARLY_OUTLIER_RATIO.per_model("dlm"): dlm, C.EARLY_OUTLIER_RATIO.of("dlm"): dlm,
+            C.EARLY_OUTLIER_RATIO.per_model("ar"): ClaimMetric(0.5, (0.45, 0.55), model="ar"),
+            C.SUPER_OUTLIER_CHANNEL.per_model("dlm"): ClaimMetric(347, model="dlm", note="dominant in 4 of 4 blocks"),
+            C.EARLY_OUTLIER_RATIO.minus_ar("dlm"): _m(case, 2.0, -2.0)}
+
+
+def _outlier_ablation(case: str) -> dict:
+    m = _m(case, 0.6, -0.3, model="dlm")
+    return {C.REPETITION_INCREASE.per_model("dlm", "early"): m, C.REPETITION_INCREASE.of("dlm"): m}
+
+
+def _alpha_hill(case: str) -> dict:
+    return {C.EARLY_ALPHA.per_model("ar"): ClaimMetric(3.0, model="ar"),
+            C.EARLY_ALPHA.per_model("dlm"): ClaimMetric(1.0, model="dlm"),
+            C.EARLY_ALPHA.minus_ar("dlm"): _m(case, -2.0, 2.0, scale=2.0)}
+
+
+def _compression(case: str) -> dict:
+    return {C.GPTQ3_CHANGE_PCT.per_model("dlm"): ClaimMetric(-1.0, (-2.0, 0.0), model="dlm"),
+            C.GPTQ3_CHANGE_PCT.per_model("ar"): ClaimMetric(-60.0, (-65.0, -55.0), model="ar"),
+            C.GPTQ3_CHANGE_PCT.minus_ar("dlm"): _m(case, 60.0, -60.0)}
+
+
+CHAPTERS: list[tuple[Callable, str, Callable[[str], dict], str]] = [
+    (F.layer_similarity, C.LAYER_SIMILARITY, _layer_similarity, "A1"),
+    (F.layer_similarity, C.LAYER_SIMILARITY, _layer_similarity, "A4"),
+    (F.token_similarity, C.TOKEN_SIMILARITY, _token_similarity, "A2"),
+    (F.layer_skipping, C.LAYER_SKIPPING, _layer_skipping, "A3"),
+    (F.super_outlier, C.SUPER_OUTLIER, _super_outlier, "B1"),
+    (F.outlier_ablation, C.OUTLIER_ABLATION, _outlier_ablation, "B2"),
+    (F.alpha_hill, C.ALPHA_HILL, _alpha_hill, "B3"),
+    (F.compression, C.COMPRESSION, _compression, "B4"),
+]
+
+
+def _bullet(text: str, cid: str) -> str:
+    lines = [line for line in text.splitlines() if line.startswith(f"- **{cid}**")]
+    assert len(lines) == 1, f"no single line for claim {cid} in:\n{text}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("fn,chapter,build,cid", CHAPTERS, ids=[f"{c[1]}-{c[3]}" for c in CHAPTERS])
+def test_each_chapter_states_the_ledger_verdict_in_words(fn, chapter, build, cid, case) -> None:
+    metrics = build(case)
+    text = fn(metrics)
+    assert F.for_chapter(chapter, metrics) == text
+    line = _bullet(text, cid)
+    assert F.VERDICT_WORDS[EXPECTED[case]] in line
+    others = [w for v, w in F.VERDICT_WORDS.items() if v != EXPECTED[case]]
+    assert not any(w in line for w in others)
+    if case == "not testable":
+        assert WHY in line
+    # the verdict is the ledger's own on the same metrics (before "not testable" replaces an inconclusive)
+    ledger = build_ledger({chapter: {"profile": "t", "metrics": F.entries(metrics)}})
+    verdict = ledger.set_index("claim").loc[cid, "verdict"]
+    assert verdict == EXPECTED[case] or (case == "not testable" and verdict == "inconclusive")
+
+
+@pytest.mark.parametrize("fn,build,models", [
+    (F.layer_similarity, _layer_similarity, ("ar", "dlm", "ar2dlm")),
+    (F.token_similarity, _token_similarity, ("ar", "dlm")),
+    (F.layer_skipping, _layer_skipping, ("ar", "dlm")), (F.super_outlier, _super_outlier, ("ar", "dlm")),
+    (F.alpha_hill, _alpha_hill, ("ar", "dlm")), (F.compression, _compression, ("ar", "dlm")),
+    (F.outlier_ablation, _outlier_ablation, ("dlm",)),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_numbers_per_model_with_intervals(fn, build, models) -> None:
+    metrics = build("supports")
+    text = fn(metrics)
+    for m in models:
+        assert f"`{m}`" in text
+    for name, m in metrics.items():
+        if m.ci and m.model in models and name.count("_minus_ar") == 0:
+            pct = name.startswith((C.GPTQ3_CHANGE_PCT.stem, C.EARLY_MINUS_LATE_PCT.stem))
+            assert F._fmt(m.to_metric(), pct=pct) in text  # value [lo, hi], as the paragraph prints it
+
+
+def test_a_flagged_retention_says_why_and_shows_no_number() -> None:
+    text = F.layer_skipping(_layer_skipping("not testable"))
+    assert "has no retention number (2 of 12 blocks skipped); not meaningful: " + WHY in text
+
+
+def test_result_file_payload_is_accepted_and_a_missing_claim_is_not_measured() -> None:
+    saved = {k: v.to_metric() for k, v in _layer_similarity("supports").items()}
+    payload = {"chapter": C.LAYER_SIMILARITY, "metrics": saved}
+    assert F.layer_similarity(payload) == F.layer_similarity(_layer_similarity("supports"))
+    only_models = {k: v for k, v in _layer_similarity("supports").items() if "minus" not in k and "closer" not in k}
+    assert F.VERDICT_WORDS["not run"] in _bullet(F.layer_similarity(only_models), "A1")
+
+
+def test_pretraining_reads_accuracy_against_chance() -> None:
+    from layerwise.results import metric
+
+    text = F.pretraining({"heldout_loss_ar": metric(3.9, model="ar"),
+                          "arithmetic_accuracy_ar": metric(0.5, (0.4, 0.6), model="ar", chance=0.05),
+                          "arithmetic_accuracy_dlm": metric(0.02, (0.0, 0.08), model="dlm", chance=0.05)})
+    ar, dlm = (next(line for line in text.splitlines() if line.startswith(f"- `{m}`")) for m in ("ar", "dlm"))
+    assert "**above chance**" in ar and "**not above chance**" in dlm
+
+
+def test_bad_input_names_the_fix() -> None:
+    with pytest.raises(LayerwiseError, match="ClaimMetric dict or the metrics of its result file"):
+        F.layer_similarity({"x": 1.0})
+    with pytest.raises(LayerwiseError, match="use one of"):
+        F.for_chapter("99_nope", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# the intro's summary of results
+# ---------------------------------------------------------------------------------------------
+
+
+def _results() -> dict:
+    return {C.LAYER_SIMILARITY: {"profile": "gpu", "metrics": F.entries(_layer_similarity("supports"))},
+            C.COMPRESSION: {"profile": "gpu", "metrics": F.entries(_compression("against"))}}
+
+
+def test_summary_counts_the_ledger_verdicts_and_lists_every_claim() -> None:
+    ledger = build_ledger(_results())
+    text = F.results_summary(ledger)
+    counts = ledger.verdict.value_counts()
+    head = text.splitlines()[0]
+    assert f"Of the {len(ledger)} claims" in head and "`gpu`" in head
+    for verdict, n in counts.items():
+        assert f"{n} {verdict}" in head
+    for _, r in ledger.iterrows():
+        assert f"- **{r['claim']}** *{r['verdict']}*" in text
+
+
+def test_summary_rejects_a_table_that_is_not_the_ledger() -> None:
+    import pandas as pd
+
+    with pytest.raises(LayerwiseError, match="build_ledger"):
+        F.results_summary(pd.DataFrame({"x": [1]}))
+
+
+def test_summary_is_written_between_the_markers(tmp_path: Path) -> None:
+    intro = tmp_path / "intro.md"
+    intro.write_text(f"# Book\n\nbefore\n\n{F.SUMMARY_START}\nold text\n{F.SUMMARY_END}\n\nafter\n")
+    summary = F.results_summary(build_ledger(_results()))
+    assert F.write_intro_summary(intro, summary)
+    text = intro.read_text()
+    assert "old text" not in text and summary.strip() in text
+    assert text.startswith("# Book\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert not F.write_intro_summary(intro, summary)  # unchanged the second time
+    intro.write_text("# no markers\n")
+    with pytest.raises(LayerwiseError, match="markers"):
+        F.write_intro_summary(intro, summary)
+
+
+def test_the_book_intro_has_the_markers() -> None:
+    text = (REPO / "book" / "intro.md").read_text()
+    assert text.count(F.SUMMARY_START) == 1 and text.count(F.SUMMARY_END) == 1
+    assert text.index(F.SUMMARY_START) < text.index(F.SUMMARY_END)
