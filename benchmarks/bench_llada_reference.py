@@ -125,6 +125,30 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
     return int((a == b).sum()), int((a == b).all(dim=1).sum())
 
 
+def profile_call(fn: Callable[[], Any], device: torch.device, rows: int = 25) -> str:
+    """Markdown: one call of ``fn`` under torch.profiler: wall seconds, seconds of GPU kernels (their sum)
+    and the busy share, then the ``rows`` operators and kernels with the most self time on the device
+    (the CPU without a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    kernels = [e for e in prof.events() if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    busy = sum(float(getattr(e, "device_time", 0.0) or 0.0) for e in kernels) / 1e6
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
+    return (f"wall {wall:.3f} s under the profiler; GPU kernels {busy:.3f} s ({busy / wall:.0%} busy), "
+            f"{len(kernels)} kernels\n\n```\n{table}\n```\n")
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from layerwise.sampling import diffusion_generate
 
@@ -147,6 +171,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     help="rows of each larger batch also run alone (generate.py and every variant at batch 1)")
     ap.add_argument("--time-blocks", type=int, default=0,
                     help="generate only this many blocks (same canvas, times scaled to the full run); 0 = all")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one block at batch 1 of generate.py and each variant (<out>_profile.md)")
     ap.add_argument("--out", default="", help="results file stem (default benchmarks/results/llada_reference[_tiny])")
     args = ap.parse_args(argv)
 
@@ -289,6 +315,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 r[f"{name}_speedup_vs_ref_b1"] = ref_b1 / r[f"{name}_s_per_sample"]
     stem = Path(args.out) if args.out else RESULTS / ("llada_reference_tiny" if args.tiny else "llada_reference")
     write(rows, stem, dev_name, args, settings, scale, list(variants), argv)
+    if args.profile:
+        first = settings["prompt"] + settings["gen_length"] - settings["block_length"]  # the last block's canvas
+        ids, am = prompts(1, first, mask_id, pad_id, seed=0)
+        parts = [f"# Profile of one block at batch 1 ({spb} steps, canvas {first + settings['block_length']} "
+                 f"tokens)\n\nDevice: {dev_name}.\n"]
+        parts.append("## generate.py\n\n" + profile_call(
+            lambda: G.generate(lm.model, ids.to(device), am.to(device), mask_id=mask_id, **one), device))
+        for name, extra in variants.items():
+            parts.append(f"## {name} {extra}\n\n" + profile_call(
+                lambda e=extra: diffusion_generate(lm, ids, am, **one, **e), device))
+        path = stem.with_name(stem.name + "_profile.md")
+        path.write_text("\n".join(parts))
+        print(f"profile: {path}")
     return rows
 
 

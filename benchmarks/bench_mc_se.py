@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                                  "lw_stories_choice,lw_stories)")
     ap.add_argument("--limit", type=int, default=0, help="items per task (default 200; tiny 12)")
     ap.add_argument("--n-samples", type=int, default=128, help="the fixed cost, and the cap of a target")
-    ap.add_argument("--mc-batch", type=int, default=32, help="Monte-Carlo copies per forward pass")
+    ap.add_argument("--mc-batch", type=int, default=16,
+                    help="Monte-Carlo copies per forward pass (LLaDA's get_log_likelihood: 16)")
     ap.add_argument("--targets", default="1.0,0.5,0.25,0.1", help="comma list of target standard errors (nats)")
     ap.add_argument("--min-samples", type=int, default=8)
     ap.add_argument("--gutenberg-chars", type=int, default=1000, help="characters per Gutenberg passage")
