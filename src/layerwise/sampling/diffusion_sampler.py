@@ -196,6 +196,7 @@ class _GraphedCall:
         with torch.cuda.stream(side):
             first = self.fn()
         torch.cuda.current_stream().wait_stream(side)
+        first.record_stream(torch.cuda.current_stream())  # used on this stream: not reused before that
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):

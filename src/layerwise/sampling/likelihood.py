@@ -182,7 +182,8 @@ def loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
     """``(log p(cont | ctx), is_greedy)`` per request, dispatched on ``lm.family``.
 
     ``ar``: exact (:func:`ar_loglikelihood`). Diffusion: the Monte-Carlo ELBO
-    (:func:`diffusion_loglikelihood`, keyword arguments passed on), and ``is_greedy`` is whether one
+    (:func:`diffusion_loglikelihood`, keyword arguments such as ``n_samples`` and ``target_se`` passed on;
+    each value an :class:`MCEstimate` with its samples used and standard error), and ``is_greedy`` is whether one
     denoising step from the fully masked continuation predicts every token of it.
     """
     if lm.family is Family.AR:
