@@ -14,20 +14,48 @@
 # # Claims ledger
 #
 # One row per quantitative claim of the two papers: the paper's number, ours with its 95% confidence
-# interval, the models and profile that produced it, a verdict, and the chapter where it is measured.
+# interval, the margin the paper's own wording sets, a verdict, and how the verdict depends on the
+# claim's alternative definitions. Nothing in the tables is typed in: they are built from the result
+# files that the chapters wrote when they ran (`layerwise.ledger`).
 #
-# **The verdict rule** (code: `layerwise.ledger.part_verdict`). Each claim is a statement that a metric
-# lies on one side of a threshold (for differences between models, of zero). Our verdict is
+# ## The verdict rule
 #
-# - **reproduced** when the whole 95% interval lies on the paper's side,
-# - **not reproduced** when the whole interval lies on the other side,
-# - **inconclusive** when the interval straddles the threshold, or the metric has no value or interval,
-#   or its chapter flagged it not meaningful (a retention whose baseline is not above chance),
-# - **not run** when the chapter did not produce the metric in this profile.
+# **Margins.** A claim part is a metric and the side of a *bound* the paper puts it on. The bound is
+# not zero: it lies beyond the no-effect value by a margin derived from the paper's own words and
+# numbers. "Keeps 93-97%" becomes a retention of at least 0.90; "collapses" a retention under 0.5;
+# "1.8% vs 64.7%" a difference of the drops of at least a quarter of the paper's 62.9-point gap;
+# "+8.4% vs -8.4%" at least half of each; "higher" for a similarity profile a quarter of the spread of
+# the similarity between blocks; "lower alpha-Hill" at least 10% lower. A margin relative to a measured
+# scale (a spread, the AR model's own value) reads that scale from the result file. The table of
+# margins below gives every part's bound and its derivation.
 #
-# A claim with two parts (e.g. "the diffusion model keeps > 90% *and* the AR model does not") is
-# reproduced only when both parts are. Nothing in the table is typed in: it is built from the result
-# files that the chapters wrote when they ran.
+# **Intervals.** 95% intervals over the evaluation items (sequences, prompts, weight matrices, as the
+# chapter says). Where a chapter ran several training seeds, the seeds' values are combined: a
+# t-interval over the seeds widened by the mean item variance (`layerwise.stats.seed_item_interval`;
+# the seeds share the evaluation items, so item noise does not average out). With one seed the item
+# interval stands and the ledger says that seed variance was not measured: two runs of the same
+# objective can differ by more than one run's item interval.
+#
+# **Definitions.** Each part lists pre-registered alternative definitions, fixed before the results
+# were read: A1, A4 and B6 with and without block 0 (the embedding-to-first-block step); A3 and A5 with
+# the `early` and `redundant` skipping strategies on every generation task; B1 on the attention input
+# and on the residual stream; B3 with both alpha-Hill cut-off rules (fixed and KS); B4 on every task
+# and metric evaluated (generation exact match, bits per byte).
+#
+# **Verdicts** (per definition, then per part, then per claim):
+#
+# - **reproduced**: every definition's whole interval lies beyond the margin, on the paper's side;
+# - **not reproduced**: every definition's whole interval lies on the other side of the bound (also
+#   when the estimate is in the paper's direction but short of its margin: the summary says which);
+# - **depends on definition**: some definitions reproduce the claim and others do not (the sensitivity
+#   table says which way each goes);
+# - **inconclusive**: an interval straddles the bound, or a number or the margin's scale is missing;
+# - **not testable**: the chapter flagged that its design cannot show the effect (a baseline at chance,
+#   a model already looping), with the reason;
+# - **not run**: the chapter did not produce the metric in this profile.
+#
+# A claim with several parts (e.g. "the diffusion model keeps > 90% *and* the AR model collapses") is
+# reproduced only when every part is, and not reproduced when any part is.
 #
 # Scale matters: the papers study 7-8B models trained on trillions of tokens; the published book's
 # subjects are the controlled triplet (same architecture, data order, tokenizer and initial weights,
@@ -54,10 +82,18 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"])
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 from IPython.display import Markdown, display
 
 from layerwise import plots
-from layerwise.ledger import CLAIMS, build_ledger
+from layerwise.ledger import (
+    CLAIMS,
+    build_ledger,
+    margins_table,
+    normalised_table,
+    seed_table,
+    sensitivity_table,
+)
 from layerwise.results import load_results, metric, save_result
 
 plots.style()
@@ -75,50 +111,113 @@ def _link(chapters: str) -> str:
     return ", ".join(f"[{c}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
 
 
-table = ledger.assign(chapter=ledger["chapter"].map(_link))
+columns = ["claim", "verdict", "statement", "ours (95% CI)", "margin (paper's side)", "paper's number", "chapter"]
+table = ledger.assign(chapter=ledger["chapter"].map(_link))[columns]
 display(Markdown(table.to_markdown(index=False)))
 
 # %% [markdown]
-# ## At a glance
+# *Table 1: each claim's verdict; ours: every part's value with its 95% interval and the number of
+# training seeds it combines; margin: the side of the bound the paper's wording puts the metric on (a
+# relative margin shows its factor, the scale read from the result file and the bound).*
 #
-# Each claim part as our value with its 95% interval, on the scale where the paper's threshold is the
-# dashed line; the marker's colour is the part's verdict.
+# ## In one sentence per claim
 
 # %%
-colors = {"reproduced": "tab:green", "not reproduced": "tab:red", "inconclusive": "tab:orange",
-          "not run": "lightgray"}
-from layerwise.ledger import part_verdict  # noqa: E402
+# NBVAL_CHECK_OUTPUT
+display(Markdown("\n".join(f"- {s}" for s in ledger["summary"])))
 
-parts = [(c, p) for c in CLAIMS for p in c.parts]
-fig, axes = plt.subplots(len(parts), 1, figsize=(7, 0.75 * len(parts) + 0.8), squeeze=False)
-for ax, (c, p) in zip(axes[:, 0], parts):
-    m = results.get(p.chapter, {}).get("metrics", {}).get(p.metric)
-    v = part_verdict(p, m)
-    ax.axvline(p.threshold, color="k", ls="--", lw=1)
-    if m is not None and m.get("value") is not None:
-        ci = m.get("ci") or [m["value"], m["value"]]
-        ax.errorbar([m["value"]], [0], xerr=[[m["value"] - ci[0]], [ci[1] - m["value"]]],
-                    fmt="o", color=colors[v], capsize=4)
-        lo, hi = min(ci[0], p.threshold), max(ci[1], p.threshold)
-        pad = 0.15 * (hi - lo) + 1e-6
-        ax.set_xlim(lo - pad, hi + pad)
-    ax.set_yticks([])
-    ax.set_ylabel(f"{c.cid}", rotation=0, ha="right", va="center")
-    ax.set_title(f"{p.metric}  (paper: {p.side} {p.threshold:g}) — {v}", fontsize=8, loc="left")
-fig.supxlabel("metric value (units as in the chapter; dashed: the claim's threshold)")
+# %% [markdown]
+# ## Margins and how each follows from the paper
+
+# %%
+display(Markdown(margins_table().drop(columns=["metric"]).to_markdown(index=False)))
+
+# %% [markdown]
+# *Table 2: per claim part, the side of the bound that reproduces the claim, the no-effect value, the
+# derivation of the margin from the paper's wording and number, the paper's own value in the metric's
+# units (where it gives one), and the pre-registered definitions (`*` stands for every task the
+# chapter evaluated).*
+#
+# ## Sensitivity to the definition
+
+# %%
+# NBVAL_CHECK_OUTPUT
+sensitivity = sensitivity_table(results)
+display(Markdown(sensitivity.to_markdown(index=False)))
+
+# %% [markdown]
+# *Table 3: every pre-registered definition of every claim part: our value with its interval, its
+# verdict against the part's margin, and its direction (beyond the margin; in the paper's direction
+# but within the margin; the opposite direction). "not run": the chapter did not save that definition
+# in this profile.*
+#
+# ## Training seeds
+
+# %%
+# NBVAL_CHECK_OUTPUT
+display(Markdown(seed_table(results).round(4).to_markdown(index=False)))
+
+# %% [markdown]
+# *Table 4: how many training seeds each claim part combines, their values and standard deviation.
+# One seed: the interval covers the evaluation items only.*
+#
+# ## At a glance: ours, the paper's and the margin on one scale
+#
+# Every part on its own scale, made comparable: 0 is no effect, 1 is the margin's bound, and the
+# paper's side lies to the right (the axis is linear between -1 and 1 and logarithmic beyond).
+
+# %%
+colors = {"reproduced": "tab:green", "not reproduced": "tab:red", "depends on definition": "tab:purple",
+          "inconclusive": "tab:orange", "not testable": "tab:gray", "not run": "lightgray"}
+norm = normalised_table(results)
+parts = list(dict.fromkeys(zip(norm.claim, norm.part)))
+fig, ax = plt.subplots(figsize=(8, 0.5 * len(parts) + 1.4))
+ax.axvspan(-1e4, 0, color="tab:red", alpha=0.06, lw=0)
+ax.axvspan(1, 1e4, color="tab:green", alpha=0.08, lw=0)
+ax.axvline(0, color="k", lw=1)
+ax.axvline(1, color="k", ls="--", lw=1)
+finite = norm[["x_low", "x_high", "paper_x"]].to_numpy(dtype=float)
+finite = finite[np.isfinite(finite)]
+span = max(3.0, float(np.abs(finite).max()) * 1.3) if finite.size else 3.0
+for i, (cid, part) in enumerate(parts):
+    d = norm[(norm.claim == cid) & (norm.part == part)]
+    defs = d[d.definition != "headline"]
+    for j, (_, r) in enumerate(defs.iterrows()):  # definitions: small open markers, spread vertically
+        if np.isfinite(r.x):
+            y = i + 0.25 * (j + 1) / (len(defs) + 1) - 0.125
+            ax.errorbar([r.x], [y], xerr=[[r.x - r.x_low], [r.x_high - r.x]], fmt="o", ms=4, mfc="white",
+                        color=colors[r.verdict], capsize=2, lw=1)
+    h = d[d.definition == "headline"].iloc[0]
+    if np.isfinite(h.x):
+        ax.errorbar([h.x], [i], xerr=[[h.x - h.x_low], [h.x_high - h.x]], fmt="o", ms=7, color=colors[h.verdict],
+                    capsize=4, lw=2)
+    else:
+        ax.text(0.5, i, h.verdict, ha="center", va="center", fontsize=8, color="gray")
+    if np.isfinite(h.paper_x):
+        ax.plot([h.paper_x], [i], marker="*", ms=12, color="black", ls="none")
+ax.set_xscale("symlog", linthresh=1)
+ax.set_xlim(-span, span)
+ax.set_yticks(range(len(parts)), [f"{c}: {p}" for c, p in parts], fontsize=8)
+ax.invert_yaxis()
+ax.set_xlabel("(ours - no effect) / (margin's bound - no effect)")
+ax.set_title("0 = no effect, 1 = the margin (dashed); green: the paper's side beyond it", fontsize=9)
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: every claim part of the ledger; point = our estimate, bar = 95% interval, colour = verdict
-# (green reproduced, red not reproduced, orange inconclusive, grey not run).*
+# *Figure: every claim part on its own normalised scale. Filled marker and bar: our headline value
+# with its 95% interval (over seeds where measured); open markers: the pre-registered alternative
+# definitions; colour: verdict (green reproduced, red not reproduced, purple depends on definition,
+# orange inconclusive, grey not testable); star: the paper's own value where it gives one. Parts that
+# did not run have no marker.*
 
 # %%
 # NBVAL_CHECK_OUTPUT
 counts = ledger["verdict"].value_counts().to_dict()
 save_result("08_claims_ledger", profile=profile, results_dir=results_dir or None, cache=cache_dir or None,
             metrics={f"n_{k.replace(' ', '_')}": metric(v) for k, v in counts.items()},
-            data={"ledger": ledger.to_dict(orient="records")})
+            data={"ledger": ledger.to_dict(orient="records"), "sensitivity": sensitivity.to_dict(orient="records"),
+                  "rule": "v2: margins, definitions, seeds", "claims": [c.cid for c in CLAIMS]})
 print("verdicts:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 # %% [markdown]

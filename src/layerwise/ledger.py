@@ -32,6 +32,9 @@ the definitions): **reproduced** / **not reproduced** when every testable defini
 none is testable, **inconclusive** otherwise; **not run** when the headline metric is missing. A
 claim is **reproduced** when every part is; **not reproduced** when any part is; then **depends on
 definition**, **not testable**, **inconclusive** in that order; **not run** when any part is.
+
+The module is longer than most (~550 lines) because :data:`CLAIMS` (every part's margin with its
+derivation, ~170 lines of data) belongs beside the rule that reads it.
 """
 
 from __future__ import annotations
@@ -516,3 +519,39 @@ def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ..
                          "note": ("not run" if not e else "seed variance not measured" if len(vals) < 2
                                   else "interval: seed t-interval widened by the item variance")})
     return pd.DataFrame(rows)
+
+
+def margins_table(claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """Per claim part: the paper's side with its margin, how the margin follows from the paper's
+    wording, the paper's value in the metric's units, and the pre-registered definitions."""
+    return pd.DataFrame([{"claim": c.cid, "part": p.label or p.metric, "metric": p.metric,
+                          "paper's side": p.margin_text() if not p.scaled else
+                          f"{p.side} {_num(p.bound)} x scale",
+                          "no effect": _num(p.null) + (" x scale" if p.scaled and p.null else ""),
+                          "derived from": p.margin_why,
+                          "paper's value": _num(p.paper_value) if p.paper_value is not None else "–",
+                          "definitions": ", ".join(p.definitions) or "headline only"}
+                         for c in claims for p in c.parts])
+
+
+def normalised_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """Every part's headline and definitions on the part's own scale (:func:`normalised`: 0 = no
+    effect, 1 = the margin's bound, > 1 = the paper's side beyond it), with the paper's value on the
+    same scale: one row per (claim, part, definition), ``definition`` "headline" for the headline."""
+    rows = []
+    for c, _, parts in evaluate(results, claims):
+        for r in parts:
+            paper = None
+            if r.part.paper_value is not None:
+                lim = r.part.limits(r.entry)
+                if lim is not None:
+                    paper = (r.part.paper_value - lim[1]) / (lim[0] - lim[1])
+            items = [("headline", r.entry, definition_verdict(r.part, r.entry)[0])]
+            items += [(d.label, d.entry, d.verdict) for d in r.definitions if d.entry is not None]
+            for label, e, v in items:
+                n = normalised(r.part, e)
+                rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "definition": label,
+                             "x": n[0] if n else float("nan"), "x_low": n[1] if n else float("nan"),
+                             "x_high": n[2] if n else float("nan"), "verdict": v,
+                             "paper_x": paper if paper is not None else float("nan")})
+    return pd.DataFrame(rows, columns=["claim", "part", "definition", "x", "x_low", "x_high", "verdict", "paper_x"])

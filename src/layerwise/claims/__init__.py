@@ -4,19 +4,34 @@ The claims ledger (:mod:`layerwise.ledger`) compares numbers that the chapters w
 files (:mod:`layerwise.results`). Every such number is computed here, by one named function per claim
 part, from the arrays and tables the chapter has measured:
 
-======  ====================================  ==========================================
-claim   part (metric name)                    function
-======  ====================================  ==========================================
-A1      ``early_similarity_dlm_minus_ar``     :func:`early_similarity_difference`
-A2      ``recency_dlm_minus_ar``              :func:`recency_difference`
-A3      ``retention_at_18.75pct_{dlm,ar}``    :func:`retention_at_target`
-A4      ``ar2dlm_closer_to_ar``               :func:`ar2dlm_closer_to_ar`
-B1      ``early_outlier_ratio_dlm_minus_ar``  :func:`early_outlier_ratio_difference`
-B2      ``repetition_increase_dlm``           :func:`repetition_increase`
-B3      ``early_alpha_dlm_minus_ar``          :func:`early_alpha_difference`
-B4      ``gptq3_change_pct_dlm_minus_ar``     :func:`gptq3_change_difference`
-B5      ``early_minus_late_pct_{dlm,ar}``     :func:`early_minus_late`
-======  ====================================  ==========================================
+======  ============================================  ==========================================
+claim   part (metric name)                            function
+======  ============================================  ==========================================
+A1      ``early_similarity_dlm_minus_ar``             :func:`early_similarity_difference`
+A2      ``recency_dlm_minus_ar``                      :func:`recency_difference`
+A3      ``retention_at_18.75pct_{dlm,ar}``            :func:`retention_at_target`
+A4      ``ar2dlm_closer_to_ar``                       :func:`ar2dlm_closer_to_ar`
+A5      ``retention_at_18.75pct_ar2dlm``              :func:`retention_at_target`
+A6      ``ar2dlm_branch_dose``                        :func:`ar2dlm_branch_dose`
+B1      ``early_outlier_ratio_{dlm,dlm_minus_ar}``    :func:`early_outlier_ratio_difference`
+B2      ``repetition_increase_dlm``                   :func:`repetition_increase`
+B3      ``early_alpha_dlm_minus_ar``                  :func:`early_alpha_difference`
+B4      ``gptq3_change_pct_dlm_minus_ar``             :func:`gptq3_change_difference`
+B5      ``early_minus_late_pct_{dlm,ar}``             :func:`early_minus_late`
+B6      ``early_minus_late_similarity_{dlm,ar}``      :func:`early_minus_late_similarity`
+B7      ``outlier_persistence_dlm``                   :func:`outlier_persistence`
+B8      ``early_alpha_trend_dlm``                     :func:`early_alpha_trend`
+======  ============================================  ==========================================
+
+**Alternative definitions.** The ledger checks each claim part under pre-registered alternative
+definitions, saved beside the headline under ``definition(name, label)`` (``name::label``): A1, A4
+and B6 ``with_block0`` / ``without_block0`` (chapter 01); A3 and A5 ``early:<task>`` /
+``redundant:<task>`` for every generation task (chapter 03); B1 ``attn_input`` / ``residual``
+(chapter 04); B3 ``fixed`` / ``ks`` (chapter 06); B4 ``<task>:<metric>`` for every task evaluated
+(chapter 07). The chapter functions below write them all.
+
+**Training seeds.** :func:`over_seeds` combines one metric measured on several training seeds
+(:func:`layerwise.stats.seed_item_interval`) and keeps each seed's value for the ledger.
 
 Each returns a :class:`ClaimMetric` (value, 95% interval, a ``meaningful`` flag, the model(s) and a
 note). A chapter calls its ``*_metrics`` function (e.g. :func:`layer_similarity_metrics`), which runs
