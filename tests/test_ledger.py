@@ -13,7 +13,9 @@ from layerwise.ledger import (
     definition_verdict,
     direction,
     evaluate_part,
+    margins_table,
     normalised,
+    normalised_table,
     part_verdict,
     resolve_entry,
     seed_table,
@@ -138,6 +140,16 @@ def test_build_ledger_from_result_files(tmp_path):
     assert "DLM retention = 0.95 [0.92, 0.98]" in row["summary"] and "beyond the margin" in row["summary"]
     assert "Definitions not run for DLM retention: early:*, redundant:*" in row["summary"]
     assert df.set_index("claim").loc["B3", "verdict"] == "not run"
+    # the figure's shared scale: 0 = no effect, 1 = the bound, the paper's value on the same scale
+    norm = normalised_table(load_results("test", results_dir=tmp_path)).set_index(["claim", "part", "definition"])
+    dlm = norm.loc[("A3", "DLM retention", "headline")]
+    assert (dlm.x, dlm.x_low, dlm.x_high) == pytest.approx(((0.95 - 0.5) / 0.4, (0.92 - 0.5) / 0.4, (0.98 - 0.5) / 0.4))
+    assert dlm.paper_x == pytest.approx((0.95 - 0.5) / 0.4) and dlm.verdict == "reproduced"
+    assert norm.loc[("A3", "AR retention", "headline")].x == pytest.approx((0.30 - 0.9) / (0.5 - 0.9))
+    assert np.isnan(norm.loc[("B3", "early alpha-Hill, DLM - AR", "headline")].x)  # not run: no marker
+    margins = margins_table().set_index(["claim", "part"])
+    assert margins.loc[("B4", "3-bit GPTQ change, DLM - AR (points)"), "paper's value"] == "62.9"
+    assert margins.loc[("A1", "early similarity, DLM - AR"), "paper's side"] == "> 0.25 x scale"
 
 
 def test_every_part_documents_its_margin():
