@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -21,9 +22,9 @@ from ..config import LayerwiseError, progress_disabled, resolve_device
 from ..diffusion import Objective, find_mask_token_id, mask_token_id
 from ..models import META_FILE
 from .compile import _autocast, compile_for_training, cpu_threads
-from .losses import OBJECTIVES, check_objective, objective_loss, wsd_lambda
+from .losses import OBJECTIVES, objective_loss, wsd_lambda
 from .presets import H100_BF16_PEAK, Preset, flops_per_token, get_preset, init_model, n_params
-from .runs import _finalise, _quiet_hf, _save_model, is_complete, read_log, run_dir
+from .runs import _finalise, _quiet_hf, _save_model, is_complete, parse_run, read_log, run_dir, run_name, run_names
 
 
 @dataclass
@@ -44,6 +45,20 @@ def _step_generator(seed: int, objective: str, step: int, device: torch.device) 
     return g
 
 
+def order_seed(preset: Preset) -> int:
+    """The seed of the training-row order: the data's own seed for training seed 0 (the order every
+    preset has always used), else a value derived from (data seed, training seed)."""
+    if preset.seed == 0:
+        return preset.data.seed
+    return int(D._sha("order", preset.data.seed, preset.seed)[:15], 16)
+
+
+def ordered(td: D.TrainData, preset: Preset) -> D.TrainData:
+    """``td`` read in the order of ``preset``'s training seed (the same rows, no copy)."""
+    s = order_seed(preset)
+    return td if td.spec.seed == s else dataclasses.replace(td, spec=dataclasses.replace(td.spec, seed=s))
+
+
 def _use_compile(preset: Preset, device: torch.device) -> bool:
     return device.type == "cuda" if preset.compile == "auto" else bool(preset.compile)
 
@@ -52,10 +67,11 @@ def _use_compile(preset: Preset, device: torch.device) -> bool:
 def validation_loss(objective: Objective | str, model: torch.nn.Module, tokenizer: Any, preset: Preset,
                     device: torch.device, data_dir: str | os.PathLike | None = None,
                     cache_dir: str | os.PathLike | None = None) -> float:
-    """The objective's loss on ``preset.val_seqs`` held-out sequences with fixed noise (seed 0)."""
+    """The objective's loss on ``preset.val_seqs`` held-out sequences with fixed noise (the same for
+    every training seed)."""
     ids = D.eval_sequences(tokenizer, preset.data.source, preset.val_seqs, preset.seq_len, data_dir=data_dir,
                            cache_dir=cache_dir).to(device)
-    gen = _step_generator(preset.seed, "val", 0, device)
+    gen = _step_generator(0, "val", 0, device)
     mask_id = find_mask_token_id(tokenizer)
     was = model.training
     model.eval()
@@ -71,23 +87,26 @@ def train(objective: Objective | str, preset: str | Preset = "tiny", *, data_dir
           cache_dir: str | os.PathLike | None = None, device: str | torch.device = "auto", progress: bool = True,
           stop_after: int | None = None, peak_flops: float | None = H100_BF16_PEAK,
           train_data: D.TrainData | None = None) -> RunResult:
-    """Train (or resume, or skip if done) one objective of the triplet.
+    """Train (or resume, or skip if done) one run of the triplet.
 
+    ``objective``: ``ar``, ``dlm``, ``ar2dlm`` (branched at ``preset.branch_frac``) or an extra branch
+    point's run name such as ``ar2dlm_b25`` (see :func:`~layerwise.training.run_name`).
     ``stop_after``: stop after this many optimizer steps *of this call* (a checkpoint is saved), as
     if the job had been killed; calling again resumes. ``peak_flops``: accelerator peak for MFU
     (None on CPU). Returns the run directory; it holds the final checkpoint once ``complete``.
     """
-    objective = check_objective(objective)
     p = get_preset(preset)
+    objective, branch_frac = parse_run(objective, p)
     dev = resolve_device(device)
-    run = run_dir(p, objective, cache_dir)
+    run = run_dir(p, run_name(objective, branch_frac, p), cache_dir)
     if is_complete(run, p):
         return RunResult(run, json.loads((run / META_FILE).read_text())["steps"], True, read_log(run))
     run.mkdir(parents=True, exist_ok=True)
     with _run_lock(run), cpu_threads(p.cpu_threads, dev):
         if is_complete(run, p):  # another process finished it while we waited for the lock
             return RunResult(run, json.loads((run / META_FILE).read_text())["steps"], True, read_log(run))
-        return _train(objective, p, run, dev, data_dir, cache_dir, progress, stop_after, peak_flops, train_data)
+        return _train(objective, p, run, dev, data_dir, cache_dir, progress, stop_after, peak_flops, train_data,
+                      branch_frac)
 
 
 @contextlib.contextmanager
@@ -106,12 +125,12 @@ def _run_lock(run: Path) -> Iterator[None]:
 
 def _train(objective: Objective, p: Preset, run: Path, dev: torch.device, data_dir: str | os.PathLike | None,
            cache_dir: str | os.PathLike | None, progress: bool, stop_after: int | None, peak_flops: float | None,
-           train_data: D.TrainData | None) -> RunResult:
+           train_data: D.TrainData | None, branch_frac: float | None = None) -> RunResult:
     run.mkdir(parents=True, exist_ok=True)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    td = train_data or D.prepare(p.data, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    td = ordered(train_data or D.prepare(p.data, data_dir=data_dir, cache_dir=cache_dir, progress=progress), p)
     tok = td.tokenizer
     mask_id: int | None
     if objective.is_diffusion:
@@ -120,8 +139,9 @@ def _train(objective: Objective, p: Preset, run: Path, dev: torch.device, data_d
         mask_id = find_mask_token_id(tok)
     branches = objective is Objective.AR2DLM
 
-    # -- steps of this run: ar2dlm covers [branch_step, total_steps) of the shared data stream
-    start_global = p.branch_step if branches else 0
+    # -- steps of this run: ar2dlm covers [branch step, total_steps) of the shared data stream
+    branch_step = p.step_at(branch_frac if branch_frac is not None else p.branch_frac)
+    start_global = branch_step if branches else 0
     n_steps = p.total_steps - start_global
     warmup = max(1, round(p.warmup_frac * p.total_steps))
     if branches:  # its own short warm-up and decay over its own steps
@@ -131,10 +151,14 @@ def _train(objective: Objective, p: Preset, run: Path, dev: torch.device, data_d
     if branches:
         from transformers import LlamaForCausalLM
 
-        branch = run_dir(p, Objective.AR, cache_dir) / "snapshots" / f"step_{p.branch_step}"
+        branch = run_dir(p, Objective.AR, cache_dir) / "snapshots" / f"step_{branch_step}"
         if not (branch / META_FILE).is_file():
-            raise LayerwiseError(f"ar2dlm starts from the ar run's snapshot {branch}, which is missing: train "
-                                 "objective 'ar' first (ensure_triplet does this in order)")
+            done = is_complete(run_dir(p, Objective.AR, cache_dir), p)
+            raise LayerwiseError(
+                f"{run.name} starts from the ar run's snapshot {branch}, which is missing: " + (
+                    "the ar run finished without that branch point; delete its folder and train it again with "
+                    "this preset's branch_fracs" if done else
+                    "train objective 'ar' first (ensure_triplet does this in order)"))
         with _quiet_hf():
             model = LlamaForCausalLM.from_pretrained(branch, dtype=torch.float32, is_causal=False)
     else:
@@ -186,7 +210,9 @@ def _train(objective: Objective, p: Preset, run: Path, dev: torch.device, data_d
         return {"objective": objective.value, "preset": p.name, "seed": p.seed, "config_hash": p.config_hash(),
                 "steps": at_step, "global_step": global_step, "tokens_seen": global_step * tokens_per_step,
                 "own_tokens": at_step * tokens_per_step, "mask_token_id": mask_id,
-                "init": f"ar snapshot at step {p.branch_step}" if branches else f"seed {p.seed}",
+                "run": run.name, "branch_frac": branch_frac if branches else None,
+                "init": f"ar snapshot at step {branch_step}" if branches else f"seed {p.seed}",
+                "device": dev.type, "order_seed": order_seed(p),
                 "data": dict(td.info, spec=asdict(p.data), order_digest=order_digest),
                 "sampler": {"gen_length": 32, "steps": 32, "block_length": 8} if p.seq_len <= 128 else
                            {"gen_length": 64, "steps": 64, "block_length": 16},
@@ -258,21 +284,28 @@ def ensure_triplet(preset: str | Preset = "tiny", data_dir: str | os.PathLike | 
                    progress: bool = True, objectives: Sequence[Objective | str] = OBJECTIVES,
                    **overrides: Any) -> dict[str, Path]:
     """Train whatever is missing of the triplet (resuming killed runs) and return
-    ``{objective name: final checkpoint dir}`` (plain-string keys, in the order asked). Cheap when
+    ``{run name: final checkpoint dir}`` (plain-string keys, in the order asked). Cheap when
     everything is cached.
 
-    ``overrides`` replace preset fields (e.g. ``tokens=...``, ``micro_batch=...``).
+    ``objectives``: objectives or run names (``ar2dlm_b25``; :func:`~layerwise.training.run_names`
+    lists a preset's runs, extra branch points included); the ``ar`` run is trained first whenever
+    an ``ar2dlm`` run is asked for. ``overrides`` replace preset fields (e.g. ``tokens=...``,
+    ``micro_batch=...``, ``seed=1``).
     """
     p = get_preset(preset, **overrides)
-    wanted = {check_objective(o) for o in objectives}
-    todo = [o for o in OBJECTIVES if o in wanted or (o is Objective.AR and Objective.AR2DLM in wanted)]
-    paths = {o: run_dir(p, o, cache_dir) for o in todo}
-    if all(is_complete(paths[o], p) for o in todo):
-        return {Objective(o).value: paths[Objective(o)] for o in objectives}
+    asked = [run_name(*parse_run(o, p), p) for o in objectives]
+    known = run_names(p)
+    extra = [r for r in asked if r not in known]
+    if extra:  # a branch point the preset does not list: train it all the same, after the others
+        known += extra
+    wanted = set(asked) | ({Objective.AR.value} if any(r.startswith("ar2dlm") for r in asked) else set())
+    todo = [r for r in known if r in wanted]
+    paths = {r: run_dir(p, r, cache_dir) for r in todo}
+    if all(is_complete(paths[r], p) for r in todo):
+        return {r: paths[r] for r in asked}
     td = D.prepare(p.data, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
-    for o in todo:
-        res = train(o, p, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress, train_data=td)
+    for r in todo:
+        res = train(r, p, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress, train_data=td)
         if not res.complete:
-            raise LayerwiseError(f"training {o} stopped early at step {res.steps}: run ensure_triplet again to resume")
-    return {Objective(o).value: paths[Objective(o)] for o in objectives}
-
+            raise LayerwiseError(f"training {r} stopped early at step {res.steps}: run ensure_triplet again to resume")
+    return {r: paths[r] for r in asked}

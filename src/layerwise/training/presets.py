@@ -14,6 +14,9 @@ from ..diffusion import Objective
 
 #: H100 SXM dense bf16 peak (FLOP/s) used for MFU unless told otherwise
 H100_BF16_PEAK = 989e12
+#: H200 dense bf16 peak (FLOP/s), nominal: the same tensor cores as the H100 SXM (an 8192^3 bf16 matmul
+#: measured 790e12 on the project's H200); MFU is reported against this nominal peak
+H200_BF16_PEAK = 989e12
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,14 @@ class Preset:
     ``batch_size`` is sequences per optimizer step; ``micro_batch`` splits it into gradient
     accumulation steps (results do not depend on it up to float rounding, so it is left out of the
     config hash, as are ``compile``, ``ckpt_every`` and ``log_every``).
+
+    ``seed`` is the training seed: the initial weights, the order of the training rows and the
+    masking noise. The corpus, tokenizer and arithmetic rows depend on ``data.seed`` only (override it
+    as ``data_seed``), so the runs of several training seeds read the same data in different orders.
+    ``branch_fracs``: extra ``ar2dlm`` branch points besides ``branch_frac``, each a run named
+    ``ar2dlm_b<percent>`` (see :func:`~layerwise.training.run_name`); the ``ar`` run keeps a snapshot
+    at every branch point. Which branches exist does not change how any run trains, so
+    ``branch_fracs`` is left out of the config hash.
     """
 
     name: str
@@ -43,6 +54,7 @@ class Preset:
     grad_clip: float = 1.0
     eps: float = 1e-3  # LLaDA's minimum mask probability
     branch_frac: float = 0.75  # where ar2dlm branches off the ar run
+    branch_fracs: tuple[float, ...] = ()  # extra branch points: runs ar2dlm_b<percent>
     snapshot_fracs: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     seed: int = 0
     compile: bool | Literal["auto"] = "auto"
@@ -65,13 +77,21 @@ class Preset:
     def branch_step(self) -> int:
         return max(1, round(self.branch_frac * self.total_steps))
 
+    def step_at(self, frac: float) -> int:
+        """The global step at fraction ``frac`` of the budget (at least 1)."""
+        return max(1, round(frac * self.total_steps))
+
+    def branch_points(self) -> list[float]:
+        """Every ar2dlm branch fraction: ``branch_frac`` first, then ``branch_fracs`` (no repeats)."""
+        return list(dict.fromkeys([self.branch_frac, *self.branch_fracs]))
+
     def snapshot_steps(self) -> list[int]:
-        steps = {max(1, round(f * self.total_steps)) for f in self.snapshot_fracs} | {self.branch_step}
+        steps = {self.step_at(f) for f in self.snapshot_fracs} | {self.step_at(f) for f in self.branch_points()}
         return sorted(steps)
 
     def config_hash(self) -> str:
         d = asdict(self)
-        for k in ("micro_batch", "compile", "ckpt_every", "log_every", "cpu_threads"):
+        for k in ("micro_batch", "compile", "ckpt_every", "log_every", "cpu_threads", "branch_fracs"):
             d.pop(k)
         d["data"]["arith_digits"] = D.ARITH_DIGITS  # the arithmetic distribution shapes the training stream
         return D._sha(d)[:16]
@@ -81,11 +101,19 @@ class Preset:
             raise LayerwiseError(f"batch_size={self.batch_size} must be a multiple of micro_batch={self.micro_batch}")
         if self.d_model % self.n_heads:
             raise LayerwiseError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.seed < 0:
+            raise LayerwiseError(f"seed={self.seed} must be a non-negative integer")
         if not 0 < self.branch_frac < 1:
             raise LayerwiseError(f"branch_frac={self.branch_frac} must be in (0, 1)")
-        if self.branch_frac > 1 - self.decay_frac:
-            raise LayerwiseError(f"branch_frac={self.branch_frac} falls in the decay phase (last "
-                                 f"{self.decay_frac:.0%}): lower decay_frac or branch_frac")
+        for f in self.branch_points():
+            if not 0 < f < 1:
+                raise LayerwiseError(f"branch fraction {f} must be in (0, 1): fix branch_fracs")
+            if f != self.branch_frac and abs(f * 100 - round(f * 100)) > 1e-9:
+                raise LayerwiseError(f"branch_fracs entry {f} must be a whole percent (e.g. 0.25): its run is "
+                                     "named ar2dlm_b<percent>")
+            if f > 1 - self.decay_frac:
+                raise LayerwiseError(f"branch fraction {f} falls in the decay phase (last "
+                                     f"{self.decay_frac:.0%}): lower decay_frac, branch_frac or branch_fracs")
 
 
 PRESETS: dict[str, Preset] = {
@@ -111,7 +139,12 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
-    """A preset by name (or as given) with field overrides; data fields may be overridden too."""
+    """A preset by name (or as given) with field overrides; data fields may be overridden too.
+
+    ``seed`` is the training seed (:class:`Preset`); ``data_seed`` overrides the data's ``seed`` (the
+    synthetic corpus and the arithmetic training rows). ``branch_fracs`` / ``snapshot_fracs`` may be
+    given as any sequence of numbers.
+    """
     if isinstance(preset, Preset):
         p = preset
     elif preset in PRESETS:
@@ -120,8 +153,15 @@ def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
         raise LayerwiseError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)} or pass a Preset")
     data_fields = {f.name for f in dataclasses.fields(D.DataSpec)}
     preset_fields = {f.name for f in dataclasses.fields(Preset)}
-    top = {k: v for k, v in overrides.items() if k in preset_fields or k not in data_fields}
-    dat = {k: v for k, v in overrides.items() if k in data_fields}  # `seed` goes to both
+    overrides = dict(overrides)
+    for k in ("branch_fracs", "snapshot_fracs"):
+        if k in overrides:
+            v = overrides[k]
+            overrides[k] = tuple(float(x) for x in ((v,) if isinstance(v, (int, float)) else v))
+    top = {k: v for k, v in overrides.items() if k in preset_fields or k not in data_fields | {"data_seed"}}
+    dat = {k: v for k, v in overrides.items() if k in data_fields and k not in preset_fields}
+    if "data_seed" in overrides:
+        dat["seed"] = overrides["data_seed"]
     bad = set(top) - preset_fields
     if bad:
         raise LayerwiseError(f"unknown preset field(s) {sorted(bad)}: Preset has "

@@ -1,14 +1,19 @@
 """Where a triplet run lives on disk and what it writes there.
 
-Layout under ``<cache>/triplet/<preset>/<objective>/``: the final checkpoint (``save_pretrained`` +
+Layout under ``<cache>/triplet/<preset>/<run>/``: the final checkpoint (``save_pretrained`` +
 tokenizer + ``layerwise_meta.json``), ``train_log.jsonl``, ``ckpt/`` and ``snapshots/step_<n>/``.
+A run is an objective (``ar``, ``dlm``, ``ar2dlm``) or an extra branch point of ``ar2dlm``
+(``ar2dlm_b25``: branched off ``ar`` at 25% of the budget). Training seeds other than 0 live in
+their own triplet folder ``<preset>-seed<k>``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,19 +29,57 @@ from .presets import PRESETS, Preset
 
 def triplet_dir(preset: str | Preset, cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache>/triplet/<preset name>``; a registered preset changed by overrides that alter its
-    config hash gets ``<name>-<hash8>``, so it never clobbers (or is mistaken for) the registered one."""
+    config hash (the training seed aside) gets ``<name>-<hash8>``, so it never clobbers (or is mistaken
+    for) the registered one; a training seed other than 0 appends ``-seed<k>``."""
     if isinstance(preset, Preset):
         name = preset.name
-        if name in PRESETS and preset.config_hash() != PRESETS[name].config_hash():
-            name = f"{name}-{preset.config_hash()[:8]}"
+        base = dataclasses.replace(preset, seed=0)
+        if name in PRESETS and base.config_hash() != PRESETS[name].config_hash():
+            name = f"{name}-{base.config_hash()[:8]}"
+        if preset.seed:
+            name = f"{name}-seed{preset.seed}"
     else:
         name = preset
     return _cache_dir(cache_dir) / "triplet" / name
 
 
+_BRANCH_RUN = re.compile(r"^ar2dlm_b(\d{1,2})$")
+
+
+def run_name(objective: Objective | str, branch_frac: float | None = None, preset: Preset | None = None) -> str:
+    """The run's folder name: the objective, or ``ar2dlm_b<percent>`` for an ``ar2dlm`` branch point
+    other than ``preset.branch_frac`` (the canonical ``ar2dlm``)."""
+    o = check_objective(objective)
+    if branch_frac is None or o is not Objective.AR2DLM or (preset is not None and branch_frac == preset.branch_frac):
+        return o.value
+    return f"ar2dlm_b{round(branch_frac * 100)}"
+
+
+def parse_run(run: Objective | str, preset: Preset | None = None) -> tuple[Objective, float | None]:
+    """``(objective, branch fraction)`` of a run name: ``"ar2dlm_b25"`` -> ``(AR2DLM, 0.25)``; an
+    objective -> ``(objective, preset.branch_frac for ar2dlm, else None)``."""
+    m = _BRANCH_RUN.match(run) if isinstance(run, str) else None
+    if m:
+        return Objective.AR2DLM, int(m.group(1)) / 100
+    o = check_objective(run)
+    return o, (preset.branch_frac if preset is not None and o is Objective.AR2DLM else None)
+
+
+def run_names(preset: str | Preset) -> list[str]:
+    """Every run of the preset: ``ar``, ``dlm``, ``ar2dlm``, then one ``ar2dlm_b<percent>`` per extra
+    branch point (``Preset.branch_fracs``)."""
+    p = PRESETS[preset] if isinstance(preset, str) and preset in PRESETS else preset
+    if not isinstance(p, Preset):
+        raise LayerwiseError(f"unknown preset {preset!r}: use one of {sorted(PRESETS)} or pass a Preset")
+    extra = [run_name(Objective.AR2DLM, f, p) for f in p.branch_points()[1:]]
+    return [o.value for o in Objective] + extra
+
+
 def run_dir(preset: str | Preset, objective: Objective | str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<triplet_dir>/<objective>``: one objective's run (log, checkpoints, snapshots, final model)."""
-    return triplet_dir(preset, cache_dir) / check_objective(objective).value
+    """``<triplet_dir>/<run>``: one run (log, checkpoints, snapshots, final model); ``objective`` is an
+    objective or a run name such as ``ar2dlm_b25``."""
+    o, frac = parse_run(objective)
+    return triplet_dir(preset, cache_dir) / run_name(o, frac, preset if isinstance(preset, Preset) else None)
 
 
 def is_complete(path: Path, preset: Preset | None = None) -> bool:
