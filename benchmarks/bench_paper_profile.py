@@ -18,8 +18,9 @@ full-length upper bound.
 GPU (H200, ~6 min):  python benchmarks/bench_paper_profile.py --remote-code ../shared/remote_code
 CPU check (~30 s):   python benchmarks/bench_paper_profile.py --tiny --remote-code ../shared/remote_code
 Writes benchmarks/results/paper_profile[_tiny].{csv,md} and the cost file the estimate reads,
-src/layerwise/book/costs/paper_profile[_tiny].json. ``--render`` rewrites the tables from the stored
-cost file without measuring.
+src/layerwise/book/costs/paper_profile[_tiny].json; the full run also rewrites the estimate's section of
+book/run_on_gpu.md. ``--render`` rewrites the tables (and that section) from the stored cost file
+without measuring, e.g. after a change of the profile.
 """
 
 from __future__ import annotations
@@ -219,9 +220,9 @@ def tiny_shape(shape: dict[str, Any]) -> dict[str, Any]:
 
 def render(costs: dict[str, Any], params: dict[str, dict[str, Any]], stem: Path, command: str) -> str:
     """Write ``stem``.csv (one row per chapter x model x unit) and .md; returns the markdown."""
-    from layerwise.book.estimate import estimate, format_estimate
+    from layerwise.book import estimate as E
 
-    est = estimate(params, costs)
+    est = E.estimate(params, costs)
     stem.parent.mkdir(parents=True, exist_ok=True)
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -236,8 +237,11 @@ def render(costs: dict[str, Any], params: dict[str, dict[str, Any]], stem: Path,
           "Llama-3.1-8B from transformers' classes). Random weights never emit an end-of-text token, so every "
           "generation runs to its full length: the GPU-hours are the **full-length upper bound**. Model build "
           f"(random weights on the device; loading a checkpoint from disk takes longer): {builds}.\n\n"
-          f"{format_estimate(est, budget_hours=24)}\n\n## Per unit\n\n{format_estimate(est, detail=True)}\n")
+          f"{E.format_estimate(est, budget_hours=24)}\n\n## Per unit\n\n{E.format_estimate(est, detail=True)}\n")
     stem.with_suffix(".md").write_text(md)
+    page = REPO / "book" / "run_on_gpu.md"
+    if not costs.get("tiny") and E.PAGE_START in page.read_text():  # the book's table of the paper profile
+        page.write_text(E.replace_page_section(page.read_text(), E.page_section(est, costs)))
     return md
 
 
@@ -249,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="folder with configs/llada-8b-base.json, llada/*.py and dream/*.py")
     ap.add_argument("--tiny", action="store_true", help="tiny models and shapes on CPU (checks the script)")
     ap.add_argument("--profile", default="paper", help="the profile whose chapters are costed")
-    ap.add_argument("--models", default="", help="comma list of model keys to measure (default: all four)")
+    ap.add_argument("--models", default="",
+                    help="comma list of model keys to measure (default: all four); the cost file keeps the other "
+                         "models measured on the same device")
     ap.add_argument("--render", action="store_true", help="only rewrite the tables from the stored cost file")
     ap.add_argument("--out", default="", help="results stem (default benchmarks/results/paper_profile[_tiny])")
     ap.add_argument("--costs", default="", help="cost file (default: the package's costs/paper_profile[_tiny].json)")
@@ -274,8 +280,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dtype = torch.float32 if args.tiny else torch.bfloat16
     dev_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     keys = args.models.split(",") if args.models else list(MODELS)
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model key(s) {unknown}: use some of {', '.join(MODELS)}")
     costs: dict[str, Any] = {"device": dev_name, "command": command, "dtype": str(dtype)[6:],
                              "torch": torch.__version__, "tiny": args.tiny, "models": {}}
+    if args.models and cost_file.is_file():  # a partial run adds its models to those measured on this device
+        before = json.loads(cost_file.read_text())
+        if before.get("device") == dev_name:
+            costs["models"] = {k: v for k, v in before["models"].items() if k not in keys}
     t_all = time.perf_counter()
     for key in keys:
         t0 = time.perf_counter()

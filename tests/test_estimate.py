@@ -159,3 +159,16 @@ def test_tiny_benchmark_end_to_end(tmp_path, paper):
     assert len(rows) == len(est.rows)
     assert sum(float(r["gpu_hours"]) for r in rows) == pytest.approx(est.total_hours, rel=1e-4)
     assert "upper bound" in stem.with_suffix(".md").read_text()
+
+
+def test_book_page_shows_the_estimate_of_the_committed_costs(paper):
+    """book/run_on_gpu.md's table is the estimate of the paper profile from the package's cost file, and
+    the profile's plan fits 24 GPU-hours on the measured GPU."""
+    if not E.cost_path().is_file():
+        pytest.skip(f"no measured cost file at {E.cost_path()}: run benchmarks/bench_paper_profile.py on a GPU")
+    costs = E.load_costs()
+    est = E.estimate(paper, costs)
+    page = (REPO / "book" / "run_on_gpu.md").read_text()
+    assert E.page_section(est, costs) in page, "refresh it: python benchmarks/bench_paper_profile.py --render"
+    assert not est.missing
+    assert est.total_hours <= 24
