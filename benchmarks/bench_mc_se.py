@@ -91,7 +91,7 @@ def compare(name: str, task: str, label: str, target: float | None, res: dict[st
     used = [rec[k].n_samples for k in keys]
     diffs = [abs(float(rec[k]) - float(ref_rec[k])) for k in keys]
     ses = [rec[k].se for k in keys]
-    row: dict[str, Any] = dict(model=name, task=task, config=label, target_se="" if target is None else target,
+    row: dict[str, Any] = dict(model=name, task=task, config=label, target_se="" if target is None else f"{target:g}",
                                requests=len(keys), mean_samples=sum(used) / max(len(used), 1),
                                max_samples=max(used, default=0), mean_se=sum(ses) / max(len(ses), 1),
                                mean_abs_diff=sum(diffs) / max(len(diffs), 1), max_abs_diff=max(diffs, default=0.0))
@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     limit = args.limit or (12 if args.tiny else 200)
     targets = [float(t) for t in args.targets.split(",") if t]
     preset = args.preset or "tiny"
-    subjects = load_subjects(args.models, preset=preset, data_dir=args.data_dir or None,
+    names = [Path(m.rstrip("/")).name for m in args.models]
+    entries = ([{"id": m, "name": n} for m, n in zip(args.models, names)] if len(set(names)) == len(names)
+               else args.models)  # checkpoints named by their folder (dlm, ar2dlm) when that is unambiguous
+    subjects = load_subjects(entries, preset=preset, data_dir=args.data_dir or None,
                              cache_dir=args.cache_dir or None, device=device, progress=False)
     subjects = {k: v for k, v in subjects.items() if v.family.is_diffusion}
     if not subjects:
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             for target in targets:
                 kw = dict(base_kw, target_se=target, min_samples=args.min_samples)
                 res, rec, secs = run_config(lm, taskset, kw, limit, args.seed)
-                rows.append(compare(name, task, f"se<={target}", target, res, rec, secs, ref, ref_rec, ref_secs))
+                rows.append(compare(name, task, f"se<={target:g}", target, res, rec, secs, ref, ref_rec, ref_secs))
                 print(_fmt(rows[-1]), flush=True)
 
     stem = Path(args.out) if args.out else RESULTS / ("mc_se_tiny" if args.tiny else "mc_se")

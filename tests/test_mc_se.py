@@ -190,3 +190,35 @@ def test_the_lm_eval_wrapper_passes_target_se_to_diffusion_models_only(family):
         assert [ll for ll, _ in out] == [float(v) for v in want]
     else:
         assert not set(rec.kwargs[0]) & (set(MC_KWARGS) - {"batch_size"}) and rec.kwargs[0]["batch_size"] == 2
+
+
+@pytest.mark.slow
+def test_bench_mc_se_on_a_trained_triplet(tmp_path):
+    """The benchmark's path end to end (the GPU command with --models): the test preset's diffusion models
+    through lm-eval, the fixed cost against two targets, every row's numbers consistent with its settings."""
+    import csv
+    import sys
+    from pathlib import Path
+
+    from layerwise.training import ensure_triplet
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_mc_se as bench
+
+    paths = ensure_triplet("test", cache_dir=tmp_path / "cache", device="cpu", progress=False)
+    out = tmp_path / "mc_se"
+    rows = bench.main(["--models", str(paths["dlm"]), str(paths["ar2dlm"]), str(paths["ar"]), "--device", "cpu",
+                       "--cache-dir", str(tmp_path / "cache"), "--tasks", "lw_stories_choice", "--limit", "4",
+                       "--n-samples", "32", "--mc-batch", "8", "--targets", "1e9,1e-9", "--out", str(out)])
+    assert [(r["model"], r["config"]) for r in rows] == [
+        (m, c) for m in ("dlm", "ar2dlm") for c in ("n=32", "se<=1e+09", "se<=1e-09")]  # the AR model dropped
+    for r in rows:
+        assert r["requests"] > r["items"] == 4 and 0 <= r["agreement"] <= 1
+        if r["config"] == "se<=1e+09":  # any error meets it: every request stops at the minimum
+            assert r["mean_samples"] == r["max_samples"] == 8
+        else:  # the fixed cost, and a target only requests without spread (identical copies) meet early
+            assert r["max_samples"] == 32 and r["max_abs_diff"] == 0.0
+            assert r["agreement"] == 1.0 and r["acc"] == r["acc_ref"]
+    with open(out.with_suffix(".csv")) as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert "| dlm | lw_stories_choice | n=32 |" in out.with_suffix(".md").read_text()
