@@ -242,8 +242,13 @@ def test_b7_persistence_is_the_share_of_steps_the_channel_dominates():
     m = claims.outlier_persistence(mean_abs, 2, n_boot=50)
     assert m.value == pytest.approx(1 - 3 / 20)  # 2 early blocks x 10 steps
     assert m.ci[0] <= m.value <= m.ci[1] and m.extra["magnitude_max_over_min"] == pytest.approx(1.0)
-    ms = claims.outlier_persistence_metrics({"dlm": (mean_abs, 2)}, {"ar": "ar", "dlm": "dlm"}, n_boot=20)
-    assert ms[claims.OUTLIER_PERSISTENCE.of("dlm")] is ms[claims.OUTLIER_PERSISTENCE.per_model("dlm")]
+    max_abs = np.ones((10, 6, 4))
+    max_abs[:, :, 2] = 5.0  # by max |x| it dominates at every step
+    ms = claims.outlier_persistence_metrics({"dlm": {"max_abs": max_abs, "mean_abs": mean_abs}}, {"dlm": 2},
+                                            {"ar": "ar", "dlm": "dlm"}, n_boot=20)
+    head = ms[claims.OUTLIER_PERSISTENCE.of("dlm")]
+    assert head is ms[claims.OUTLIER_PERSISTENCE.per_model("dlm")] and head.value == 1.0
+    assert ms[claims.definition(claims.OUTLIER_PERSISTENCE.of("dlm"), "mean_abs")].value == pytest.approx(1 - 3 / 20)
     with pytest.raises(LayerwiseError, match="steps, L, d"):
         claims.outlier_persistence(np.ones((3, 4)), 0)
 
@@ -320,7 +325,8 @@ def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
                                for i, n in enumerate(FAMILIES)
                                for label in ("lw_x bits_per_byte", "lw_arithmetic exact_match")])
     head = retentions[retentions.label == "lw_x bits_per_byte"]
-    traces = {n: (np.random.default_rng(i).uniform(0, 1, (5, 3, 8)), 3) for i, n in enumerate(FAMILIES) if n != "ar"}
+    traces = {n: {s: np.random.default_rng(i).uniform(0, 1, (5, 3, 8)) for s in claims.PERSISTENCE_STATISTICS}
+              for i, n in enumerate(FAMILIES) if n != "ar"}
     runs = {n: {"alloc-earlier_sparser": _run([0.5, 0.6, 0.7, 0.9]), "alloc-deeper_sparser": _run([0.6, 0.6, 0.7, 0.8])}
             for n in FAMILIES}
     gen = curve[curve.label == "lw_arithmetic exact_match"]
@@ -332,7 +338,7 @@ def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
         claims.SUPER_OUTLIER: {
             **claims.super_outlier_metrics({n: site for n in FAMILIES}, ratios, FAMILIES, n_boot=20,
                                            residual_ratios={n: 10 * r for n, r in ratios.items()}),
-            **claims.outlier_persistence_metrics(traces, FAMILIES, n_boot=20)},
+            **claims.outlier_persistence_metrics(traces, {n: 3 for n in traces}, FAMILIES, n_boot=20)},
         claims.OUTLIER_ABLATION: claims.outlier_ablation_metrics(
             gens, gens, FAMILIES, repetition_measure="rep_2", headline_scope="early", n_boot=20),
         claims.ALPHA_HILL: {**claims.alpha_hill_metrics(alphas, method="fixed", n_boot=20),

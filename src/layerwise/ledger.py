@@ -203,7 +203,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("B7", "B", "The super-outlier persists over the denoising steps",
           "channel magnitudes of early-mid layers barely change over the diffusion steps (appendix B.3)",
           (Part(C.SUPER_OUTLIER, C.OUTLIER_PERSISTENCE.of("dlm"), ">", 0.9, label="DLM share of steps dominated",
-                computed_by="outlier_persistence",
+                definitions=C.PERSISTENCE_STATISTICS, computed_by="outlier_persistence",
                 margin_why="'barely change over the diffusion step': the super-outlier is the top channel of the "
                            "early blocks at >= 90% of the denoising steps"),)),
     Claim("B8", "B", "Early-layer collapse of the diffusion model grows with training (overtraining)",

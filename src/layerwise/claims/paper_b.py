@@ -37,6 +37,7 @@ from .base import (
 __all__ = [
     "OutlierStats", "early_log_outlier_ratio", "early_outlier_ratio", "early_outlier_ratio_difference",
     "super_outlier_channel", "super_outlier_metrics", "outlier_persistence", "outlier_persistence_metrics",
+    "PERSISTENCE_STATISTICS",
     "ABLATION_KINDS", "early_alpha_trend", "overtraining_metrics", "ablation_difference",
     "repetition_increase", "outlier_ablation_metrics", "early_alpha", "early_alpha_difference",
     "alpha_hill_metrics", "retention_change_pct", "gptq3_change_difference", "relative_change_pct",
@@ -140,19 +141,24 @@ def super_outlier_metrics(stats: Mapping[str, OutlierStats], group_ratios: Mappi
     return out
 
 
-def outlier_persistence(mean_abs: np.ndarray, channel: int, *, model: str = "", n_boot: int = 1000,
-                        seed: int = 0) -> ClaimMetric:
-    """B7 (paper B appendix B.3): the share of (denoising step, early block) pairs at which ``channel``
-    has the largest mean |x| at the attention input (1 = it dominates at every step).
+#: B7's pre-registered definitions: which per-step statistic decides the dominant channel
+PERSISTENCE_STATISTICS = ("max_abs", "mean_abs")
 
-    ``mean_abs`` is ``[steps, L, d]`` (a generation's per-step channel means, e.g.
-    :func:`layerwise.probes.record_channels`). The interval resamples denoising steps; consecutive
+
+def outlier_persistence(magnitudes: np.ndarray, channel: int, *, statistic: str = "max_abs", model: str = "",
+                        n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """B7 (paper B appendix B.3): the share of (denoising step, early block) pairs at which ``channel``
+    is the largest channel at the attention input (1 = it dominates at every step).
+
+    ``magnitudes`` is ``[steps, L, d]``: each step's per-channel ``statistic`` (``max_abs``, as the
+    super-outlier is found, or ``mean_abs``, as paper B's B.3 figure plots), e.g. from
+    :func:`layerwise.probes.record_channels`. The interval resamples denoising steps; consecutive
     steps are not independent, so it is narrower than the truth. ``extra`` keeps the spread of the
     channel's magnitude over steps (max / min, median over early blocks).
     """
-    arr = np.asarray(mean_abs, dtype=np.float64)
+    arr = np.asarray(magnitudes, dtype=np.float64)
     if arr.ndim != 3 or arr.shape[0] < 1:
-        raise LayerwiseError(f"mean_abs must be [steps, L, d] with at least one step, got {arr.shape}: "
+        raise LayerwiseError(f"magnitudes must be [steps, L, d] with at least one step, got {arr.shape}: "
                              "record a generation with layerwise.probes.record_channels")
     early = arr[:, : n_early_layers(arr.shape[1])]
     hit = (early.argmax(-1) == int(channel)).astype(np.float64)  # [steps, early]
@@ -161,20 +167,33 @@ def outlier_persistence(mean_abs: np.ndarray, channel: int, *, model: str = "", 
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = float(np.median(mags.max(0) / mags.min(0)))
     return ClaimMetric(v, ci, model=model, note=f"share of {arr.shape[0]} denoising steps x {early.shape[1]} early "
-                       f"blocks where channel {channel} has the largest mean |x|; interval over steps",
-                       extra={"channel": int(channel), "steps": int(arr.shape[0]), "magnitude_max_over_min": spread})
+                       f"blocks where channel {channel} has the largest {statistic}; interval over steps",
+                       extra={"channel": int(channel), "steps": int(arr.shape[0]), "definition": statistic,
+                              "magnitude_max_over_min": spread})
 
 
-def outlier_persistence_metrics(traces: Mapping[str, tuple[np.ndarray, int]], families: Mapping[str, Any], *,
-                                n_boot: int = 1000, seed: int = 0,
+def outlier_persistence_metrics(traces: Mapping[str, Mapping[str, np.ndarray]], channels: Mapping[str, int],
+                                families: Mapping[str, Any], *, n_boot: int = 1000, seed: int = 0,
                                 pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
-    """Chapter 04's B7 metrics: per diffusion model (``traces``: name -> ``([steps, L, d]`` mean |x|,
-    super-outlier channel)), and per family (paper B's model where present)."""
-    out = {OUTLIER_PERSISTENCE.per_model(n): outlier_persistence(a, c, model=n, n_boot=n_boot, seed=seed)
-           for n, (a, c) in traces.items()}
+    """Chapter 04's B7 metrics: per diffusion model (``traces``: name -> {statistic: ``[steps, L, d]``}
+    for the statistics of :data:`PERSISTENCE_STATISTICS` recorded; ``channels``: name -> its
+    super-outlier) and per family (paper B's model where present). The headline is ``max_abs``; every
+    statistic is written as a definition."""
+    out: dict[str, ClaimMetric] = {}
     rep = representatives({n: f for n, f in families.items() if n in traces}, "B", pairs)
-    for fam, name in rep.items():
-        out[OUTLIER_PERSISTENCE.of(fam)] = out[OUTLIER_PERSISTENCE.per_model(name)]
+    for name, per_stat in traces.items():
+        for stat in PERSISTENCE_STATISTICS:
+            if stat not in per_stat:
+                continue
+            m = outlier_persistence(per_stat[stat], channels[name], statistic=stat, model=name, n_boot=n_boot,
+                                    seed=seed)
+            fam = next((f for f, n in rep.items() if n == name), None)
+            if stat == PERSISTENCE_STATISTICS[0]:
+                out[OUTLIER_PERSISTENCE.per_model(name)] = m
+                if fam:
+                    out[OUTLIER_PERSISTENCE.of(fam)] = m
+            if fam:
+                out[definition(OUTLIER_PERSISTENCE.of(fam), stat)] = m
     return out
 
 
@@ -476,4 +495,90 @@ def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str
         diff = gptq3_change_difference(d, ar) if d and ar else None
         if diff is not None:
             out[GPTQ3_CHANGE_PCT.minus_ar(fam)] = diff
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 05 outlier ablation (B2), testable design: prompts the unmodified model does not loop on
+# ---------------------------------------------------------------------------------------------
+
+from .base import MetricName  # noqa: E402  (this section's own names)
+
+#: 05: share of continuations that loop (``measure >= threshold``), outlier minus control, on the
+#: prompts the unmodified model does not loop on: ``per_model(model, scope)``, ``of(family)``
+LOOP_ONSET = MetricName("loop_onset_increase")
+#: 05: how many prompts the unmodified model continues without looping: ``per_model(model)``
+NONLOOPING_PROMPTS = MetricName("nonlooping_prompts")
+#: 05's kinds of ablation effect in the testable design and their metric names
+TESTABLE_ABLATION_KINDS = {**ABLATION_KINDS, "onset": LOOP_ONSET}
+
+__all__ += ["LOOP_ONSET", "NONLOOPING_PROMPTS", "TESTABLE_ABLATION_KINDS", "testable_ablation_metrics"]
+
+
+def testable_ablation_metrics(text: pd.DataFrame, arithmetic: pd.DataFrame, families: Mapping[str, Any], *,
+                              selections: Mapping[str, Any], repetition_measure: str = "rep_2",
+                              headline_scope: str = "early", scopes: Sequence[str] = ("early", "all"),
+                              headline: str = "attn_input/attn_input",
+                              targets: Mapping[str, Mapping[str, int]] | None = None, n_boot: int = 1000,
+                              seed: int = 0, pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
+    """B2 as a test that can fail: the ablation's effects on the prompts each model does NOT loop on.
+
+    ``text`` / ``arithmetic``: :func:`layerwise.ablation.run_conditions` tables of every model (columns
+    ``model``, ``site``, ``definition``); ``selections``: per model, a
+    :class:`layerwise.ablation_design.Selection` (the prompts whose unablated continuation has
+    ``measure < threshold``, and whether there are enough of them). Per model, ablation label
+    ``<site>/<definition>`` and scope: repetition (``repetition_measure``), loop share, loop onset
+    (the share of continuations reaching the threshold) on the selected prompts, and arithmetic
+    accuracy on every item, each outlier minus the mean over control draws with an interval over
+    prompts and draws (:func:`ablation_difference`). The ``headline`` label is written under the
+    metric names of :func:`outlier_ablation_metrics` (the ledger's), every other label under
+    ``definition(name, label)``. Text metrics of a model with fewer selected prompts than its
+    selection's ``min_prompts`` are not meaningful, with the selection's reason.
+    """
+    families = _representatives_first(families, "B", pairs)
+    out: dict[str, ClaimMetric] = {}
+    for name, fam in families.items():
+        sel = selections[name]
+        out[NONLOOPING_PROMPTS.per_model(name)] = ClaimMetric(
+            float(sel.n), meaningful=bool(sel.testable), model=name,
+            note=f"prompts continued without looping ({sel.measure} < {sel.threshold:g}) of {sel.n_pool}",
+            extra={"n_pool": sel.n_pool, "threshold": sel.threshold, "measure": sel.measure,
+                   "min_prompts": sel.min_prompts, "reason": sel.reason})
+        t = text[text.model == name]
+        if "looping" not in t:
+            t = t.assign(looping=(t[sel.measure] >= sel.threshold).astype(float).where(t[sel.measure].notna()))
+        t = t[t.prompt_id.isin(list(sel.prompt_ids))]
+        a = arithmetic[arithmetic.model == name]
+        ab = text[(text.model == name) & (text.kind != "none")]
+        for lab in dict.fromkeys(f"{s}/{d}" for s, d in zip(ab.site, ab.definition)):
+            site, d = lab.split("/", 1)
+            tt = t[(t.kind == "none") | ((t.site == site) & (t.definition == d))]
+            aa = a[(a.kind == "none") | ((a.site == site) & (a.definition == d))]
+            channel = f" (channel {targets[name][d]})" if targets and d in targets.get(name, {}) else ""
+            for scope in scopes:
+                for kind, (df, measure) in {"repetition": (tt, repetition_measure), "loop": (tt, "loop_frac"),
+                                            "onset": (tt, "looping"), "accuracy": (aa, "correct")}.items():
+                    text_kind = kind != "accuracy"
+                    note = (f"{measure} with the {d} super-outlier{channel} zeroed at the {site} of the {scope} "
+                            f"blocks, minus the mean over random channels of similar magnitude rank"
+                            + (f"; the {sel.n} of {sel.n_pool} prompts continued without looping" if text_kind
+                               else ""))
+                    if text_kind and sel.n == 0:
+                        m = ClaimMetric(None, meaningful=False, model=name, note=note,
+                                        extra={"scope": scope, "kind": kind, "measure": measure, "n_prompts": 0})
+                    else:
+                        m = ablation_difference(df, measure=measure, scope=scope, kind=kind, model=name, note=note,
+                                                n_boot=n_boot, seed=seed)
+                    m = replace(m, extra={**m.extra, "site": site, "definition": d, "label": lab})
+                    if text_kind and not sel.testable:
+                        m = replace(m, meaningful=False, extra={**m.extra, "reason": sel.reason})
+                    names = [TESTABLE_ABLATION_KINDS[kind].per_model(name, scope)]
+                    if scope == headline_scope:
+                        names.append(TESTABLE_ABLATION_KINDS[kind].of(_fam(fam)))
+                    for i, n in enumerate(names):
+                        key = n if lab == headline else definition(n, lab)
+                        if i == 0:
+                            out[key] = m
+                        else:
+                            out.setdefault(key, m)
     return out
