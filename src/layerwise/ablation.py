@@ -15,6 +15,9 @@ gives the intervention and the measurements:
 - :func:`run_conditions` / :func:`ablation_effect`: generate under each condition and compare the
   outlier ablation with the control draws, with a bootstrap CI over prompts and draws.
 
+Chapter 05's design on top of these (two sites, two outlier definitions, the prompts a model does
+not already loop on, its findings paragraph) is :mod:`layerwise.ablation_design`.
+
 Shapes: hidden states are ``[batch, seq, d_model]``; channel statistics ``[d_model]`` or
 ``[n_layers, d_model]``.
 """
@@ -350,7 +353,10 @@ def text_metrics(text: str, tokenize: Callable[[str], Sequence[Any]] = whitespac
 @dataclass(frozen=True)
 class Condition:
     """One generation setting: ``kind`` is ``none`` / ``outlier`` / ``control``; ``scope`` names the
-    layer set (e.g. ``early`` / ``all``); ``draw`` numbers the control's random channel."""
+    layer set (e.g. ``early`` / ``all``); ``draw`` numbers the control's random channel. ``site``
+    (``attn_input`` / ``residual``; None = the ``where`` of :func:`run_conditions`) is where the
+    channel is ablated; ``definition`` names how the target channel was chosen (e.g. the site whose
+    max |x| picked it)."""
 
     name: str
     kind: Literal["none", "outlier", "control"]
@@ -358,40 +364,63 @@ class Condition:
     layers: tuple[int, ...] | Literal["all"] = "all"
     scope: str = ""
     draw: int | None = None
+    site: Where | None = None
+    definition: str = ""
 
 
 def ablation_conditions(target_channel: int, scopes: dict[str, Sequence[int] | Literal["all"]],
-                        control_channels: Sequence[int]) -> list[Condition]:
-    """The baseline, the outlier ablated at each layer scope, and one control per (scope, draw)."""
-    conds = [Condition("none", "none")]
+                        control_channels: Sequence[int], *, site: Where | None = None, definition: str = "",
+                        baseline: bool = True) -> list[Condition]:
+    """The baseline (unless ``baseline=False``), the outlier ablated at each layer scope, and one
+    control per (scope, draw). With ``site``, condition names start ``<site>/<definition>/``."""
+    conds = [Condition("none", "none")] if baseline else []
+    prefix = f"{site}/{definition}/" if site else ""
     for scope, layers in scopes.items():
         lay: tuple[int, ...] | Literal["all"] = "all" if layers == "all" else tuple(layers)
-        conds.append(Condition(f"outlier/{scope}", "outlier", (int(target_channel),), lay, scope))
-        conds += [Condition(f"control/{scope}/{k}", "control", (int(c),), lay, scope, k)
+        conds.append(Condition(f"{prefix}outlier/{scope}", "outlier", (int(target_channel),), lay, scope,
+                               site=site, definition=definition))
+        conds += [Condition(f"{prefix}control/{scope}/{k}", "control", (int(c),), lay, scope, k, site=site,
+                            definition=definition)
                   for k, c in enumerate(control_channels)]
     return conds
 
 
+Means = torch.Tensor | dict[int, torch.Tensor] | dict[str, torch.Tensor] | None
+
+
+def _site_means(means: Means, site: str) -> torch.Tensor | dict[int, torch.Tensor] | None:
+    """``means`` may be keyed by site (``{"attn_input": [L, d], "residual": [L, d]}``)."""
+    if isinstance(means, dict) and means and all(isinstance(k, str) for k in means):
+        if site not in means:
+            raise LayerwiseError(f"means has no entry for site {site!r}: give channel_means(lm, ids, where={site!r})")
+        return means[site]  # type: ignore[index]
+    return means  # type: ignore[return-value]
+
+
 @contextlib.contextmanager
 def apply_condition(lm: LoadedModel, cond: Condition, *, mode: Mode = "zero", where: Where = "attn_input",
-                    means: torch.Tensor | None = None) -> Iterator[None]:
+                    means: Means = None) -> Iterator[None]:
+    """Hooks for ``cond`` (none for the baseline), at ``cond.site`` or else ``where``."""
     if cond.kind == "none":
         yield
         return
+    site = cond.site or where
     with ablate_channels(lm, list(cond.channels), cond.layers if cond.layers == "all" else list(cond.layers),
-                         mode=mode, where=where, means=means):
+                         mode=mode, where=site, means=_site_means(means, site) if mode == "mean" else None):
         yield
 
 
 def run_conditions(lm: LoadedModel, conditions: Sequence[Condition], prompts: Sequence[str],
                    generate_fn: Callable[..., list[str]], *, answers: Sequence[str] | None = None,
                    tokenize: Callable[[str], Sequence[Any]] = whitespace_tokens, mode: Mode = "zero",
-                   where: Where = "attn_input", means: torch.Tensor | None = None,
+                   where: Where = "attn_input", means: Means = None,
                    progress: bool = True, **gen_kwargs: Any) -> pd.DataFrame:
     """Generate ``prompts`` under every condition and score each generation.
 
     ``generate_fn(lm, prompts, **gen_kwargs) -> list[str]`` (e.g. ``layerwise.sampling.generate``,
-    returning continuations). One row per (condition, prompt): condition fields, ``prompt_id``,
+    returning continuations). ``means`` (``mode="mean"``): as :func:`ablate_channels`, or a dict of
+    them per site. One row per (condition, prompt): condition fields (``site`` filled in from
+    ``where`` for ablations), ``prompt_id``,
     ``text``, the :func:`text_metrics` columns and, with ``answers``, ``correct`` (exact match of the
     first number).
     """
@@ -404,6 +433,8 @@ def run_conditions(lm: LoadedModel, conditions: Sequence[Condition], prompts: Se
         for p, text in enumerate(texts):
             row: dict[str, Any] = {"condition": cond.name, "kind": cond.kind, "scope": cond.scope,
                                    "draw": cond.draw, "channel": cond.channels[0] if cond.channels else None,
+                                   "site": "" if cond.kind == "none" else (cond.site or where),
+                                   "definition": cond.definition,
                                    "prompt_id": p, "text": text, **text_metrics(text, tokenize)}
             if answers is not None:
                 row["correct"] = float(exact_match(text, answers[p]))
@@ -434,6 +465,10 @@ def ablation_effect(df: pd.DataFrame, *, metric: str = "rep_3", scope: str = "ea
     one random channel), so the CI covers both the prompt sample and the choice of control channel.
     Per bootstrap sample: mean over prompts of ``outlier[p] - mean_draws control[d, p]``.
     """
+    for col in ("site", "definition"):
+        if col in df and df.loc[df.kind != "none", col].nunique() > 1:
+            raise LayerwiseError(f"the table mixes several ablation {col}s: compare one at a time, e.g. "
+                                 "layerwise.ablation_design.subset(df, site, definition)")
     out = df[(df.kind == "outlier") & (df.scope == scope)].set_index("prompt_id")[metric].sort_index()
     ctrl = df[(df.kind == "control") & (df.scope == scope)].pivot(index="draw", columns="prompt_id", values=metric)
     if out.empty or ctrl.empty:

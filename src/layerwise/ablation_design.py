@@ -1,0 +1,278 @@
+"""Chapter 05's design: a test of "zeroing the super-outlier turns the outputs into loops" that can fail.
+
+A model whose unablated continuations already loop cannot show that an ablation *makes* loops. So:
+
+1. **Prompts the model does not loop on.** Every prompt is continued by the unmodified model; the
+   prompts whose continuation scores ``measure < threshold`` (e.g. rep-2 below 0.2) form the test
+   set (:func:`select_prompts`). Too few of them (``min_prompts``) and the chapter says the claim is
+   *not testable* on this model, with the count.
+2. **Ablation against a control, not against the model's own baseline.** Selecting prompts by a low
+   baseline score makes *any* perturbation look like an increase (regression to the mean); the
+   comparison is the outlier's ablation minus the mean over several random channels of similar
+   magnitude rank, on the same selected prompts, with an interval over prompts and control draws.
+3. **Two sites, two outlier definitions.** The channel is zeroed at the attention input (the normed
+   hidden state q/k/v read: paper B) and, separately, in the residual stream (the block output the
+   next block reads); the super-outlier is the channel of largest max |x| at the attention input, or
+   in the residual stream. Where the two definitions pick the same channel, one is kept.
+
+:func:`plan_ablations` builds the conditions of one model; :func:`layerwise.ablation.run_conditions`
+generates under them; :func:`subset`, :func:`select_prompts` and :func:`mark_loops` prepare the
+tables that :func:`layerwise.claims.testable_ablation_metrics` turns into the ledger's numbers;
+:func:`chapter_05_findings` writes the chapter's findings paragraph from its result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import numpy as np
+import pandas as pd
+
+from .ablation import Condition, Where, ablation_conditions, random_control_channels
+from .config import LayerwiseError
+
+SITES: tuple[Where, ...] = ("attn_input", "residual")
+
+
+def label(site: str, definition: str) -> str:
+    """``<ablated site>/<outlier definition>``, e.g. ``residual/attn_input``: the residual stream's
+    channel chosen as the attention input's super-outlier."""
+    return f"{site}/{definition}"
+
+
+def _check_sites(names: Sequence[str], what: str) -> list[Where]:
+    bad = [s for s in names if s not in SITES]
+    if bad or not names:
+        raise LayerwiseError(f"{what}={list(names)}: use one or more of {list(SITES)}")
+    return [cast(Where, s) for s in dict.fromkeys(names)]
+
+
+@dataclass
+class AblationPlan:
+    """One model's ablations: target channel per outlier definition, controls per (site, definition),
+    the generation conditions (one baseline first)."""
+
+    targets: dict[str, int]
+    same_channel: dict[str, str]
+    controls: dict[str, list[int]]
+    n_early: int
+    conditions: list[Condition] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"targets": self.targets, "same_channel": self.same_channel, "controls": self.controls,
+                "n_early": self.n_early, "n_conditions": len(self.conditions)}
+
+
+def plan_ablations(stats: Any, n_layers: int, *, sites: Sequence[str] = SITES, definitions: Sequence[str] = SITES,
+                   n_draws: int = 3, rank_window: int = 8, seed: int = 0,
+                   scopes: Sequence[str] = ("early", "all")) -> AblationPlan:
+    """The conditions for one model from its :func:`layerwise.probes.channel_stats` (both sites).
+
+    Definition ``d``'s target is ``stats[d].super_outlier`` (largest max |x| over blocks and channels
+    at site ``d``). For each ablated site and distinct target, controls are ``n_draws`` random channels
+    within ``rank_window`` magnitude ranks of the target at that site (max |x| averaged over the early
+    blocks, :func:`layerwise.ablation.random_control_channels`). ``scopes``: ``early`` (the first third
+    of the blocks, :func:`layerwise.claims.early_layers`) and/or ``all``.
+    """
+    from .claims import early_layers
+
+    sites_, defs = _check_sites(sites, "sites"), _check_sites(definitions, "definitions")
+    bad = [s for s in scopes if s not in ("early", "all")]
+    if bad or not scopes:
+        raise LayerwiseError(f"scopes={list(scopes)}: use 'early' and/or 'all'")
+    n_early = len(early_layers(n_layers))
+    layer_sets: dict[str, Sequence[int] | Literal["all"]] = {
+        s: (list(range(n_early)) if s == "early" else "all") for s in scopes}
+    targets: dict[str, int] = {}
+    same: dict[str, str] = {}
+    for d in defs:
+        ch = int(stats[d].super_outlier)
+        first = next((k for k, v in targets.items() if v == ch), None)
+        if first is None:
+            targets[d] = ch
+        else:
+            same[d] = first
+    conditions = [Condition("none", "none")]
+    controls: dict[str, list[int]] = {}
+    for site in sites_:
+        ranks = np.asarray(stats[site].max_abs)[:n_early]
+        for dname, ch in targets.items():
+            ctrl = random_control_channels(ranks, ch, n_draws=n_draws, seed=seed, rank_window=rank_window)
+            controls[label(site, dname)] = ctrl
+            conditions += ablation_conditions(ch, layer_sets, ctrl, site=site, definition=dname, baseline=False)
+    return AblationPlan(targets, same, controls, n_early, conditions)
+
+
+def subset(df: pd.DataFrame, site: str, definition: str) -> pd.DataFrame:
+    """The baseline rows and the rows of one (ablated site, outlier definition)."""
+    for col in ("kind", "site", "definition"):
+        if col not in df:
+            raise LayerwiseError(f"the table has no {col!r} column: pass a layerwise.ablation.run_conditions table")
+    return df[(df.kind == "none") | ((df.site == site) & (df.definition == definition))]
+
+
+def labels_in(df: pd.DataFrame) -> list[str]:
+    """The (site, definition) labels of a :func:`~layerwise.ablation.run_conditions` table, in order."""
+    ab = df[df.kind != "none"]
+    return list(dict.fromkeys(label(s, d) for s, d in zip(ab.site, ab.definition)))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The prompts on which one model's unablated continuation does not loop."""
+
+    prompt_ids: tuple[int, ...]
+    n_pool: int
+    measure: str
+    threshold: float
+    min_prompts: int
+
+    @property
+    def n(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def testable(self) -> bool:
+        return self.n >= self.min_prompts
+
+    @property
+    def reason(self) -> str:
+        """Why the claim is not testable on this model ("" when it is)."""
+        if self.testable:
+            return ""
+        return (f"only {self.n} of {self.n_pool} prompts are continued without looping by the unmodified model "
+                f"({self.measure} < {self.threshold:g}); the test needs at least {self.min_prompts}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt_ids": list(self.prompt_ids), "n": self.n, "n_pool": self.n_pool, "measure": self.measure,
+                "threshold": self.threshold, "min_prompts": self.min_prompts, "testable": self.testable,
+                "reason": self.reason}
+
+
+def select_prompts(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0.2,
+                   min_prompts: int = 5) -> Selection:
+    """The prompts whose *unablated* continuation has ``measure < threshold`` (NaN: left out).
+
+    ``df`` is one model's :func:`~layerwise.ablation.run_conditions` table (the ``none`` rows are read).
+    """
+    if measure not in df:
+        raise LayerwiseError(f"no column {measure!r} in the generation table: use one of the text metrics, e.g. rep_2")
+    if not 0 < threshold <= 1 or min_prompts < 1:
+        raise LayerwiseError(f"threshold={threshold} must be in (0, 1] and min_prompts={min_prompts} >= 1")
+    base = df[df.kind == "none"].drop_duplicates("prompt_id").set_index("prompt_id")[measure].sort_index()
+    if base.empty:
+        raise LayerwiseError("no baseline rows (kind 'none'): generate with the unmodified model too")
+    ok = base[base < threshold]
+    return Selection(tuple(int(i) for i in ok.index), int(base.size), measure, float(threshold), int(min_prompts))
+
+
+def mark_loops(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0.2) -> pd.DataFrame:
+    """Adds ``looping``: 1.0 when a continuation's ``measure`` reaches ``threshold`` (NaN stays NaN)."""
+    v = df[measure].astype(float)
+    return df.assign(looping=np.where(v.isna(), np.nan, (v >= threshold).astype(float)))
+
+
+def condition_means(df: pd.DataFrame, selections: Mapping[str, Selection], columns: Sequence[str]) -> pd.DataFrame:
+    """Mean of ``columns`` per model, ablation label and condition group, on each model's selected prompts
+    (``prompts = "selected"``) and on all prompts (``"all"``). ``df`` has a ``model`` column."""
+    rows = []
+    for model, g in df.groupby("model", sort=False):
+        sel = selections[str(model)].prompt_ids
+        g = g.assign(label=np.where(g.kind == "none", "-", g.site + "/" + g.definition),
+                     group=g.kind + np.where(g.scope == "", "", "/" + g.scope))
+        for which, part in (("selected", g[g.prompt_id.isin(sel)]), ("all", g)):
+            if part.empty:
+                continue
+            m = part.groupby(["label", "group"], sort=False)[list(columns)].mean().reset_index()
+            rows.append(m.assign(model=model, prompts=which, n_prompts=part.prompt_id.nunique()))
+    if not rows:
+        return pd.DataFrame(columns=["model", "prompts", "label", "group", *columns])
+    out = pd.concat(rows, ignore_index=True)
+    return out[["model", "prompts", "n_prompts", "label", "group", *columns]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings
+# ---------------------------------------------------------------------------------------------
+
+
+_SITE_WORDS = {"attn_input": "attention input", "residual": "residual stream"}
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):+.3f}"
+
+
+def _entry(e: Mapping[str, Any] | None) -> str:
+    if e is None:
+        return "not measured"
+    ci = e.get("ci")
+    s = _num(e.get("value"))
+    if ci and all(c is not None and math.isfinite(float(c)) for c in ci):
+        s += f" [{_num(ci[0])}, {_num(ci[1])}]"
+    return s
+
+
+def _reading(e: Mapping[str, Any] | None) -> str:
+    """What one outlier-minus-control difference says (the interval against 0)."""
+    if e is None:
+        return "not measured"
+    if e.get("meaningful") is False:
+        return "not testable: " + str(e.get("reason") or e.get("note") or "flagged not meaningful")
+    ci = e.get("ci")
+    if not ci or ci[0] is None or not math.isfinite(float(ci[0])):
+        return "no interval"
+    if float(ci[0]) > 0:
+        return "more loops than the control"
+    if float(ci[1]) < 0:
+        return "fewer loops than the control"
+    return "no difference from the control resolved"
+
+
+def chapter_05_findings(result: Mapping[str, Any]) -> str:
+    """The findings paragraph of chapter 05 (Markdown) from its result payload (``metrics`` and
+    ``data`` of :func:`layerwise.results.save_result`: ``data["selection"]`` per model,
+    ``data["plans"]``, ``data["params"]``)."""
+    from .claims import DEFINITION_SEP, LOOP_ONSET, REPETITION_INCREASE
+
+    metrics = result.get("metrics", {})
+    data = result.get("data", {})
+    params = data.get("params", {})
+    measure, scope = params.get("headline_metric", "rep_2"), params.get("headline_scope", "early")
+    head = params.get("headline_label", label("attn_input", "attn_input"))
+    lines = ["**What this chapter found.**", ""]
+    for model, sel in data.get("selection", {}).items():
+        plan = data.get("plans", {}).get(model, {})
+        targets = ", ".join(f"{d}: channel {c}" for d, c in plan.get("targets", {}).items())
+        same = "; the definitions agree" if plan.get("same_channel") else ""
+        rep = metrics.get(REPETITION_INCREASE.per_model(model, scope))
+        onset = metrics.get(LOOP_ONSET.per_model(model, scope))
+        text = (f"- `{model}` (super-outlier by {targets}{same}): {sel['n']} of {sel['n_pool']} prompts are "
+                f"continued without looping ({measure} < {sel['threshold']:g}).")
+        if not sel["testable"]:
+            text += f" **Not testable** on this model: {sel['reason']}."
+        else:
+            site, definition = head.split("/", 1)
+            text += (f" Zeroing its super-outlier ({definition} definition) at the {_SITE_WORDS.get(site, site)} of "
+                     f"the {scope} blocks changes {measure} by {_entry(rep)} relative to random channels of similar "
+                     f"magnitude, and the share of continuations that start to loop by {_entry(onset)}: "
+                     f"{_reading(rep)}.")
+            others = []
+            for name, e in metrics.items():
+                base, _, lab = name.partition(DEFINITION_SEP)
+                if lab and base == REPETITION_INCREASE.per_model(model, scope):
+                    s_, d_ = lab.split("/", 1)
+                    others.append(f"at the {_SITE_WORDS.get(s_, s_)} with the {d_} definition {_entry(e)} "
+                                  f"({_reading(e)})")
+            if others:
+                text += " Other sites and definitions: " + "; ".join(others) + "."
+        lines.append(text)
+    if len(lines) == 2:
+        lines.append("No model was ablated in this run.")
+    lines += ["", f"Differences are the outlier ablation minus the mean over random control channels on the same "
+                  f"prompts, with 95% intervals over prompts and control draws; comparing with the unmodified "
+                  f"model instead would be biased upward, since the prompts were chosen for its low {measure}."]
+    return "\n".join(lines) + "\n"
