@@ -93,18 +93,29 @@ for name, lm in subjects.items():
         sims[name, ratio] = layer_similarity(lm, ids, mask_ratio=ratio, batch_size=batch_size,
                                              generator=torch.Generator().manual_seed(seed), keep_per_sequence=True)
 
-fig, ax = plt.subplots()
-for name in subjects:
+# block 0 turns embeddings into hidden states (cosine near 0): it gets its own panel and scale, so that
+# the differences between models in blocks 1..L-1 are not flattened by it
+fig, (ax0, ax) = plt.subplots(1, 2, figsize=(8.4, 3.6), gridspec_kw={"width_ratios": [1, 4]})
+for k, name in enumerate(subjects):
     r = sims[name, 0.0]
-    plots.line_with_band(ax, np.arange(len(r.mean)), r.mean, r.std, label=name)
-plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$, mean over sequences", xlabel="block $l$")
+    ax0.errorbar([k], r.mean[:1], yerr=r.std[:1], fmt="o", color=plots.model_color(name), capsize=3)
+    plots.line_with_band(ax, np.arange(1, len(r.mean)), r.mean[1:], r.std[1:], label=name)
+ax0.set_xticks(range(len(subjects)), list(subjects), rotation=45, ha="right")
+ax0.set_xlim(-0.6, len(subjects) - 0.4)
+ax0.set_ylabel(r"$\cos(h_0, h_1)$, mean over sequences")
+ax0.set_title("block 0")
+plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$, mean over sequences", xlabel="block $l$",
+                   title="blocks 1 to L-1")
 ax.legend()
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
 # *Figure 1: cosine similarity between the input and the raw output of each block, on clean held-out
-# text, per model; line = mean over sequences, band = ± one standard deviation over sequences.
-# Higher = the block changes the hidden state less (more redundant).*
+# text, per model; line (right) or point (left) = mean over sequences, band or bar = ± one standard
+# deviation over sequences. Higher = the block changes the hidden state less (more redundant). Block 0
+# (left), whose input is the token embedding, has its own axis: on a shared axis its near-zero cosine
+# would stretch the scale over the differences between models in the later blocks (right).*
 
 # %% [markdown]
 # ## Diffusion models on partly masked input
@@ -114,8 +125,8 @@ diff = [n for n, lm in subjects.items() if lm.family.is_diffusion]
 fig, axes = plt.subplots(1, max(len(diff), 1), figsize=(4.2 * max(len(diff), 1), 3.6), squeeze=False, sharey=True)
 for ax, name in zip(axes[0], diff):
     for k, ratio in enumerate(mask_ratios):
-        r = sims[name, ratio]
-        plots.line_with_band(ax, np.arange(len(r.mean)), r.mean, r.std, label=f"{ratio:.0%} masked",
+        r = sims[name, ratio]  # from block 1 on, as in Figure 1 (block 0 is in Table 1)
+        plots.line_with_band(ax, np.arange(1, len(r.mean)), r.mean[1:], r.std[1:], label=f"{ratio:.0%} masked",
                              color=plt.cm.viridis(k / max(len(mask_ratios) - 1, 1)), linestyle="-")
     plots.label_layers(ax, ylabel=r"$\cos(h_l, h_{l+1})$", xlabel="block $l$", title=name)
     ax.legend()
@@ -124,8 +135,8 @@ plt.show()
 
 # %% [markdown]
 # *Figure 2: the same similarity for the diffusion models when a fraction of each sequence's tokens
-# (uniformly chosen, seeded) is replaced by the mask token; band = ± one standard deviation over
-# sequences.*
+# (uniformly chosen, seeded) is replaced by the mask token, blocks 1 to L-1 (block 0 is in Table 1);
+# band = ± one standard deviation over sequences.*
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -157,6 +168,17 @@ path = save_result(
     models={n: lm.spec.model_id for n, lm in subjects.items()}, metrics=metrics,
     data={"profiles": table.to_dict(orient="records"), "n_seqs": n_seqs, "seq_len": seq_len})
 print(f"wrote {path.name}")
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.layer_similarity`); the verdicts are the claims
+# ledger's.
+
+# %%
+from layerwise import findings
+
+display(Markdown(findings.layer_similarity(metrics)))
 
 # %% [markdown]
 # ## Run it yourself

@@ -129,21 +129,47 @@ plt.show()
 # ## Per-token cosine between consecutive layers (paper B Fig. 3)
 
 # %%
+from matplotlib.colors import LogNorm
+
+
+def lowest_edge(r, share=0.005):
+    """The lowest bin edge above which every block from 1 on keeps all but ``share`` of its tokens."""
+    h = r.cos_hist[1:]
+    if not len(h):
+        return r.bin_edges[0]
+    cdf = np.cumsum(h, 1) / np.maximum(h.sum(1, keepdims=True), 1)
+    return r.bin_edges[int((cdf > share).argmax(1).min())]
+
+
+# the mass sits near cos = 1: the axis starts where the blocks from 1 on have all but 0.5% of their
+# tokens, and the colour scale is logarithmic so that the tails show
+y_low = min(lowest_edge(r) for r in res.values())
+y_low = max(r.bin_edges[0], y_low - 0.1 * (1 - y_low))
 fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
 for ax, name in zip(axes[0], names):
     r = res[name]
     dens = r.cos_hist / np.maximum(r.cos_hist.sum(1, keepdims=True), 1)
-    im = ax.imshow(dens.T, origin="lower", aspect="auto", cmap="magma",
+    im = ax.imshow(np.ma.masked_less_equal(dens.T, 0), origin="lower", aspect="auto", cmap="magma",
+                   norm=LogNorm(vmin=1e-4, vmax=1), interpolation="nearest",
                    extent=[-0.5, dens.shape[0] - 0.5, r.bin_edges[0], r.bin_edges[-1]])
+    ax.set_facecolor("black")
+    ax.set_ylim(y_low, r.bin_edges[-1])
+    block0 = r.cos_quantiles((0.5,))[0, 0]
+    if block0 < y_low:
+        ax.annotate(f"block 0: median {block0:.2f}\n(below the axis)", (0, y_low), xytext=(2, 4),
+                    textcoords="offset points", color="white", fontsize=7, va="bottom")
     ax.set_xlabel("block $l$")
     ax.set_title(name)
 axes[0, 0].set_ylabel(r"per-token $\cos(h_l, h_{l+1})$")
-fig.colorbar(im, ax=axes[0].tolist(), label="share of tokens per bin")
+fig.colorbar(im, ax=axes[0].tolist(), label="share of the block's tokens per bin (log)")
 plt.show()
 
 # %% [markdown]
 # *Figure 3: distribution over tokens of the cosine between a token's hidden state before and after
-# each block (columns = blocks, colour = share of the block's tokens in each cosine bin).*
+# each block (columns = blocks, colour = share of the block's tokens in each cosine bin, on a log
+# scale from $10^{-4}$; black = no token). The vertical axis starts just below where the blocks from 1
+# on keep all but 0.5% of their tokens, since nearly all the mass lies close to 1; block 0 (whose input
+# is the embedding, cosine near 0) is then below the axis, and Table 1 gives its median.*
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -177,6 +203,17 @@ path = save_result(
           "recency": pd.concat([r.recency_frame() for r in res.values()]).to_dict(orient="records"),
           "cos_quantiles": q.to_dict(orient="records"), "max_distance": max_distance, "mask_ratio": mask_ratio})
 print(f"wrote {path.name}")
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.token_similarity`); the verdicts are the claims
+# ledger's.
+
+# %%
+from layerwise import findings
+
+display(Markdown(findings.token_similarity(metrics)))
 
 # %% [markdown]
 # ## Run it yourself

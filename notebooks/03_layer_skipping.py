@@ -206,7 +206,13 @@ for r, label in enumerate(labels):
         if r == len(labels) - 1:
             ax.set_xlabel("FLOPs reduction (%)")
         if c == 0:
-            ax.set_ylabel(f"retention\n({label})")
+            ax.set_ylabel(f"retention (1 = unmodified)\n({label})")
+    # the row's scale follows the meaningful curves: a baseline at chance gives retentions (and
+    # intervals) of several times 1 that would flatten the others
+    shown = curve[(curve.label == label) & curve.meaningful.astype(bool)]
+    if len(shown):
+        lo, hi = min(shown.ci_low.min(), 0.9), max(shown.ci_high.max(), 1.0)
+        axes[r, 0].set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
 axes[0, -1].legend(fontsize=8)
 fig.suptitle("Retention of each metric against the FLOPs removed by skipping blocks")
 fig.tight_layout()
@@ -217,7 +223,9 @@ plt.show()
 # generation task, held-out loss and a multiple-choice task (rows) for each block-selection strategy
 # (columns), against the share of forward FLOPs removed, for each model. Bands: 95% paired-bootstrap
 # intervals (for `random`, the range over draws). Stars: the configuration closest to paper A's 6 of
-# 32 layers (dashed line).
+# 32 layers (dashed line); dotted line: 90% retention. Open markers: a model whose unmodified score is
+# not above chance on that task (retention not meaningful); each row's vertical range covers the
+# meaningful curves and their intervals, so such a curve may leave the plot.
 
 # %% [markdown]
 # ## At paper A's configuration
@@ -254,6 +262,19 @@ path = save_result(
                      "tasks": [generation_task, *likelihood_tasks], "headline_strategy": headline_strategy}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger_metrics))
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.layer_skipping`); the verdicts are the claims
+# ledger's.
+
+# %%
+from IPython.display import Markdown
+
+from layerwise import findings
+
+display(Markdown(findings.layer_skipping(ledger_metrics)))
 
 # %% [markdown]
 # ## Speed: does skipping k of L blocks make generation L/(L-k) faster?

@@ -212,23 +212,30 @@ for name, lm in subjects.items():
 steps_table = pd.DataFrame(steps_rows)
 
 if traces:
-    fig, axes = plt.subplots(1, len(traces), figsize=(4.8 * len(traces), 3.5), squeeze=False, sharey=True)
+    from matplotlib.lines import Line2D
+
+    # each model follows its own super-outlier channel: the channel is named in each panel's title
+    fig, axes = plt.subplots(1, len(traces), figsize=(4.8 * len(traces) + 1.2, 3.5), squeeze=False, sharey=True)
+    n_blocks = max(m.shape[1] for m, _ in traces.values())
+    cmap = plt.get_cmap("viridis", n_blocks)
     for ax, (name, (mean_abs, so)) in zip(axes[0], traces.items()):
         steps = np.arange(1, mean_abs.shape[0] + 1)
-        cmap = plt.get_cmap("viridis", mean_abs.shape[1])
         for layer in range(mean_abs.shape[1]):
-            ax.plot(steps, mean_abs[:, layer, so], color=cmap(layer), label=f"block {layer}")
+            ax.plot(steps, mean_abs[:, layer, so], color=cmap(layer))
             ax.plot(steps, np.median(mean_abs[:, layer, :], -1), color=cmap(layer), ls=":", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel("denoising step")
-        ax.set_ylabel(f"mean |x| of channel {so}" if ax is axes[0, 0] else "")
-        ax.set_title(name)
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"{name}: super-outlier channel {so}")
+    axes[0, 0].set_ylabel("mean |x| at the attention input")
+    axes[0, 0].legend([Line2D([], [], color="grey"), Line2D([], [], color="grey", ls=":", lw=1)],
+                      ["super-outlier channel", "median channel"], fontsize=7)
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, n_blocks - 0.5)),
+                 ax=axes[0].tolist(), label="block", ticks=range(n_blocks))
     plt.show()
-    display(Markdown("**Figure.** Mean $|x|$ of the super-outlier channel at the attention input of each "
-                     "block (solid) and of the median channel (dotted; log scale) at every denoising step "
-                     f"of {gen_prompts} generations of {gen_length} tokens in {diffusion_steps} steps."))
+    display(Markdown("**Figure.** Mean $|x|$ at the attention input of each block (colour) at every denoising "
+                     "step, for each diffusion model's own super-outlier channel (solid; the channel found on "
+                     "held-out text, named in the panel's title) and for the median channel (dotted); log "
+                     f"scale. {gen_prompts} generations of {gen_length} tokens in {diffusion_steps} steps."))
     display(steps_table.round(3))
 
 # %% [markdown]
@@ -259,6 +266,17 @@ path = save_result(
                      "gen_length": gen_length, "diffusion_steps": diffusion_steps, "n_boot": n_boot}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger_metrics))
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.super_outlier`); the verdicts are the claims
+# ledger's.
+
+# %%
+from layerwise import findings
+
+display(Markdown(findings.super_outlier(ledger_metrics)))
 
 # %% [markdown]
 # ## Run it yourself

@@ -105,17 +105,20 @@ for ax, method in zip(axes[0], methods):
     for name in subjects:
         d = alphas[(alphas.model == name) & (alphas.method == method)]
         g = d.groupby("layer").alpha
-        plots.line_with_band(ax, g.mean().index, g.mean().values, g.std().fillna(0).values, label=name)
-    plots.label_layers(ax, ylabel=r"mean $\alpha$-Hill over modules", title=f"cut-off: {method}")
+        # band: the standard error of the block's mean (the spread over modules is the next figure)
+        sem = (g.std() / np.sqrt(g.count())).fillna(0)
+        plots.line_with_band(ax, g.mean().index, g.mean().values, sem.values, label=name)
+    plots.label_layers(ax, ylabel=r"mean $\alpha$-Hill over modules (dimensionless)", title=f"cut-off: {method}",
+                       xlabel="block")
 axes[0, 0].legend()
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure.** alpha-Hill of each block, averaged over its seven Linear modules (line) with the
-# standard deviation over modules (band), against the block index, for each model; left: the
-# median-eigenvalue cut-off, right: the KS-chosen cut-off. Lower means a heavier-tailed spectrum
-# ("more trained" in HT-SR terms).
+# **Figure.** alpha-Hill of each block, averaged over its seven Linear modules (line) with ± one
+# standard error of that mean over the modules (band; the modules themselves are in the next figure),
+# against the block index, for each model; left: the median-eigenvalue cut-off, right: the KS-chosen
+# cut-off. Lower means a heavier-tailed spectrum ("more trained" in HT-SR terms).
 
 # %%
 head = methods[0]
@@ -128,7 +131,8 @@ for ax, name in zip(axes[0], subjects):
         ax.plot(r.layer, r.alpha, marker="o", ms=3, lw=1.2, label=role)
     m = d.groupby("layer").alpha.mean()
     ax.plot(m.index, m.values, "k--", lw=2, label="mean")
-    plots.label_layers(ax, ylabel=r"$\alpha$-Hill" if name == next(iter(subjects)) else "", title=name)
+    plots.label_layers(ax, ylabel=r"$\alpha$-Hill" if name == next(iter(subjects)) else "", title=name,
+                       xlabel="block")
 axes[0, -1].legend(fontsize=7, ncol=2)
 fig.tight_layout()
 plt.show()
@@ -217,6 +221,17 @@ path = save_result(
           "params": {"methods": methods, "fraction": fraction, "min_tail": min_tail, "n_boot": n_boot}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger_metrics))
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.alpha_hill`); the verdicts are the claims
+# ledger's.
+
+# %%
+from layerwise import findings
+
+display(Markdown(findings.alpha_hill(ledger_metrics)))
 
 # %% [markdown]
 # **Reading the numbers.** alpha-Hill is a property of the weights alone (no data), and for small

@@ -353,18 +353,23 @@ width = 0.8 / len(subjects)
 for j, name in enumerate(subjects):
     d = alloc[alloc.model == name].set_index("scheme").reindex(allocation_schemes)
     xs = np.arange(len(allocation_schemes)) + j * width
-    ax.bar(xs, d.retention, width, color=plots.model_color(name), label=name,
-           yerr=[d.retention - d.ci_low, d.ci_high - d.retention], capsize=2)
+    # the effects are a few percent: bars show the change from the unmodified model (retention - 1) in %
+    change = 100 * (d.retention - 1)
+    ax.bar(xs, change, width, color=plots.model_color(name), label=name,
+           yerr=[100 * (d.retention - d.ci_low), 100 * (d.ci_high - d.retention)], capsize=2)
+ax.axhline(0, color="black", lw=0.8)
 ax.set_xticks(np.arange(len(allocation_schemes)) + width * (len(subjects) - 1) / 2, allocation_schemes)
-ax.set_ylabel(f"retention ({headline_task})")
+ax.set_ylabel(f"change vs unmodified (%)\n(retention - 1, {headline_task})")
 ax.set_title(f"{allocation_method} at {100 * allocation_average:.0f}% average sparsity")
 ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure.** Retention of each allocation scheme at the same average sparsity, per model, with 95%
-# paired-bootstrap intervals.
+# **Figure.** Change of the headline metric's retention from the unmodified model, in percent
+# (100 (retention - 1); 0 = unchanged, negative = worse), for each allocation scheme at the same average
+# sparsity, per model, with 95% paired-bootstrap intervals. The early-minus-late effect below compares
+# `earlier_sparser` with `deeper_sparser` directly on the same items.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -424,6 +429,19 @@ path = save_result(
                      "allocation_method": allocation_method, "mc_samples": mc_samples, "n_boot": n_boot}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger))
+
+# %% [markdown]
+# ## What this chapter found
+#
+# Generated from the metrics above (`layerwise.findings.compression`); the verdicts are the claims
+# ledger's.
+
+# %%
+from IPython.display import Markdown
+
+from layerwise import findings
+
+display(Markdown(findings.compression(ledger)))
 
 # %% [markdown]
 # ## Speed
