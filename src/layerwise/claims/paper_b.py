@@ -37,6 +37,7 @@ from .base import (
 __all__ = [
     "OutlierStats", "early_log_outlier_ratio", "early_outlier_ratio", "early_outlier_ratio_difference",
     "super_outlier_channel", "super_outlier_metrics", "outlier_persistence", "outlier_persistence_metrics",
+    "PERSISTENCE_STATISTICS",
     "ABLATION_KINDS", "early_alpha_trend", "overtraining_metrics", "ablation_difference",
     "repetition_increase", "outlier_ablation_metrics", "early_alpha", "early_alpha_difference",
     "alpha_hill_metrics", "retention_change_pct", "gptq3_change_difference", "relative_change_pct",
@@ -140,19 +141,24 @@ def super_outlier_metrics(stats: Mapping[str, OutlierStats], group_ratios: Mappi
     return out
 
 
-def outlier_persistence(mean_abs: np.ndarray, channel: int, *, model: str = "", n_boot: int = 1000,
-                        seed: int = 0) -> ClaimMetric:
-    """B7 (paper B appendix B.3): the share of (denoising step, early block) pairs at which ``channel``
-    has the largest mean |x| at the attention input (1 = it dominates at every step).
+#: B7's pre-registered definitions: which per-step statistic decides the dominant channel
+PERSISTENCE_STATISTICS = ("max_abs", "mean_abs")
 
-    ``mean_abs`` is ``[steps, L, d]`` (a generation's per-step channel means, e.g.
-    :func:`layerwise.probes.record_channels`). The interval resamples denoising steps; consecutive
+
+def outlier_persistence(magnitudes: np.ndarray, channel: int, *, statistic: str = "max_abs", model: str = "",
+                        n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
+    """B7 (paper B appendix B.3): the share of (denoising step, early block) pairs at which ``channel``
+    is the largest channel at the attention input (1 = it dominates at every step).
+
+    ``magnitudes`` is ``[steps, L, d]``: each step's per-channel ``statistic`` (``max_abs``, as the
+    super-outlier is found, or ``mean_abs``, as paper B's B.3 figure plots), e.g. from
+    :func:`layerwise.probes.record_channels`. The interval resamples denoising steps; consecutive
     steps are not independent, so it is narrower than the truth. ``extra`` keeps the spread of the
     channel's magnitude over steps (max / min, median over early blocks).
     """
-    arr = np.asarray(mean_abs, dtype=np.float64)
+    arr = np.asarray(magnitudes, dtype=np.float64)
     if arr.ndim != 3 or arr.shape[0] < 1:
-        raise LayerwiseError(f"mean_abs must be [steps, L, d] with at least one step, got {arr.shape}: "
+        raise LayerwiseError(f"magnitudes must be [steps, L, d] with at least one step, got {arr.shape}: "
                              "record a generation with layerwise.probes.record_channels")
     early = arr[:, : n_early_layers(arr.shape[1])]
     hit = (early.argmax(-1) == int(channel)).astype(np.float64)  # [steps, early]
@@ -161,20 +167,33 @@ def outlier_persistence(mean_abs: np.ndarray, channel: int, *, model: str = "", 
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = float(np.median(mags.max(0) / mags.min(0)))
     return ClaimMetric(v, ci, model=model, note=f"share of {arr.shape[0]} denoising steps x {early.shape[1]} early "
-                       f"blocks where channel {channel} has the largest mean |x|; interval over steps",
-                       extra={"channel": int(channel), "steps": int(arr.shape[0]), "magnitude_max_over_min": spread})
+                       f"blocks where channel {channel} has the largest {statistic}; interval over steps",
+                       extra={"channel": int(channel), "steps": int(arr.shape[0]), "definition": statistic,
+                              "magnitude_max_over_min": spread})
 
 
-def outlier_persistence_metrics(traces: Mapping[str, tuple[np.ndarray, int]], families: Mapping[str, Any], *,
-                                n_boot: int = 1000, seed: int = 0,
+def outlier_persistence_metrics(traces: Mapping[str, Mapping[str, np.ndarray]], channels: Mapping[str, int],
+                                families: Mapping[str, Any], *, n_boot: int = 1000, seed: int = 0,
                                 pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
-    """Chapter 04's B7 metrics: per diffusion model (``traces``: name -> ``([steps, L, d]`` mean |x|,
-    super-outlier channel)), and per family (paper B's model where present)."""
-    out = {OUTLIER_PERSISTENCE.per_model(n): outlier_persistence(a, c, model=n, n_boot=n_boot, seed=seed)
-           for n, (a, c) in traces.items()}
+    """Chapter 04's B7 metrics: per diffusion model (``traces``: name -> {statistic: ``[steps, L, d]``}
+    for the statistics of :data:`PERSISTENCE_STATISTICS` recorded; ``channels``: name -> its
+    super-outlier) and per family (paper B's model where present). The headline is ``max_abs``; every
+    statistic is written as a definition."""
+    out: dict[str, ClaimMetric] = {}
     rep = representatives({n: f for n, f in families.items() if n in traces}, "B", pairs)
-    for fam, name in rep.items():
-        out[OUTLIER_PERSISTENCE.of(fam)] = out[OUTLIER_PERSISTENCE.per_model(name)]
+    for name, per_stat in traces.items():
+        for stat in PERSISTENCE_STATISTICS:
+            if stat not in per_stat:
+                continue
+            m = outlier_persistence(per_stat[stat], channels[name], statistic=stat, model=name, n_boot=n_boot,
+                                    seed=seed)
+            fam = next((f for f, n in rep.items() if n == name), None)
+            if stat == PERSISTENCE_STATISTICS[0]:
+                out[OUTLIER_PERSISTENCE.per_model(name)] = m
+                if fam:
+                    out[OUTLIER_PERSISTENCE.of(fam)] = m
+            if fam:
+                out[definition(OUTLIER_PERSISTENCE.of(fam), stat)] = m
     return out
 
 
