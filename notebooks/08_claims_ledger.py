@@ -155,7 +155,7 @@ display(Markdown(sensitivity.to_markdown(index=False)))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-display(Markdown(seed_table(results).round(4).to_markdown(index=False)))
+display(Markdown(seed_table(results).to_markdown(index=False)))
 
 # %% [markdown]
 # *Table 4: how many training seeds each claim part combines, their values and standard deviation.
@@ -171,7 +171,7 @@ colors = {"reproduced": "tab:green", "not reproduced": "tab:red", "depends on de
           "inconclusive": "tab:orange", "not testable": "tab:gray", "not run": "lightgray"}
 norm = normalised_table(results)
 parts = list(dict.fromkeys(zip(norm.claim, norm.part)))
-fig, ax = plt.subplots(figsize=(8, 0.5 * len(parts) + 1.4))
+fig, ax = plt.subplots(figsize=(8, 0.6 * len(parts) + 1.4))
 ax.axvspan(-1e4, 0, color="tab:red", alpha=0.06, lw=0)
 ax.axvspan(1, 1e4, color="tab:green", alpha=0.08, lw=0)
 ax.axvline(0, color="k", lw=1)
@@ -197,10 +197,11 @@ for i, (cid, part) in enumerate(parts):
         ax.plot([h.paper_x], [i], marker="*", ms=12, color="black", ls="none")
 ax.set_xscale("symlog", linthresh=1)
 ax.set_xlim(-span, span)
-ax.set_yticks(range(len(parts)), [f"{c}: {p}" for c, p in parts], fontsize=8)
+verdict_of = dict(zip(zip(norm.claim, norm.part), norm.part_verdict))
+ax.set_yticks(range(len(parts)), [f"{c}: {p}\n({verdict_of[c, p]})" for c, p in parts], fontsize=8)
 ax.invert_yaxis()
 ax.set_xlabel("(ours - no effect) / (margin's bound - no effect)")
-ax.set_title("0 = no effect, 1 = the margin (dashed); green: the paper's side beyond it", fontsize=9)
+ax.set_title("0 = no effect, 1 = the margin (dashed);\ngreen: the paper's side beyond it", fontsize=9, loc="left")
 fig.tight_layout()
 plt.show()
 
@@ -209,7 +210,7 @@ plt.show()
 # with its 95% interval (over seeds where measured); open markers: the pre-registered alternative
 # definitions; colour: verdict (green reproduced, red not reproduced, purple depends on definition,
 # orange inconclusive, grey not testable); star: the paper's own value where it gives one. Parts that
-# did not run have no marker.*
+# did not run have no marker; the verdict under each label is the part's, over all its definitions.*
 
 # %%
 # NBVAL_CHECK_OUTPUT

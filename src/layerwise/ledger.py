@@ -513,7 +513,7 @@ def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ..
         for r in parts:
             e = r.entry or {}
             vals = [float(v) for v in e.get("seed_values", []) if v is not None]
-            sd = pd.Series(vals).std() if len(vals) > 1 else float("nan")
+            sd = _num(float(pd.Series(vals).std())) if len(vals) > 1 else "–"
             rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "seeds": int(e.get("n_seeds", 0)),
                          "seed values": ", ".join(_num(v) for v in vals) or "–", "seed SD": sd,
                          "note": ("not run" if not e else "seed variance not measured" if len(vals) < 2
@@ -552,6 +552,7 @@ def normalised_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Cla
                 n = normalised(r.part, e)
                 rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "definition": label,
                              "x": n[0] if n else float("nan"), "x_low": n[1] if n else float("nan"),
-                             "x_high": n[2] if n else float("nan"), "verdict": v,
+                             "x_high": n[2] if n else float("nan"), "verdict": v, "part_verdict": r.verdict,
                              "paper_x": paper if paper is not None else float("nan")})
-    return pd.DataFrame(rows, columns=["claim", "part", "definition", "x", "x_low", "x_high", "verdict", "paper_x"])
+    return pd.DataFrame(rows, columns=["claim", "part", "definition", "x", "x_low", "x_high", "verdict", "part_verdict",
+                                       "paper_x"])
