@@ -243,3 +243,78 @@ def test_compile_for_training_matches_eager() -> None:
         ref = model(input_ids=ids).logits
         got = T.compile_for_training(model)(input_ids=ids).logits
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+# -- training seeds and extra branch points ----------------------------------------------------
+
+
+def _digest(td: D.TrainData, p: T.Preset) -> str:
+    """The order digest a run of ``p`` must record, recomputed from the rows it should read."""
+    view, digest = T.ordered(td, p), D._sha("order", p.seed)
+    for s in range(p.total_steps):
+        digest = D._sha(digest, view.indices(s * p.batch_size, p.batch_size).tobytes())[:32]
+    return digest
+
+
+def test_training_seed_sets_init_order_and_folder_on_the_same_data(
+        triplet: dict[str, Path], cache: Path, td: D.TrainData) -> None:
+    p1 = T.get_preset("test", seed=1)
+    assert p1.data == PRESET.data  # the training seed leaves the data (corpus, tokenizer, rows) alone
+    assert T.ordered(td, PRESET) is td  # seed 0 reads the order every preset has always used
+    o0, o1 = td.indices(0, td.n_rows), T.ordered(td, p1).indices(0, td.n_rows)
+    assert not (o0 == o1).all() and sorted(o0) == sorted(o1)  # another order of the same rows
+    run1 = T.train("ar", p1, cache_dir=cache, progress=False, train_data=td, device="cpu")
+    assert run1.path == cache / "triplet" / "test-seed1" / "ar" != triplet["ar"]
+    m0, m1 = _meta(triplet["ar"]), _meta(run1.path)
+    # each run read the rows of its own seed's order, step by step
+    assert m0["data"]["order_digest"] == _digest(td, PRESET)
+    assert m1["data"]["order_digest"] == _digest(td, p1) != m0["data"]["order_digest"]
+    assert m1["seed"] == 1 and m1["data"]["tokenizer_sha"] == m0["data"]["tokenizer_sha"]
+    w0, w1 = load_file(triplet["ar"] / "model.safetensors"), load_file(run1.path / "model.safetensors")
+    assert not torch.equal(w0["model.embed_tokens.weight"], w1["model.embed_tokens.weight"])
+    # an overridden preset keeps its hash folder, and the seed is appended to it
+    assert T.triplet_dir(T.get_preset("test", lr=5e-3, seed=2), cache).name == \
+        f"test-{T.get_preset('test', lr=5e-3).config_hash()[:8]}-seed2"
+    with pytest.raises(LayerwiseError, match="non-negative"):
+        T.get_preset("test", seed=-1)
+
+
+def test_extra_branch_point_trains_from_the_ar_snapshot(triplet: dict[str, Path], cache: Path,
+                                                         td: D.TrainData) -> None:
+    p = T.get_preset("test", branch_fracs=(0.25,))
+    assert p.config_hash() == PRESET.config_hash()  # which branches exist does not change any run
+    assert T.run_names(p) == ["ar", "dlm", "ar2dlm", "ar2dlm_b25"]
+    before = {o: (triplet[o] / "train_log.jsonl").read_bytes() for o in triplet}
+    paths = T.ensure_triplet(p, cache_dir=cache, device="cpu", progress=False, objectives=T.run_names(p))
+    assert list(paths) == T.run_names(p) and paths["ar2dlm"] == triplet["ar2dlm"]
+    assert all((triplet[o] / "train_log.jsonl").read_bytes() == before[o] for o in triplet)  # not retrained
+    b25 = _meta(paths["ar2dlm_b25"])
+    step25 = p.step_at(0.25)
+    assert b25["objective"] == "ar2dlm" and b25["run"] == "ar2dlm_b25" and b25["branch_frac"] == 0.25
+    assert b25["init"] == f"ar snapshot at step {step25}" and b25["steps"] == p.total_steps - step25
+    assert b25["tokens_seen"] == _meta(triplet["ar"])["tokens_seen"]
+    assert b25["data"]["order_digest"] == _meta(triplet["ar"])["data"]["order_digest"]
+    # its snapshots follow the shared step axis after the branch point
+    snaps = sorted(int(d.name.split("_")[1]) for d in (paths["ar2dlm_b25"] / "snapshots").iterdir())
+    assert snaps == [s for s in p.snapshot_steps() if s > step25]
+    # it starts from the ar snapshot at 25%: it stays closer to it than the dlm trained from scratch
+    key = "model.layers.1.self_attn.q_proj.weight"
+    w = {n: load_file(paths[n] / "model.safetensors")[key] for n in ("dlm", "ar2dlm", "ar2dlm_b25")}
+    w25 = load_file(triplet["ar"] / "snapshots" / f"step_{step25}" / "model.safetensors")[key]
+    assert (w["ar2dlm_b25"] - w25).norm() < (w["dlm"] - w25).norm()
+    assert not torch.equal(w["ar2dlm_b25"], w["ar2dlm"])
+    assert load(str(paths["ar2dlm_b25"]), device="cpu").family is Family.AR2DLM
+    # a branch point the finished ar run did not keep a snapshot of
+    with pytest.raises(LayerwiseError, match="finished without that branch point"):
+        T.train("ar2dlm_b40", PRESET, cache_dir=cache, train_data=td, progress=False, device="cpu")
+
+
+def test_branch_points_are_checked() -> None:
+    with pytest.raises(LayerwiseError, match="decay phase"):
+        T.get_preset("test", branch_fracs=(0.9,))
+    with pytest.raises(LayerwiseError, match="whole percent"):
+        T.get_preset("test", branch_fracs=(0.255,))
+    assert T.parse_run("ar2dlm_b25") == (T.Objective.AR2DLM, 0.25)
+    assert T.run_name("ar2dlm", 0.75, PRESET) == "ar2dlm" and T.run_name("ar2dlm", 0.5, PRESET) == "ar2dlm_b50"
+    with pytest.raises(LayerwiseError, match="unknown objective"):
+        T.parse_run("ar2dlm_x")

@@ -26,6 +26,7 @@ hash, so a report that is run again (after a killed job) re-uses what it already
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -140,12 +141,18 @@ def _taskset(name: str, settings: CompetenceSettings, data_dir: str | os.PathLik
     return _TASKSETS[key]
 
 
-def _cache_key(meta: dict[str, Any], s: CompetenceSettings) -> str:
+@functools.lru_cache(maxsize=1)
+def _library() -> str:
+    """The library's source hash, taken once per process (the code this process imported)."""
     from ..config import library_fingerprint
+
+    return library_fingerprint()
+
+
+def _cache_key(meta: dict[str, Any], s: CompetenceSettings) -> str:
     from ..data import _sha
 
-    return _sha(asdict(s), meta.get("config_hash"), meta.get("run"), meta.get("global_step"),
-                library_fingerprint())[:16]
+    return _sha(asdict(s), meta.get("config_hash"), meta.get("run"), meta.get("global_step"), _library())[:16]
 
 
 def score_model(path: str | os.PathLike, settings: CompetenceSettings = CompetenceSettings(), *,
