@@ -8,8 +8,10 @@ chapter the profile runs a model in, the units of the chapter's work (:func:`lay
 which follows the chapter's loops at the profile's parameters) name the library operations to time: probe
 batches (``layer_similarity``, ``token_similarity``, ``channel_stats``), denoising steps of LLaDA's and Dream's
 samplers (a few steps of a full-length canvas, per step), the AR prefill and decoding steps
-(``ar_generate``), the spectra of one block (``alpha_hill``) and one block of each compression method
-(``quantize`` / ``prune`` with ``blocks=[0]``). Each operation runs once to warm up and is then timed at the
+(``ar_generate``), likelihood scoring (``loglikelihood``: a Monte-Carlo batch of a diffusion model, a
+batch of requests of an AR model; measured even where the profile scores no likelihood task), the
+spectra of one block (``alpha_hill``) and one block of each compression method (``quantize`` /
+``prune`` with ``blocks=[0]``). Each operation runs once to warm up and is then timed at the
 profile's shapes. The model build time is recorded separately (loading a checkpoint from disk takes longer).
 
 Random weights never emit an end-of-text token: generations run to full length, so the GPU-hours are the
@@ -62,6 +64,8 @@ LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=3
 TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=4096)
 TINY_VOCAB = 512
+#: likelihood tasks whose units are measured when the profile's chapter 03 has none (the gpu profile's)
+LIKELIHOOD_TASKS = ["lw_gutenberg", "lw_arc_easy"]
 
 
 def build(key: str, remote: Path, tiny: bool, device: torch.device, dtype: torch.dtype) -> Any:
@@ -127,7 +131,7 @@ def measure(lm: Any, op: str, shape: dict[str, Any], tiny: bool, device: torch.d
     """Seconds of one unit of ``op`` at ``shape`` (after one warm-up call), with the shape measured."""
     from layerwise import compress
     from layerwise.probes import channel_stats, layer_similarity, token_similarity
-    from layerwise.sampling import ar_generate, diffusion_generate, dream_generate
+    from layerwise.sampling import ar_generate, diffusion_generate, dream_generate, loglikelihood
     from layerwise.sampling.generation import _diffusion_defaults
     from layerwise.spectra import alpha_hill
 
@@ -188,6 +192,19 @@ def measure(lm: Any, op: str, shape: dict[str, Any], tiny: bool, device: torch.d
         if method in ("rtn", "magnitude"):  # no calibration data: the cost does not scale with it
             out.pop("calib_seqs")
             out.pop("calib_len")
+    elif op in ("mc_batch", "ar_loglik"):
+        b = shape["batch"] if op == "ar_loglik" else min(shape["batch"], 4 if tiny else 32)
+        ctx_len = max(1, shape["seq_len"] // 2)
+        ctx = ids(1, ctx_len)[0].tolist()
+        cont = ids(1, max(1, shape["seq_len"] - ctx_len))[0].tolist()
+        if op == "ar_loglik":  # one batch of requests
+            call = lambda: loglikelihood(lm, [ctx] * b, [cont] * b, batch_size=b)  # noqa: E731
+            per = 1
+        else:  # two requests of b Monte-Carlo samples each (one batch per request)
+            call = lambda: loglikelihood(lm, [ctx] * 2, [cont] * 2, n_samples=b, batch_size=b)  # noqa: E731
+            per = 2
+        call()
+        out.update(seconds=timed(call, device) / per, batch=b)
     else:
         raise ValueError(op)
     return out
@@ -203,12 +220,15 @@ def needed_ops(params: dict[str, dict[str, Any]], key: str, layers: int) -> dict
     for chapter, p in params.items():
         if not set(_models_of(p)) & set(MODELS[key]["ids"]):
             continue
+        if chapter == "03_layer_skipping":  # likelihood tasks are measured too, so that adding them can be costed
+            p = {**p, "likelihood_tasks": p["likelihood_tasks"] or LIKELIHOOD_TASKS}
         for w in chapter_work(chapter, p, entry)[0]:
             op = w.op if w.op != "compress_block" else f"compress_block:{w.shape_dict['method']}"
             shape = {**w.shape_dict, **({"batch": p.get("batch_size", 8)} if w.op == "compress_block" else {})}
             shape.pop("method", None)
-            if op not in best or w.units > best[op][0]:
-                best[op] = (w.units, shape)
+            weight = w.units * shape.get("batch", 1) * shape.get("seq_len", 1)  # where most of the time goes
+            if op not in best or weight > best[op][0]:
+                best[op] = (weight, shape)
     return {op: s for op, (_, s) in best.items()}
 
 

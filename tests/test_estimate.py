@@ -19,8 +19,8 @@ from layerwise.skipping import select_layers
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks" / "bench_paper_profile.py"
 OPS = ("layer_similarity", "token_similarity", "channel_stats", "diffusion_step", "dream_step", "ar_prefill",
-       "ar_token", "alpha_hill_block", "compress_block:gptq", "compress_block:rtn", "compress_block:magnitude",
-       "compress_block:wanda", "compress_block:sparsegpt")
+       "ar_token", "mc_batch", "ar_loglik", "alpha_hill_block", "compress_block:gptq", "compress_block:rtn",
+       "compress_block:magnitude", "compress_block:wanda", "compress_block:sparsegpt")
 
 
 def _bench():
@@ -83,6 +83,14 @@ def test_units_follow_the_chapters_parameters(paper):
     # a skip configuration runs fewer blocks: its seconds per unit are lower than the unmodified model's
     gsm = [r for r in est.rows if r.model == LLADA_INSTRUCT and p["generation_task"] in r.unit]
     assert 0 < gsm[0].s_per_unit < 1.0
+
+    # likelihood tasks: one Monte-Carlo batch of mc_samples copies per request (ARC: one request per choice)
+    lik = {**p, "likelihood_tasks": ["lw_arc_easy"]}
+    arc = [r for r in E.estimate({ch: lik}, costs).rows if r.model == LLADA_INSTRUCT and "lw_arc_easy" in r.unit]
+    assert arc[0].units == (1 + 6) * p["limit"] * 4
+    double = [r for r in E.estimate({ch: {**lik, "mc_samples": 2 * p["mc_samples"]}}, costs).rows
+              if r.model == LLADA_INSTRUCT and "lw_arc_easy" in r.unit]
+    assert double[0].gpu_hours == pytest.approx(2 * arc[0].gpu_hours)
 
     ch = "01_layer_similarity"
     p = paper[ch]

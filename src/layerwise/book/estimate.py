@@ -11,6 +11,9 @@ A unit at another shape is scaled by its token count (attention's quadratic term
 
 Random weights never emit an end-of-text token, so every generation runs to its full length: the
 estimate is the full-length upper bound (LLaDA's sampler stops early once every answer is final).
+Likelihood tasks are costed at ``mc_samples`` copies per request, the cap when a target standard error
+stops a request earlier. (Slightly over 500 lines: the unit counts, their costs and their tables are
+read together.)
 """
 
 from __future__ import annotations
@@ -38,8 +41,15 @@ PROMPT_CHARS: dict[str, tuple[int, int]] = {
     "lw_humaneval": (451, 0),
     "lw_arithmetic": (47, 45),
 }
-#: items in each generation task's test split (a chapter's ``limit`` above it evaluates them all)
-TASK_ITEMS = {"lw_gsm8k": 1319, "lw_math500": 500, "lw_humaneval": 164}
+#: likelihood tasks: mean characters of a request's context and continuation, requests per item (ARC:
+#: "Question: ... Answer:" and each of 4 choices); lw_gutenberg scores each passage whole (its
+#: ``gutenberg_chars`` parameter sets the length)
+LIKELIHOOD_CHARS: dict[str, tuple[int, int, int]] = {
+    "lw_arc_easy": (140, 23, 4),
+    "lw_arc_challenge": (158, 29, 4),
+}
+#: items in each task's test split (a chapter's ``limit`` above it evaluates them all)
+TASK_ITEMS = {"lw_gsm8k": 1319, "lw_math500": 500, "lw_humaneval": 164, "lw_arc_easy": 2376, "lw_arc_challenge": 1172}
 #: characters per token of the papers' tokenizers on English and math text (approximate)
 CHARS_PER_TOKEN = 4.0
 
@@ -130,6 +140,26 @@ def _generation(family: str, batches: int, batch: int, prompt: int, gen: int, st
                   batch=batch, seq_len=prompt + gen)]
 
 
+def _likelihood(family: str, task: str, p: Mapping[str, Any], evaluations: int, scale: float = 1.0) -> list[Work]:
+    """A likelihood task scored ``evaluations`` times: diffusion models run ``ceil(mc_samples / batch)``
+    Monte-Carlo batches per request (``mc_samples`` is the cap when a target standard error stops a
+    request earlier), AR models one forward pass per batch of requests."""
+    if task == "lw_gutenberg":
+        ctx, cont, per_item = 1, round(p["gutenberg_chars"] / CHARS_PER_TOKEN), 1
+    else:
+        c_ctx, c_cont, per_item = LIKELIHOOD_CHARS[task]
+        ctx, cont = round(c_ctx / CHARS_PER_TOKEN), max(1, round(c_cont / CHARS_PER_TOKEN))
+    requests = evaluations * _items(task, p["limit"]) * per_item
+    n = ctx + cont
+    if family == "ar":
+        bs = int(p.get("batch_size", 8))
+        return [_work(f"{task}: scoring batch, {bs} x {n} tokens", evaluations * _batches(requests // evaluations, bs),
+                      "ar_loglik", scale, batch=bs, seq_len=n)]
+    mc = int(p["mc_samples"])
+    return [_work(f"{task}: Monte-Carlo batch, {mc} x {n} tokens ({mc} samples per request at most)",
+                  requests, "mc_batch", scale, batch=mc, seq_len=n)]
+
+
 def _llada_steps(gen: int, steps: int, block_length: int) -> int:
     """Model calls of LLaDA's sampler for ``steps`` (at least one per block)."""
     nb = gen // block_length if block_length and gen % block_length == 0 else 1
@@ -202,7 +232,12 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
             batches = n_conf * _batches(_items(task, p["limit"]), bs)
             work += _generation(fam, batches, bs, prompt, p["gen_length"], steps,
                                 f"{task} ({n_conf} configurations, {kept:.0%} of the blocks on average)", kept)
-        reason = "likelihood tasks not estimated" if p["likelihood_tasks"] else ""
+        reason = ""
+        for task in p["likelihood_tasks"]:
+            if task == "lw_gutenberg" or task in LIKELIHOOD_CHARS:
+                work += _likelihood(fam, task, p, n_conf, kept)
+            else:
+                reason = f"likelihood task {task} not estimated"
         return work, reason
     if chapter == "04_super_outlier":
         groups = min(p["n_groups"], p["n_seqs"])
@@ -250,6 +285,9 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
         n_eval = 1 + sum(confs.values())
         reason = ""
         for task in p["tasks"]:
+            if task == "lw_gutenberg" or task in LIKELIHOOD_CHARS:
+                work += _likelihood(fam, task, p, n_eval)
+                continue
             if task not in PROMPT_CHARS:
                 reason = f"task {task} not estimated"
                 continue
@@ -266,7 +304,8 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
 # ---------------------------------------------------------------------------------------------
 
 
-_TOKEN_SCALED = {"layer_similarity", "token_similarity", "channel_stats", "diffusion_step", "dream_step", "ar_prefill"}
+_TOKEN_SCALED = {"layer_similarity", "token_similarity", "channel_stats", "diffusion_step", "dream_step", "ar_prefill",
+                 "mc_batch", "ar_loglik"}
 
 
 def unit_seconds(model: Mapping[str, Any], w: Work) -> float | None:
