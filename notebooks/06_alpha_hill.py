@@ -209,9 +209,22 @@ if over_training and not models:
 
 # %% [markdown]
 # ## Result file
+#
+# Beside the headline cut-off rule, the ledger reads B3 under every rule computed (its pre-registered
+# definitions: fixed and KS), and the over-training trend: the slope of each run's early alpha-Hill
+# against log10(tokens per parameter) over its snapshots (paper B reads early collapse as
+# overtraining), with an interval over the early modules.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+if len(over):
+    from layerwise.training import PRESETS
+
+    tokens_per_step = PRESETS[preset].batch_size * PRESETS[preset].seq_len
+    ledger_metrics = {**ledger_metrics, **claims.overtraining_metrics(
+        over, {n: lm.family for n, lm in subjects.items()}, tokens_per_step=tokens_per_step,
+        n_params={n: sum(p.numel() for p in lm.model.parameters()) for n, lm in subjects.items()},
+        n_boot=n_boot, seed=seed)}
 path = save_result(
     "06_alpha_hill", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
