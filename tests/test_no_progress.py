@@ -184,3 +184,19 @@ def test_runner_strips_a_bar_forced_on(tmp_path: Path) -> None:
     text = json.dumps([o for c in out.cells if c.cell_type == "code" for o in c.outputs])
     assert "result 3" in text
     assert not progress_lines(out)
+
+
+@pytest.mark.slow
+def test_a_failed_chapter_keeps_its_traceback_without_bars(tmp_path: Path) -> None:
+    from layerwise import book
+    from layerwise.config import LayerwiseError
+
+    chapters = tmp_path / "notebooks"
+    (chapters / "profiles").mkdir(parents=True)
+    (chapters / "98_forced.py").write_text(FORCED + '\n# %%\nraise RuntimeError("chapter broke")\n')
+    (chapters / "profiles" / "tiny.yaml").write_text("requires_data: false\ncommon: {}\n")
+    with pytest.raises(LayerwiseError, match="chapter broke"):
+        book.run("tiny", notebooks_dir=chapters, out=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    out = nbformat.read(str(tmp_path / "out" / "notebooks" / "98_forced.ipynb"), as_version=4)
+    assert any(o.output_type == "error" for c in out.cells if c.cell_type == "code" for o in c.outputs)
+    assert not progress_lines(out)

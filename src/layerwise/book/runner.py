@@ -37,7 +37,7 @@ from .chapters import discover_chapters, load_profile, read_chapter, resolve_par
 from .estimate import describe_estimate, one_line, plans_estimate
 from .origin import device_text
 from .paths import BookLayout, locate
-from .progress import strip_progress
+from .progress import strip_progress, strip_progress_file
 
 #: cell tags: nbval skips these cells (banner and provenance differ on every run)
 NBVAL_SKIP = "nbval-skip"
@@ -290,6 +290,7 @@ def execute(plan: Plan, profile: str, *, kernel: str | None = None, progress: bo
                                      kernel_name=kernel, progress_bar=progress, cwd=str(plan.output.parent),
                                      log_output=False)
         except pm.PapermillExecutionError as e:
+            strip_progress_file(plan.output)  # the traceback stays; bars go
             raise LayerwiseError(_failure_line(plan.chapter, e, plan.output)) from None
     seconds = time.perf_counter() - t0
     strip_progress(nb)  # a bar a library forced on despite the variables above
