@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
@@ -214,14 +214,20 @@ def needed_ops(params: dict[str, dict[str, Any]], key: str, layers: int) -> dict
     """The operations the profile's chapters run on model ``key``: ``{op: shape}`` (the shape of the
     chapter unit with the most calls)."""
     from layerwise.book.estimate import _models_of, chapter_work
+    from layerwise.compress.prune import PruneMethod
+    from layerwise.compress.quantize import QuantMethod
 
     entry = {"family": MODELS[key]["family"], "layers": layers}
     best: dict[str, tuple[int, dict[str, Any]]] = {}
     for chapter, p in params.items():
         if not set(_models_of(p)) & set(MODELS[key]["ids"]):
             continue
-        if chapter == "03_layer_skipping":  # likelihood tasks are measured too, so that adding them can be costed
+        # likelihood tasks and every compression method are measured too, so that adding them can be costed
+        if chapter == "03_layer_skipping":
             p = {**p, "likelihood_tasks": p["likelihood_tasks"] or LIKELIHOOD_TASKS}
+        if chapter == "07_compression":
+            p = {**p, "quant_methods": list(get_args(QuantMethod)), "prune_methods": list(get_args(PruneMethod)),
+                 "tasks": [*p["tasks"], *LIKELIHOOD_TASKS[1:]]}
         for w in chapter_work(chapter, p, entry)[0]:
             op = w.op if w.op != "compress_block" else f"compress_block:{w.shape_dict['method']}"
             shape = {**w.shape_dict, **({"batch": p.get("batch_size", 8)} if w.op == "compress_block" else {})}
