@@ -24,7 +24,9 @@
 # the test set is the held-out prompts that the **unmodified model continues without looping**
 # (`headline_metric` below `loop_threshold`, e.g. rep-2 < 0.2: fewer than one word pair in five
 # repeats an earlier one); the chapter reports how many prompts qualify and calls the claim **not
-# testable** on a model with fewer than `min_prompts` of them. On those prompts we compare the
+# testable** on a model with fewer than `min_prompts` of them. The unmodified model continues a pool
+# of `text_prompts` prompts; only the selected ones (up to `max_test_prompts`) are generated under
+# every ablation, so a large pool is cheap. On those prompts we compare the
 # outlier's ablation with **random channels of similar magnitude rank** (several draws), not with the
 # unmodified model: prompts chosen for a low score drift upward under any perturbation (regression
 # to the mean), and the control drifts the same way.
@@ -61,7 +63,9 @@ seed = 0
 cpu_threads = 1             # torch threads on CPU: tiny models run fastest on one, on shared cores
 stat_seqs = 8               # held-out sequences for finding the super-outlier
 stat_len = 128
-text_prompts = 8            # held-out text prompts continued under each condition (the pool the test set comes from)
+text_prompts = 16           # held-out text prompts the unmodified model continues (the pool the test set comes from)
+max_test_prompts = 8        # non-looping prompts ablated under every condition (the first ones; 0 = all)
+compare_prompts = 8         # the first prompts also ablated at the headline site, looping or not (paper B's design)
 prompt_len = 32             # prompt tokens
 gen_tokens = 32             # tokens generated per text prompt
 arith_items = 8             # held-out arithmetic problems
@@ -107,7 +111,7 @@ from layerwise.ablation_design import (
     label,
     mark_loops,
     plan_ablations,
-    select_prompts,
+    run_screened,
     subset,
 )
 from layerwise.data import arithmetic_heldout, eval_sequences
@@ -153,7 +157,7 @@ for name, lm in subjects.items():
 # ## Generating under every condition
 
 # %%
-text_tables, arith_tables = [], []
+text_tables, arith_tables, selections = [], [], {}
 problems = arithmetic_heldout(arith_items, seed=seed, num_fewshot=arith_fewshot)
 gen = partial(generate, progress=False)
 for name, lm in subjects.items():
@@ -162,8 +166,11 @@ for name, lm in subjects.items():
     prompts = lm.tokenizer.batch_decode(ids)
     kw = {"steps": diffusion_steps} if diffusion_steps and lm.family.is_diffusion else {}
     common = dict(mode=mode, means=means[name], progress=False, batch_size=batch_size, **kw)
-    text_tables.append(run_conditions(lm, plans[name].conditions, prompts, gen, max_new_tokens=gen_tokens,
-                                      **common).assign(model=name))
+    t, selections[name] = run_screened(lm, plans[name], prompts, gen, measure=headline_metric,
+                                       threshold=loop_threshold, min_prompts=min_prompts,
+                                       max_prompts=max_test_prompts, compare_prompts=compare_prompts,
+                                       headline=headline_label, max_new_tokens=gen_tokens, **common)
+    text_tables.append(t.assign(model=name))
     arith_tables.append(run_conditions(lm, plans[name].conditions, [p["prompt"] for p in problems], gen,
                                        answers=[p["answer"] for p in problems], max_new_tokens=answer_tokens,
                                        until=["\n"], **common).assign(model=name))
@@ -177,9 +184,7 @@ arith_df = pd.concat(arith_tables, ignore_index=True)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-selections = {name: select_prompts(text_df[text_df.model == name], measure=headline_metric,
-                                   threshold=loop_threshold, min_prompts=min_prompts) for name in subjects}
-sel_table = pd.DataFrame([{"model": n, "non-looping prompts": s.n, "of": s.n_pool,
+sel_table = pd.DataFrame([{"model": n, "non-looping prompts": s.qualifying, "of": s.n_pool, "tested": s.n,
                            f"unablated {headline_metric} (all prompts)":
                                text_df[(text_df.model == n) & (text_df.kind == "none")][headline_metric].mean(),
                            "testable": s.testable} for n, s in selections.items()]).set_index("model")
@@ -191,8 +196,8 @@ for n, s in selections.items():
 # %% [markdown]
 # ## Repetition and accuracy per condition
 #
-# Means per model, ablation (`site/definition`) and condition, on each model's non-looping prompts
-# (`selected`) and on all prompts; arithmetic accuracy is over all items.
+# Means per model, ablation (`site/definition`) and condition, on each model's tested non-looping
+# prompts; arithmetic accuracy is over all items.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -202,8 +207,7 @@ acc = (arith_df.assign(label=np.where(arith_df.kind == "none", "-", arith_df.sit
                        group=arith_df.kind + np.where(arith_df.scope == "", "", "/" + arith_df.scope))
        .groupby(["model", "label", "group"]).correct.mean().rename("accuracy").reset_index())
 table = table.merge(acc, on=["model", "label", "group"], how="left")
-print(table[table.prompts == "selected"].drop(columns="prompts").set_index(["model", "label", "group"])
-      .round(3).to_string())
+print(table.set_index(["model", "label", "group"]).round(3).to_string())
 
 # %%
 labels = list(dict.fromkeys(lab for p in plans.values() for lab in p.controls))
@@ -294,12 +298,14 @@ plt.show()
 # crosses: not testable (too few non-looping prompts), shown for reference.
 
 # %% [markdown]
-# For comparison, paper B's design, which this chapter replaces: the same difference on **all**
-# prompts, including those the unmodified model already loops on (headline site and definition).
+# For comparison, paper B's design, which this chapter replaces: the same difference on the first
+# `compare_prompts` prompts whether or not the unmodified model already loops on them (headline site
+# and definition).
 
 # %%
+first = text_df[text_df.prompt_id < compare_prompts]
 everything = claims.outlier_ablation_metrics(
-    subset(text_df, headline_site, headline_definition), subset(arith_df, headline_site, headline_definition),
+    subset(first, headline_site, headline_definition), subset(arith_df, headline_site, headline_definition),
     {n: lm.family for n, lm in subjects.items()}, repetition_measure=headline_metric,
     headline_scope=headline_scope, scopes=(headline_scope,), where=headline_site, n_boot=n_boot, seed=seed)
 all_prompts = claims.metrics_table(everything)
@@ -321,7 +327,8 @@ path = save_result(
           "generations": text_df[["model", "condition", "prompt_id", "text"]].to_dict(orient="records"),
           "params": {"sites": sites, "definitions": definitions, "headline_label": headline_label, "mode": mode,
                      "n_draws": n_draws, "rank_window": rank_window, "gen_tokens": gen_tokens,
-                     "text_prompts": text_prompts, "arith_items": arith_items, "headline_metric": headline_metric,
+                     "text_prompts": text_prompts, "max_test_prompts": max_test_prompts,
+                     "compare_prompts": compare_prompts, "arith_items": arith_items, "headline_metric": headline_metric,
                      "headline_scope": headline_scope, "loop_threshold": loop_threshold,
                      "min_prompts": min_prompts, "n_boot": n_boot}},
     cache=cache_dir or None)
@@ -343,6 +350,7 @@ display(Markdown(chapter_05_findings(json.loads(path.read_text()))))
 # jupytext --to ipynb notebooks/05_outlier_ablation.py -o /tmp/05.ipynb
 # papermill /tmp/05.ipynb /tmp/05.out.ipynb -p profile paper -p device cuda \
 #   -y '{"models": ["GSAI-ML/LLaDA-8B-Base", "meta-llama/Llama-3.1-8B"],
-#        "preset": "gpu", "text_prompts": 64, "prompt_len": 128, "gen_tokens": 128, "diffusion_steps": 128,
+#        "preset": "gpu", "text_prompts": 256, "max_test_prompts": 32, "compare_prompts": 32,
+#        "prompt_len": 128, "gen_tokens": 128, "diffusion_steps": 128,
 #        "arith_items": 64, "answer_tokens": 16, "n_draws": 5, "batch_size": 8}'
 # ```

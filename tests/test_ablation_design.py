@@ -20,6 +20,7 @@ from layerwise.ablation_design import (
     labels_in,
     mark_loops,
     plan_ablations,
+    run_screened,
     select_prompts,
     subset,
 )
@@ -160,27 +161,35 @@ def test_findings_paragraph_for_testable_and_untestable_models(tmp_path):
     a_line = next(line for line in text.splitlines() if line.startswith("- `a`"))
     b_line = next(line for line in text.splitlines() if line.startswith("- `b`"))
     assert "4 of 8 prompts" in a_line and "+0.500" in a_line and "more loops than the control" in a_line
-    assert "at the residual stream with the attn_input definition +0.000" in a_line and "no difference from the control resolved" in a_line
+    assert "at the residual stream with the attn_input definition +0.000" in a_line
+    assert "no difference from the control resolved" in a_line
     assert "**Not testable**" in b_line and "at least 6" in b_line
     assert "regression" not in text and "biased upward" in text
     assert "No model was ablated" in chapter_05_findings({"metrics": {}, "data": {}})
 
 
-def test_condition_means_on_selected_and_all_prompts():
+def test_condition_means_on_the_selected_prompts():
     df = mark_loops(_two_labels(), threshold=0.2)
     sel = {"m": select_prompts(df, threshold=0.2)}
-    t = condition_means(df, sel, ["rep_2", "looping"]).set_index(["prompts", "label", "group"])
-    assert t.loc[("selected", "attn_input/attn_input", "outlier/early"), "rep_2"] == pytest.approx(0.6)
-    assert t.loc[("all", "attn_input/attn_input", "outlier/early"), "rep_2"] == pytest.approx(0.5)
-    assert t.loc[("selected", "-", "none"), "looping"] == 0.0
+    t = condition_means(df, sel, ["rep_2", "looping"]).set_index(["label", "group"])
+    assert t.loc[("attn_input/attn_input", "outlier/early"), "rep_2"] == pytest.approx(0.6)
+    assert t.loc[("residual/attn_input", "control/early"), "rep_2"] == pytest.approx(0.3)
+    assert t.loc[("-", "none"), "looping"] == 0.0 and (t.n_prompts == 4).all()
     assert labels_in(df) == ["attn_input/attn_input", "residual/attn_input"]
+    capped = select_prompts(df, threshold=0.2, min_prompts=3, max_prompts=2)
+    assert capped.prompt_ids == (0, 1) and capped.qualifying == 4 and not capped.testable
+    assert "only 4 of 8" in capped.reason
 
 
-def test_plan_and_conditions_run_on_a_tiny_model():
+def tiny_lm():
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=64, max_position_embeddings=64)
-    lm = wrap(LlamaForCausalLM(cfg).eval(), None, "ar")
+    return wrap(LlamaForCausalLM(cfg).eval(), None, "ar")
+
+
+def test_plan_and_conditions_run_on_a_tiny_model():
+    lm = tiny_lm()
     with torch.no_grad():  # a planted outlier in the residual stream: a large embedding channel
         lm.model.model.embed_tokens.weight[:, 11] += 40.0
     ids = torch.randint(0, 63, (4, 16), generator=torch.Generator().manual_seed(1))
@@ -203,3 +212,25 @@ def test_plan_and_conditions_run_on_a_tiny_model():
     assert not torch.allclose(base, resid)  # zeroing the residual stream's channel changes the outputs
     after = lm.logits(ids[:4])[:, -1]
     assert torch.equal(after, base)  # every hook removed
+
+
+def test_run_screened_ablates_only_the_selected_prompts():
+    plan = plan_ablations(fake_stats(5, 9), 6, n_draws=2, seed=0)
+    calls: list[tuple[str, int]] = []
+    prompts = ["loop loop loop loop", "a b c d", "x y x y x y", "e f g h", "i j k l"]
+
+    def gen(lm_, ps, **kw):  # echoes the prompt: prompts 1, 3, 4 do not loop
+        calls.append((ps[0], len(ps)))
+        return list(ps)
+
+    df, sel = run_screened(tiny_lm(), plan, prompts, gen, threshold=0.2, min_prompts=2, max_prompts=2,
+                           compare_prompts=3, headline="residual/attn_input")
+    assert sel.prompt_ids == (1, 3) and sel.qualifying == 3 and sel.testable
+    assert calls[0] == (prompts[0], 5)  # one pass of the unmodified model over the pool
+    ablated = df[df.kind != "none"]
+    n_abl = len(plan.conditions) - 1
+    per_prompt = ablated.groupby("prompt_id").condition.nunique()
+    assert per_prompt[1] == per_prompt[3] == n_abl  # the selected prompts: every ablation
+    head = [c for c in plan.conditions if c.site == "residual" and c.definition == "attn_input"]
+    assert per_prompt[0] == per_prompt[2] == len(head)  # the comparison prompts: the headline label only
+    assert 4 not in per_prompt and (df[df.prompt_id == 1].text == prompts[1]).all()

@@ -15,24 +15,27 @@ A model whose unablated continuations already loop cannot show that an ablation 
    next block reads); the super-outlier is the channel of largest max |x| at the attention input, or
    in the residual stream. Where the two definitions pick the same channel, one is kept.
 
-:func:`plan_ablations` builds the conditions of one model; :func:`layerwise.ablation.run_conditions`
-generates under them; :func:`subset`, :func:`select_prompts` and :func:`mark_loops` prepare the
-tables that :func:`layerwise.claims.testable_ablation_metrics` turns into the ledger's numbers;
-:func:`chapter_05_findings` writes the chapter's findings paragraph from its result.
+:func:`plan_ablations` builds the conditions of one model; :func:`run_screened` generates in two
+passes (the unmodified model on the whole pool of prompts, the ablations on the selected prompts
+only, so a large pool costs one generation per prompt); :func:`subset`, :func:`select_prompts` and
+:func:`mark_loops` prepare the tables that :func:`layerwise.claims.testable_ablation_metrics` turns
+into the ledger's numbers; :func:`chapter_05_findings` writes the chapter's findings paragraph from
+its result.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
-from .ablation import Condition, Where, ablation_conditions, random_control_channels
+from .ablation import Condition, Means, Mode, Where, ablation_conditions, random_control_channels, run_conditions
 from .config import LayerwiseError
+from .models import LoadedModel
 
 SITES: tuple[Where, ...] = ("attn_input", "residual")
 
@@ -122,17 +125,24 @@ def labels_in(df: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class Selection:
-    """The prompts on which one model's unablated continuation does not loop."""
+    """The prompts on which one model's unablated continuation does not loop: ``n_qualifying`` of the
+    ``n_pool`` screened, of which the test uses ``prompt_ids`` (the first ones, up to a cap)."""
 
     prompt_ids: tuple[int, ...]
     n_pool: int
     measure: str
     threshold: float
     min_prompts: int
+    n_qualifying: int = -1  # -1: as many as prompt_ids
 
     @property
     def n(self) -> int:
+        """Prompts the test uses."""
         return len(self.prompt_ids)
+
+    @property
+    def qualifying(self) -> int:
+        return self.n if self.n_qualifying < 0 else self.n_qualifying
 
     @property
     def testable(self) -> bool:
@@ -143,30 +153,62 @@ class Selection:
         """Why the claim is not testable on this model ("" when it is)."""
         if self.testable:
             return ""
-        return (f"only {self.n} of {self.n_pool} prompts are continued without looping by the unmodified model "
-                f"({self.measure} < {self.threshold:g}); the test needs at least {self.min_prompts}")
+        return (f"only {self.qualifying} of {self.n_pool} prompts are continued without looping by the unmodified "
+                f"model ({self.measure} < {self.threshold:g}); the test needs at least {self.min_prompts}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt_ids": list(self.prompt_ids), "n": self.n, "n_pool": self.n_pool, "measure": self.measure,
-                "threshold": self.threshold, "min_prompts": self.min_prompts, "testable": self.testable,
-                "reason": self.reason}
+        return {"prompt_ids": list(self.prompt_ids), "n": self.n, "n_qualifying": self.qualifying,
+                "n_pool": self.n_pool, "measure": self.measure, "threshold": self.threshold,
+                "min_prompts": self.min_prompts, "testable": self.testable, "reason": self.reason}
 
 
-def select_prompts(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0.2,
-                   min_prompts: int = 5) -> Selection:
-    """The prompts whose *unablated* continuation has ``measure < threshold`` (NaN: left out).
+def select_prompts(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0.2, min_prompts: int = 5,
+                   max_prompts: int = 0) -> Selection:
+    """The prompts whose *unablated* continuation has ``measure < threshold`` (NaN: left out), the
+    first ``max_prompts`` of them (0 = all).
 
     ``df`` is one model's :func:`~layerwise.ablation.run_conditions` table (the ``none`` rows are read).
     """
     if measure not in df:
         raise LayerwiseError(f"no column {measure!r} in the generation table: use one of the text metrics, e.g. rep_2")
-    if not 0 < threshold <= 1 or min_prompts < 1:
-        raise LayerwiseError(f"threshold={threshold} must be in (0, 1] and min_prompts={min_prompts} >= 1")
+    if not 0 < threshold <= 1 or min_prompts < 1 or max_prompts < 0:
+        raise LayerwiseError(f"threshold={threshold} must be in (0, 1], min_prompts={min_prompts} >= 1 and "
+                             f"max_prompts={max_prompts} >= 0")
     base = df[df.kind == "none"].drop_duplicates("prompt_id").set_index("prompt_id")[measure].sort_index()
     if base.empty:
         raise LayerwiseError("no baseline rows (kind 'none'): generate with the unmodified model too")
-    ok = base[base < threshold]
-    return Selection(tuple(int(i) for i in ok.index), int(base.size), measure, float(threshold), int(min_prompts))
+    ok = [int(i) for i in base[base < threshold].index]
+    return Selection(tuple(ok[:max_prompts] if max_prompts else ok), int(base.size), measure, float(threshold),
+                     int(min_prompts), len(ok))
+
+
+def run_screened(lm: LoadedModel, plan: AblationPlan, prompts: Sequence[str], generate_fn: Callable[..., list[str]],
+                 *, measure: str = "rep_2", threshold: float = 0.2, min_prompts: int = 5, max_prompts: int = 0,
+                 compare_prompts: int = 0, headline: str = "attn_input/attn_input", mode: Mode = "zero",
+                 means: Means = None, progress: bool = False, **gen_kwargs: Any) -> tuple[pd.DataFrame, Selection]:
+    """Generate in two passes: the unmodified model continues every prompt (the pool); the ablations
+    run on the prompts :func:`select_prompts` keeps only, and the ``headline`` label's conditions also
+    on the first ``compare_prompts`` prompts, looping or not (to compare with a design that does not
+    select). Returns the :func:`~layerwise.ablation.run_conditions` table (``prompt_id`` indexes
+    ``prompts``) and the selection."""
+    base_conds = [c for c in plan.conditions if c.kind == "none"]
+    ablations = [c for c in plan.conditions if c.kind != "none"]
+    kw = dict(mode=mode, means=means, progress=progress, **gen_kwargs)
+    parts = [run_conditions(lm, base_conds, prompts, generate_fn, **kw)]
+    sel = select_prompts(parts[0], measure=measure, threshold=threshold, min_prompts=min_prompts,
+                         max_prompts=max_prompts)
+
+    def run_on(conds: list[Condition], ids: list[int]) -> None:
+        if conds and ids:
+            t = run_conditions(lm, conds, [prompts[i] for i in ids], generate_fn, **kw)
+            parts.append(t.assign(prompt_id=[ids[p] for p in t.prompt_id]))
+
+    run_on(ablations, list(sel.prompt_ids))
+    site, definition = headline.split("/", 1)
+    chosen = set(sel.prompt_ids)
+    run_on([c for c in ablations if c.site == site and c.definition == definition],
+           [i for i in range(min(compare_prompts, len(prompts))) if i not in chosen])
+    return pd.concat(parts, ignore_index=True), sel
 
 
 def mark_loops(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0.2) -> pd.DataFrame:
@@ -176,22 +218,21 @@ def mark_loops(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0
 
 
 def condition_means(df: pd.DataFrame, selections: Mapping[str, Selection], columns: Sequence[str]) -> pd.DataFrame:
-    """Mean of ``columns`` per model, ablation label and condition group, on each model's selected prompts
-    (``prompts = "selected"``) and on all prompts (``"all"``). ``df`` has a ``model`` column."""
+    """Mean of ``columns`` per model, ablation label and condition group on each model's selected
+    prompts (the only prompts every condition ran on). ``df`` has a ``model`` column."""
     rows = []
     for model, g in df.groupby("model", sort=False):
-        sel = selections[str(model)].prompt_ids
+        g = g[g.prompt_id.isin(selections[str(model)].prompt_ids)]
+        if g.empty:
+            continue
         g = g.assign(label=np.where(g.kind == "none", "-", g.site + "/" + g.definition),
                      group=g.kind + np.where(g.scope == "", "", "/" + g.scope))
-        for which, part in (("selected", g[g.prompt_id.isin(sel)]), ("all", g)):
-            if part.empty:
-                continue
-            m = part.groupby(["label", "group"], sort=False)[list(columns)].mean().reset_index()
-            rows.append(m.assign(model=model, prompts=which, n_prompts=part.prompt_id.nunique()))
+        m = g.groupby(["label", "group"], sort=False)[list(columns)].mean().reset_index()
+        rows.append(m.assign(model=model, n_prompts=g.prompt_id.nunique()))
     if not rows:
-        return pd.DataFrame(columns=["model", "prompts", "label", "group", *columns])
+        return pd.DataFrame(columns=["model", "n_prompts", "label", "group", *columns])
     out = pd.concat(rows, ignore_index=True)
-    return out[["model", "prompts", "n_prompts", "label", "group", *columns]]
+    return out[["model", "n_prompts", "label", "group", *columns]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +291,9 @@ def chapter_05_findings(result: Mapping[str, Any]) -> str:
         same = "; the definitions agree" if plan.get("same_channel") else ""
         rep = metrics.get(REPETITION_INCREASE.per_model(model, scope))
         onset = metrics.get(LOOP_ONSET.per_model(model, scope))
-        text = (f"- `{model}` (super-outlier by {targets}{same}): {sel['n']} of {sel['n_pool']} prompts are "
-                f"continued without looping ({measure} < {sel['threshold']:g}).")
+        used = f", the first {sel['n']} of them tested" if sel.get("n_qualifying", sel["n"]) > sel["n"] else ""
+        text = (f"- `{model}` (super-outlier by {targets}{same}): {sel.get('n_qualifying', sel['n'])} of "
+                f"{sel['n_pool']} prompts are continued without looping ({measure} < {sel['threshold']:g}){used}.")
         if not sel["testable"]:
             text += f" **Not testable** on this model: {sel['reason']}."
         else:
