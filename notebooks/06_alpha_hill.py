@@ -218,9 +218,9 @@ if over_training and not models:
 # %%
 # NBVAL_CHECK_OUTPUT
 if len(over):
-    from layerwise.training import PRESETS
+    from layerwise.training import get_preset
 
-    tokens_per_step = PRESETS[preset].batch_size * PRESETS[preset].seq_len
+    tokens_per_step = get_preset(preset).batch_size * get_preset(preset).seq_len
     ledger_metrics = {**ledger_metrics, **claims.overtraining_metrics(
         over, {n: lm.family for n, lm in subjects.items()}, tokens_per_step=tokens_per_step,
         n_params={n: sum(p.numel() for p in lm.model.parameters()) for n, lm in subjects.items()},

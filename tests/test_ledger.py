@@ -112,13 +112,17 @@ def test_training_seeds_widen_the_interval(tmp_path, monkeypatch):
     assert [s["value"] for s in combined.extra["seeds"]] == [0.95, 0.80]
     # the same two seeds as sweep jobs keyed by training seed: the ledger combines them itself
     name = claims.RETENTION_AT_TARGET.of("dlm")
-    for k, m in per_seed.items():
-        monkeypatch.setenv(RESULT_KEY_ENV, f"seed-{k}")
+    for key, m in zip(["preset-gpu", "preset-gpu-seed1"], per_seed.values()):
+        monkeypatch.setenv(RESULT_KEY_ENV, key)
         save_result(claims.LAYER_SKIPPING, profile="t", results_dir=tmp_path, metrics={name: m})
+    for key in ("seed-0", "seed-1"):  # the chapter's evaluation seed is not a training seed
+        monkeypatch.setenv(RESULT_KEY_ENV, key)
+        save_result(claims.LAYER_SKIPPING, profile="t", results_dir=tmp_path, metrics={name: per_seed[0]})
     monkeypatch.delenv(RESULT_KEY_ENV)
     results = load_results("t", results_dir=tmp_path)
     e = resolve_entry(results[claims.LAYER_SKIPPING]["metrics"], name)
     assert e["n_seeds"] == 2 and e["ci"] == pytest.approx(list(expected.interval))
+    assert e["seed_values"] == pytest.approx([0.95, 0.80])
     seeds = seed_table(results).set_index(["claim", "part"]).loc[("A3", "DLM retention")]
     assert seeds["seeds"] == 2 and float(seeds["seed SD"]) == pytest.approx(np.std([0.95, 0.8], ddof=1), abs=1e-3)
     # one seed alone would pass the margin; over both seeds the interval straddles it

@@ -10,7 +10,7 @@ similarity profile between blocks); the chapter saves that scale with the metric
 
 **Intervals.** A metric's interval covers the evaluation items (or sequences, modules...). Where a
 result file holds the metric for several training seeds (``"seeds"`` in the entry, see
-:func:`layerwise.claims.over_seeds`, or sweep jobs keyed ``seed-<k>``), the seeds are combined with
+:func:`layerwise.claims.over_seeds`, or sweep jobs keyed by training seed), the seeds are combined with
 :func:`layerwise.stats.seed_item_interval`; with one seed the item interval stands and the ledger says
 that seed variance was not measured.
 
@@ -219,7 +219,27 @@ CLAIMS: tuple[Claim, ...] = (
 # Reading entries: training seeds
 # ---------------------------------------------------------------------------------------------
 
-_SEED_KEY = re.compile(r"(?:^|__)(?:train_)?seed-(\d+)(?:__|$)")
+#: a sweep job's key part that names a training seed: ``train_seed-<k>``, or the preset of seed k
+#: (``preset-<name>-seed<k>``; ``preset-<name>`` is seed 0)
+_TRAIN_SEED = re.compile(r"^(?:train_seed-(?P<k>\d+)|preset-(?P<base>.+?)(?:-seed(?P<pk>\d+))?)$")
+
+
+def _seed_jobs(metrics: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The sweep-job entries ``name@<key>`` that differ only in their training seed (empty unless
+    exactly one such group has at least two jobs), in seed order."""
+    groups: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] = {}
+    for k, v in metrics.items():
+        if not k.startswith(f"{name}@"):
+            continue
+        parts = k.split("@", 1)[1].split("__")
+        seeds = [m for p in parts if (m := _TRAIN_SEED.match(p))]
+        if len(seeds) != 1:
+            continue
+        rest = tuple(p for p in parts if not _TRAIN_SEED.match(p))
+        seed = int(seeds[0].group("k") or seeds[0].group("pk") or 0)
+        groups.setdefault((rest, seeds[0].group("base")), []).append((seed, v))
+    many = [g for g in groups.values() if len(g) >= 2]
+    return [v for _, v in sorted(many[0], key=lambda sv: sv[0])] if len(many) == 1 else []
 
 
 def _has_number(e: Mapping[str, Any]) -> bool:
@@ -231,11 +251,13 @@ def resolve_entry(metrics: Mapping[str, Any], name: str) -> dict[str, Any] | Non
     """The metric ``name`` with its interval over training seeds where the file holds several.
 
     Seeds come from the entry's ``seeds`` list (:func:`layerwise.claims.over_seeds`, already combined:
-    kept as is) or from sweep jobs whose key names a training seed (``name@seed-<k>``), combined here
-    with :func:`layerwise.stats.seed_item_interval`. The result carries ``n_seeds`` and ``seed_values``.
+    kept as is) or from sweep jobs whose keys differ only in the training seed (``train_seed-<k>``,
+    or ``preset-<name>-seed<k>`` beside ``preset-<name>``), combined here with
+    :func:`layerwise.stats.seed_item_interval`. A job key ``seed-<k>`` is the chapter's evaluation
+    seed, not a training seed: it is not combined. The result carries ``n_seeds`` and ``seed_values``.
     """
     entry = metrics.get(name)
-    jobs = [v for k, v in metrics.items() if k.startswith(f"{name}@") and _SEED_KEY.search(k.split("@", 1)[1])]
+    jobs = _seed_jobs(metrics, name)
     if entry is not None and entry.get("seeds"):
         seeds = [s for s in entry["seeds"] if _has_number(s)]
         return {**entry, "n_seeds": len(entry["seeds"]), "seed_values": [s["value"] for s in seeds]}
