@@ -156,14 +156,17 @@ def test_findings_paragraph_for_testable_and_untestable_models(tmp_path):
     path = save_result("05_outlier_ablation", profile="t", results_dir=tmp_path, metrics=m, data={
         "selection": {n: s.to_dict() for n, s in sels.items()},
         "plans": {"a": {"targets": {"attn_input": 7}, "same_channel": {}}, "b": {"targets": {"attn_input": 3}}},
-        "params": {"headline_metric": "rep_2", "headline_scope": "early"}})
+        "params": {"headline_metric": "rep_2", "headline_scope": "early"},
+        "all_prompts_effects": [{"model": "a", "kind": "repetition", "scope": "early", "value": 0.05,
+                                 "ci_low": -0.1, "ci_high": 0.2, "n_prompts": 8}]})
     text = chapter_05_findings(json.loads(path.read_text()))
     a_line = next(line for line in text.splitlines() if line.startswith("- `a`"))
     b_line = next(line for line in text.splitlines() if line.startswith("- `b`"))
     assert "4 of 8 prompts" in a_line and "+0.500" in a_line and "more loops than the control" in a_line
     assert "at the residual stream with the attn_input definition +0.000" in a_line
     assert "no difference from the control resolved" in a_line
-    assert "**Not testable**" in b_line and "at least 6" in b_line
+    assert "Without the selection (the first 8 prompts" in a_line and "+0.050 [-0.100, +0.200]" in a_line
+    assert "**Not testable**" in b_line and "at least 6" in b_line and "Without the selection" not in b_line
     assert "regression" not in text and "biased upward" in text
     assert "No model was ablated" in chapter_05_findings({"metrics": {}, "data": {}})
 
@@ -234,3 +237,33 @@ def test_run_screened_ablates_only_the_selected_prompts():
     head = [c for c in plan.conditions if c.site == "residual" and c.definition == "attn_input"]
     assert per_prompt[0] == per_prompt[2] == len(head)  # the comparison prompts: the headline label only
     assert 4 not in per_prompt and (df[df.prompt_id == 1].text == prompts[1]).all()
+
+
+def test_mean_ablation_takes_each_sites_own_means():
+    lm = tiny_lm()
+    ids = torch.randint(0, 63, (2, 8), generator=torch.Generator().manual_seed(2))
+    d, L = 32, lm.num_layers
+    means = {"attn_input": torch.full((L, d), 3.0), "residual": torch.full((L, d), -5.0)}
+    got: dict[str, torch.Tensor] = {}
+    blk = lm.adapter.get_blocks(lm.model)[0]
+    q = lm.adapter.block_linears(blk)["q"]
+    hq = q.register_forward_pre_hook(lambda m, a: got.__setitem__("attn_input", a[0].detach().clone()))
+    nxt = lm.adapter.get_blocks(lm.model)[1]  # block 0's output, as block 1 reads it
+
+    def block1_input(_m, args, kwargs):
+        got["residual"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
+    hb = nxt.register_forward_pre_hook(block1_input, with_kwargs=True)
+    try:
+        for site, value in (("attn_input", 3.0), ("residual", -5.0)):
+            cond = [c for c in plan_ablations(fake_stats(4, 4, d=d, L=L), L, sites=[site], definitions=["attn_input"],
+                                              n_draws=1, scopes=["all"]).conditions if c.kind == "outlier"]
+            run_conditions(lm, cond, ["p"], lambda lm_, ps, **kw: [str(lm_.logits(ids[:1]).sum().item())],
+                           mode="mean", means=means, progress=False)
+            assert torch.all(got[site][..., 4] == value), site
+        with pytest.raises(LayerwiseError, match="no entry for site"):
+            run_conditions(lm, cond, ["p"], lambda lm_, ps, **kw: ["x"], mode="mean",
+                           means={"attn_input": means["attn_input"]}, progress=False)
+    finally:
+        hq.remove()
+        hb.remove()

@@ -257,6 +257,11 @@ def _entry(e: Mapping[str, Any] | None) -> str:
     return s
 
 
+def _as_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A :func:`layerwise.claims.metrics_table` row as a result-file entry (value, ci)."""
+    return {"value": row.get("value"), "ci": [row.get("ci_low"), row.get("ci_high")]}
+
+
 def _reading(e: Mapping[str, Any] | None) -> str:
     """What one outlier-minus-control difference says (the interval against 0)."""
     if e is None:
@@ -276,7 +281,8 @@ def _reading(e: Mapping[str, Any] | None) -> str:
 def chapter_05_findings(result: Mapping[str, Any]) -> str:
     """The findings paragraph of chapter 05 (Markdown) from its result payload (``metrics`` and
     ``data`` of :func:`layerwise.results.save_result`: ``data["selection"]`` per model,
-    ``data["plans"]``, ``data["params"]``)."""
+    ``data["plans"]``, ``data["params"]``, optionally ``data["all_prompts_effects"]``: the
+    :func:`layerwise.claims.metrics_table` rows of the same difference without the selection)."""
     from .claims import DEFINITION_SEP, LOOP_ONSET, REPETITION_INCREASE
 
     metrics = result.get("metrics", {})
@@ -311,6 +317,11 @@ def chapter_05_findings(result: Mapping[str, Any]) -> str:
                                   f"({_reading(e)})")
             if others:
                 text += " Other sites and definitions: " + "; ".join(others) + "."
+        unselected = next((r for r in data.get("all_prompts_effects", []) if r.get("model") == model
+                           and r.get("kind") == "repetition" and r.get("scope", scope) == scope), None)
+        if unselected is not None:
+            text += (f" Without the selection (the first {int(unselected.get('n_prompts', 0))} prompts, looping or "
+                     f"not: paper B's design) the difference is {_entry(_as_entry(unselected))}.")
         lines.append(text)
     if len(lines) == 2:
         lines.append("No model was ablated in this run.")
