@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     help="Monte-Carlo copies per forward pass (LLaDA's get_log_likelihood: 16)")
     ap.add_argument("--targets", default="1.0,0.5,0.25,0.1", help="comma list of target standard errors (nats)")
     ap.add_argument("--min-samples", type=int, default=8)
+    ap.add_argument("--antithetic", action="store_true",
+                    help="also the antithetic estimator (antithetic=True): fixed cost and each target")
     ap.add_argument("--gutenberg-chars", type=int, default=1000, help="characters per Gutenberg passage")
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--cache-dir", default="")
@@ -166,10 +168,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(compare(name, task, f"n={args.n_samples}", None, ref, ref_rec, ref_secs, ref, ref_rec,
                                 ref_secs))
             print(_fmt(rows[-1]), flush=True)
-            for target in targets:
-                kw = dict(base_kw, target_se=target, min_samples=args.min_samples)
-                res, rec, secs = run_config(lm, taskset, kw, limit, args.seed)
-                rows.append(compare(name, task, f"se<={target:g}", target, res, rec, secs, ref, ref_rec, ref_secs))
+            configs: list[tuple[str, float | None, dict[str, Any]]] = [
+                (f"se<={t:g}", t, dict(target_se=t, min_samples=args.min_samples)) for t in targets]
+            if args.antithetic:
+                configs += [(f"anti n={args.n_samples}", None, dict(antithetic=True))]
+                configs += [(f"anti {label}", t, dict(kw, antithetic=True)) for label, t, kw in configs[:len(targets)]]
+            for label, target, extra in configs:
+                res, rec, secs = run_config(lm, taskset, dict(base_kw, **extra), limit, args.seed)
+                rows.append(compare(name, task, label, target, res, rec, secs, ref, ref_rec, ref_secs))
                 print(_fmt(rows[-1]), flush=True)
 
     stem = Path(args.out) if args.out else RESULTS / ("mc_se_tiny" if args.tiny else "mc_se")
@@ -206,7 +212,9 @@ def write(rows: list[dict[str, Any]], stem: Path, dev_name: str, args: argparse.
           "mean_se: the reported standard error (rolling: of the document's sum); "
           f"mean/max_abs_diff: |estimate - the n={args.n_samples} estimate| in nats; agreement: share of "
           f"multiple-choice items whose chosen option is the n={args.n_samples} run's (decisions_equal of "
-          "items); speedup: seconds of the fixed-cost evaluation / these seconds.\n\n"
+          "items); speedup: seconds of the fixed-cost evaluation / these seconds. `anti ...`: the same with "
+          "antithetic=True (pairs of masks on nearly complementary tokens; other draws than the reference, so "
+          "their distances include the reference's own Monte-Carlo error).\n\n"
           f"Command: `{cmd.strip()}`\n\n{table}\n")
     stem.with_suffix(".md").write_text(md)
     print()

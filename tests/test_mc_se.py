@@ -209,16 +209,80 @@ def test_bench_mc_se_on_a_trained_triplet(tmp_path):
     out = tmp_path / "mc_se"
     rows = bench.main(["--models", str(paths["dlm"]), str(paths["ar2dlm"]), str(paths["ar"]), "--device", "cpu",
                        "--cache-dir", str(tmp_path / "cache"), "--tasks", "lw_stories_choice", "--limit", "4",
-                       "--n-samples", "32", "--mc-batch", "8", "--targets", "1e9,1e-9", "--out", str(out)])
+                       "--n-samples", "32", "--mc-batch", "8", "--targets", "1e9,1e-9", "--antithetic",
+                       "--out", str(out)])
     assert [(r["model"], r["config"]) for r in rows] == [
-        (m, c) for m in ("dlm", "ar2dlm") for c in ("n=32", "se<=1e+09", "se<=1e-09")]  # the AR model dropped
+        (m, c) for m in ("dlm", "ar2dlm") for c in ("n=32", "se<=1e+09", "se<=1e-09", "anti n=32", "anti se<=1e+09",
+                                                    "anti se<=1e-09")]  # the AR model dropped
     for r in rows:
         assert r["requests"] > r["items"] == 4 and 0 <= r["agreement"] <= 1
-        if r["config"] == "se<=1e+09":  # any error meets it: every request stops at the minimum
+        if r["config"].endswith("se<=1e+09"):  # any error meets it: every request stops at the minimum
             assert r["mean_samples"] == r["max_samples"] == 8
         else:  # the fixed cost, and a target only requests without spread (identical copies) meet early
-            assert r["max_samples"] == 32 and r["max_abs_diff"] == 0.0
-            assert r["agreement"] == 1.0 and r["acc"] == r["acc_ref"]
+            assert r["max_samples"] == 32
+        if not r["config"].startswith("anti") and r["config"] != "se<=1e+09":  # the reference's own copies
+            assert r["max_abs_diff"] == 0.0 and r["agreement"] == 1.0 and r["acc"] == r["acc_ref"]
+    anti = {r["model"]: r for r in rows if r["config"] == "anti n=32"}
+    assert all(r["max_abs_diff"] > 0 for r in anti.values())  # other draws
     with open(out.with_suffix(".csv")) as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert "| dlm | lw_stories_choice | n=32 |" in out.with_suffix(".md").read_text()
+
+
+def test_antithetic_masks_are_draws_of_the_forward_process():
+    """Each half is LLaDA's forward process (count uniform on 1..L, then a uniform subset of that size), and a
+    pair covers every token with exactly one token in common."""
+    from itertools import combinations
+
+    length, n = 3, 6000
+    is_mask, p_mask = S.likelihood.antithetic_mask(n, length, torch.Generator().manual_seed(0))
+    first, second = is_mask[: n // 2], is_mask[n // 2:]
+    assert torch.equal(p_mask, is_mask.sum(1).float() / length) and bool(is_mask.any(1).all())
+    assert bool((first | second).all()) and bool(((first & second).sum(1) == 1).all())
+    for half in (first, second):
+        for k in range(1, length + 1):
+            for subset in combinations(range(length), k):
+                want = torch.zeros(length, dtype=torch.bool)
+                want[list(subset)] = True
+                freq = float((half == want).all(1).float().mean())
+                assert freq == pytest.approx(1 / length / math.comb(length, k), abs=0.025), (k, subset)
+
+
+@torch.no_grad()
+def exact_elbo(lm: LoadedModel, ctx: list[int], cont: list[int]) -> float:
+    """``E_k E_S [-(L / k) sum_{i in S} CE_i]``: k uniform on 1..L, S a uniform k-subset, by enumeration."""
+    from itertools import combinations
+
+    length = len(cont)
+    seq = torch.tensor(ctx + cont)
+    total = 0.0
+    for k in range(1, length + 1):
+        subsets = list(combinations(range(length), k))
+        for subset in subsets:
+            noisy = seq.clone()
+            noisy[[len(ctx) + i for i in subset]] = MASK
+            logits = lm.model(input_ids=noisy[None]).logits[0, len(ctx):].float()
+            ce = F.cross_entropy(logits, seq[len(ctx):], reduction="none")
+            total += -float(ce[list(subset)].sum()) * length / k / length / len(subsets)
+    return total
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_both_estimators_are_unbiased_for_the_exact_elbo(dlm, antithetic):
+    ctx, cont = [5, 17, 33, 2, 41], [7, 29, 11, 50]
+    exact = exact_elbo(dlm, ctx, cont)
+    ests = torch.tensor([float(S.diffusion_loglikelihood(dlm, [ctx], [cont], n_samples=64, batch_size=16, seed=s,
+                                                         antithetic=antithetic)[0]) for s in range(40)],
+                        dtype=torch.float64)
+    se = float(ests.std() / math.sqrt(len(ests)))
+    assert abs(float(ests.mean()) - exact) < 4 * se + 1e-6
+
+
+def test_antithetic_option_settings_and_target(dlm, requests):
+    ctxs, conts = requests
+    got = S.diffusion_loglikelihood(dlm, ctxs, conts, n_samples=64, batch_size=8, antithetic=True, target_se=0.3)
+    assert all(v.se <= 0.3 or v.n_samples == 64 for v in got) and all(v.n_samples % 8 == 0 for v in got)
+    plain = S.diffusion_loglikelihood(dlm, ctxs, conts, n_samples=64, batch_size=8)
+    assert [float(v) for v in got] != [float(v) for v in plain]  # other draws
+    with pytest.raises(LayerwiseError, match="even batch_size"):
+        S.diffusion_loglikelihood(dlm, ctxs, conts, n_samples=64, batch_size=7, antithetic=True)

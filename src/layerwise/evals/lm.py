@@ -17,7 +17,7 @@ from ..models import LoadedModel
 log = logging.getLogger(__name__)
 
 #: the diffusion Monte-Carlo settings of ``loglikelihood_kwargs``, dropped for exact (AR) likelihoods
-MC_KWARGS = ("n_samples", "seed", "batch_size", "target_se", "min_samples")
+MC_KWARGS = ("n_samples", "seed", "batch_size", "target_se", "min_samples", "antithetic")
 
 
 

@@ -91,11 +91,30 @@ def _standard_error(row_sum: float, row_sq: float, n: int) -> float:
     return math.sqrt(var / n)
 
 
+def antithetic_mask(n: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (even) Monte-Carlo masks in antithetic pairs: row ``i`` and row ``i + n/2``.
+
+    The first half are :func:`layerwise.diffusion.stratified_mask` draws (``k`` of ``length`` tokens masked,
+    a uniform subset). Row ``i + n/2`` masks the complement of row ``i`` plus one of row ``i``'s masked
+    tokens chosen uniformly: ``length + 1 - k`` tokens, ``k`` uniform on ``1..length`` making
+    ``length + 1 - k`` uniform on ``1..length`` too, and by symmetry a uniform subset of that size. Each row
+    is therefore a draw of LLaDA's forward process, and a pair masks nearly disjoint tokens (hard tokens
+    of one copy are the other's context). CPU tensors; returns ``is_mask [n, length]`` and ``p_mask [n]``.
+    """
+    h = n // 2
+    first, p_first = stratified_mask(h, length, generator)
+    keep = torch.rand(h, length, generator=generator).masked_fill(~first, -1.0).argmax(dim=1)
+    second = ~first
+    second[torch.arange(h), keep] = True
+    return torch.cat([first, second]), torch.cat([p_first, second.sum(dim=1).float() / length])
+
+
 @torch.no_grad()
 def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
                             continuation_ids: Sequence[Sequence[int]], *, n_samples: int = 128,
                             batch_size: int = 32, seed: int = 0, target_se: float | None = None,
-                            min_samples: int = 8, progress: bool = False) -> list[MCEstimate]:
+                            min_samples: int = 8, antithetic: bool = False,
+                            progress: bool = False) -> list[MCEstimate]:
     """LLaDA's Monte-Carlo estimate of ``log p(cont | ctx)`` (a lower bound: the ELBO).
 
     For each request, noisy copies mask a sampled fraction ``t`` of the continuation only (the number of
@@ -119,11 +138,15 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
             spread), so for skewed copies the stopped mean may move by a fraction of its standard error;
             ``min_samples`` keeps the variance estimate usable.
         min_samples: the fewest copies a request uses before ``target_se`` may stop it (>= 2).
+        antithetic: CHANGES THE DRAWS (off by default). Each batch is half stratified masks and half
+            their antithetic partners (:func:`antithetic_mask`): every copy is still a draw of the same
+            forward process, so the mean stays an unbiased estimate of the same ELBO, and partners mask
+            nearly disjoint tokens, so their errors tend to cancel. The standard error is then computed
+            from the pair means. Needs an even ``batch_size`` and ``n_samples``.
 
     Returns one :class:`MCEstimate` (a ``float``) per request, carrying the copies it used and its
-    standard error. Antithetic masks (pairing ``t`` with ``1 - t``) or a control variate would also
-    keep the ELBO unbiased but change the draws; the estimator here is the stratified one throughout,
-    so results with and without ``target_se`` share their masks.
+    standard error. Without ``antithetic`` the masks are the stratified ones whatever ``target_se``, so
+    results with and without a target share their copies.
     """
     _check_pairs(context_ids, continuation_ids)
     if n_samples < 1 or batch_size < 1:
@@ -132,6 +155,10 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
         raise LayerwiseError(f"target_se={target_se} must be a positive number of nats (or None for n_samples copies)")
     if min_samples < 2:
         raise LayerwiseError(f"min_samples={min_samples} must be >= 2 (a standard error needs two copies)")
+    if antithetic and (batch_size % 2 or n_samples % 2):
+        raise LayerwiseError(f"antithetic=True pairs the copies of a batch: use an even batch_size and n_samples "
+                             f"(got {batch_size} and {n_samples})")
+    draw = antithetic_mask if antithetic else stratified_mask
     mid = _mask_id(lm)
     dev = lm.device
     out: list[MCEstimate] = []
@@ -143,10 +170,10 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
             seq = torch.tensor(list(ctx) + list(cont), dtype=torch.long, device=dev)
             target = seq[p:]
             positions = torch.arange(p, p + t, device=dev)
-            total, row_sum, row_sq, used = 0.0, 0.0, 0.0, 0
+            total, row_sum, row_sq, used, units = 0.0, 0.0, 0.0, 0, 0  # units: copies, or pairs
             for s in range(0, n_samples, batch_size):
                 n = min(batch_size, n_samples - s)
-                is_mask, p_mask = stratified_mask(n, t, gen)
+                is_mask, p_mask = draw(n, t, gen)
                 is_mask, p_mask = is_mask.to(dev), p_mask.to(dev)
                 noisy = seq.repeat(n, 1)
                 noisy[:, p:] = torch.where(is_mask, mid, target)
@@ -155,13 +182,16 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
                 weighted = (ce * is_mask) / p_mask[:, None]
                 total += float(weighted.sum())
                 rows = weighted.sum(dim=1, dtype=torch.float64)
+                if antithetic:  # the pairs are the independent units
+                    rows = (rows[:n // 2] + rows[n // 2:]) / 2
                 row_sum += float(rows.sum())
                 row_sq += float((rows * rows).sum())
                 used += n
+                units += rows.numel()
                 if (target_se is not None and used >= min_samples
-                        and _standard_error(row_sum, row_sq, used) <= target_se):
+                        and _standard_error(row_sum, row_sq, units) <= target_se):
                     break
-            out.append(MCEstimate(-total / used, used, _standard_error(row_sum, row_sq, used)))
+            out.append(MCEstimate(-total / used, used, _standard_error(row_sum, row_sq, units)))
     return out
 
 
