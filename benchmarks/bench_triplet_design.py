@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -102,7 +101,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/triplet_design[_tiny])")
     a = ap.parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # one console line per phase instead of progress bars
     cmd = "python benchmarks/bench_triplet_design.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     ov: dict[str, Any] = {"branch_fracs": (0.25,), "snapshot_fracs": (0.25, 0.5, 0.75, 1.0)}

@@ -34,12 +34,20 @@
 # at step $s$ is identical for all three), same optimiser and warmup-stable-decay schedule.
 # `ar2dlm` is the Dream-7B analogue: it branches off the `ar` run at 75% of the token budget — a
 # point in the schedule's stable phase — and trains the remaining 25% with the diffusion loss, so
-# every model has seen the same number of tokens. A few percent of the training sequences are an
-# arithmetic task ("Question: What is 347 + 58? Answer: 405", plus word problems) whose held-out
-# problems never occur in training: our small-scale stand-in for GSM8K in the retention chapters.
+# every model has seen the same number of tokens. A preset may add more branch points (runs named
+# `ar2dlm_b25` for a branch at 25%, ...): how much of the budget the diffusion objective gets, as a
+# dose. A share of the training sequences is an arithmetic task ("Question: What is 347 + 58?
+# Answer: 405", plus word problems) whose held-out problems never occur in training: our small-scale
+# stand-in for GSM8K in the retention chapters.
+#
+# **Competent models, or the comparison says little.** A model at chance on the held-out task cannot
+# lose or retain anything in the later chapters. So this chapter ends with a *competence report*
+# over training: for every snapshot and final model, held-out exact match decoded with the model's
+# own sampler (against chance), held-out bits per byte by its own likelihood, and the tokens it has
+# seen per parameter (paper B's controlled models saw ~600 tokens per parameter).
 #
 # The `tiny` profile trains a 4-layer, d=64 triplet on a synthetic corpus in a few CPU minutes; the
-# `gpu` profile a 12-layer, d=512 triplet on 100M tokens of Project Gutenberg per model.
+# `gpu` profile trains the `gpu` preset on Project Gutenberg (its fields are printed below).
 
 # %% tags=["parameters"]
 profile = "tiny"      # which profile file produced this run: tiny / gpu / paper
@@ -54,6 +62,11 @@ smooth = 5            # moving-average window (log points) for the loss curves
 arith_items = 64      # held-out arithmetic problems per model (our GSM8K stand-in)
 arith_batch = 32      # generation batch size
 semi_ar_block = 4     # also sample the diffusion models in semi-autoregressive blocks of this many tokens (0: skip)
+competence_items = 32     # competence report: held-out arithmetic problems per model (every snapshot and final)
+competence_passages = 4   # competence report: held-out text passages per model (bits per byte)
+competence_chars = 400    # competence report: characters per held-out passage (whole paragraphs)
+mc_samples = 2            # competence report: Monte-Carlo samples per window of a diffusion model's ELBO
+peak_flops = 989e12       # nominal bf16 dense peak for MFU (H100 SXM and H200: 989e12 FLOP/s)
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -73,7 +86,7 @@ from IPython.display import Markdown, display
 from layerwise import data, plots
 from layerwise.models import META_FILE
 from layerwise.results import metric, save_result
-from layerwise.training import ensure_triplet, get_preset, read_log, run_dir
+from layerwise.training import ensure_triplet, get_preset, read_log, run_dir, run_names
 
 plots.style()
 if models:
@@ -82,18 +95,21 @@ if models:
 p = get_preset(preset, **(overrides or {}))
 print(f"preset {p.name}: {p.n_layers} layers, d_model {p.d_model}, {p.n_heads} heads, MLP {p.d_mlp}, "
       f"seq_len {p.seq_len}, {p.tokens:,} tokens per model = {p.total_steps} steps of "
-      f"{p.batch_size} x {p.seq_len}; ar2dlm branches at step {p.branch_step}; config {p.config_hash()}")
+      f"{p.batch_size} x {p.seq_len}; {p.data.arith_frac:.0%} arithmetic rows; training seed {p.seed}; "
+      f"runs {', '.join(run_names(p))} (ar2dlm branches at steps "
+      f"{', '.join(str(p.step_at(f)) for f in p.branch_points())}); config {p.config_hash()}")
 
 # %% [markdown]
 # ## Train (or load) the triplet
 #
 # `ensure_triplet` trains what is missing, resumes a killed run from its last checkpoint (same step
 # count, same data order, same weights as an uninterrupted run: this is tested), and is a no-op when
-# the checkpoints exist under `<cache>/triplet/<preset>/`.
+# the checkpoints exist under `<cache>/triplet/<preset>/` (another training seed: `<preset>-seed<k>/`).
 
 # %%
 t0 = time.perf_counter()
-paths = ensure_triplet(p, data_dir=data_dir or None, cache_dir=cache_dir or None, device=device) if not models else {}
+paths = ensure_triplet(p, data_dir=data_dir or None, cache_dir=cache_dir or None, device=device,
+                       objectives=run_names(p)) if not models else {}
 print(f"ensure_triplet: {time.perf_counter() - t0:.1f} s")
 metas = {o: json.loads((paths[o] / META_FILE).read_text()) for o in paths}
 logs = {o: pd.DataFrame(read_log(paths[o])) for o in paths}
@@ -130,14 +146,16 @@ if paths:
     for o, df in logs.items():
         ax.plot(df.tokens / 1e6, df.loss.rolling(smooth, min_periods=1).mean(), color=plots.model_color(o),
                 ls=plots.model_linestyle(o), label=o)
-    ax.axvline(p.branch_step * p.batch_size * p.seq_len / 1e6, color="grey", lw=0.8, ls=":")
+    for frac in p.branch_points():
+        ax.axvline(p.step_at(frac) * p.batch_size * p.seq_len / 1e6, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("training loss (nats / token)")
     ax.set_yscale("log")
     ax.legend()
     plt.show()
     display(Markdown(f"**Figure 1.** Training loss per objective ({smooth}-point moving average) against "
-                     f"tokens seen, preset `{p.name}`. The dotted line marks the 75% branch point of `ar2dlm`."))
+                     f"tokens seen, preset `{p.name}`. Dotted lines: the branch points of the ar2dlm runs "
+                     f"({', '.join(f'{f:.0%}' for f in p.branch_points())} of the budget)."))
 
 # %% [markdown]
 # ## Throughput
@@ -242,6 +260,68 @@ if paths:
     display(pd.DataFrame(kind_rows).pivot_table(index="model", columns="kind", values="correct", aggfunc="mean")
             .reindex(list(paths)).round(3))
 
+# %% [markdown]
+# ## Competence over training
+#
+# The competence report (`layerwise.training.competence`) scores every snapshot and final model:
+#
+# - **held-out exact match** on the arithmetic task, each model decoded with its own sampler (as
+#   above), with a 95% Wilson interval and chance (the commonest answer's share);
+# - **held-out bits per byte** on text of the training source (Gutenberg passages on the `gpu`
+#   preset, synthetic stories on `tiny`), each model by its own likelihood: exact for `ar`; for the
+#   diffusion models the Monte-Carlo ELBO, a lower bound on the log-likelihood, so their bits per byte
+#   are an *upper bound* and sit above `ar`'s partly for that reason;
+# - **tokens per parameter**: tokens seen (for an `ar2dlm` run including the `ar` steps before its
+#   branch point) over non-embedding parameters (input embedding excluded, LM head included);
+# - **training speed** from the training logs: median tokens per second and MFU against the nominal
+#   bf16 peak (`peak_flops`; on an H200 a large bf16 matmul reaches ~80% of it, so that is the
+#   practical ceiling). A CPU has no meaningful peak: no MFU there.
+
+# %%
+from layerwise.training import competence
+
+if paths:
+    settings = competence.CompetenceSettings(arith_items=competence_items, text_passages=competence_passages,
+                                             text_chars=competence_chars, mc_samples=mc_samples,
+                                             batch_size=arith_batch, seed=seed, peak_flops=peak_flops)
+    folders = [f for o in paths for f in competence.model_folders(paths[o])]
+    t0 = time.perf_counter()
+    report = competence.competence_report(folders, settings, device=device, data_dir=data_dir or None,
+                                          cache_dir=cache_dir or None)
+    print(f"competence report: {len(report)} models in {time.perf_counter() - t0:.1f} s")
+    fig, (ax_em, ax_bpb) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run, g in report.groupby("run", sort=False):
+        kw = dict(color=plots.model_color(run), ls=plots.model_linestyle(run), marker="o", label=run)
+        ax_em.errorbar(g.tokens_per_param, g.exact_match, yerr=[g.exact_match - g.em_ci_low, g.em_ci_high - g.exact_match],
+                       capsize=3, **kw)
+        ax_bpb.plot(g.tokens_per_param, g.bits_per_byte, **kw)
+    ax_em.axhline(report.chance.max(), color="grey", ls="--", lw=1, label="chance (constant guess)")
+    ax_em.set_xlabel("tokens seen per non-embedding parameter")
+    ax_em.set_ylabel("held-out exact match (fraction)")
+    ax_em.set_ylim(0, 1)
+    ax_em.legend(fontsize=8)
+    ax_bpb.set_xlabel("tokens seen per non-embedding parameter")
+    ax_bpb.set_ylabel(f"held-out bits per byte ({report.text_task.iloc[0]})")
+    plt.show()
+    display(Markdown(
+        f"**Figure 4.** Left: held-out arithmetic exact match of every snapshot and final model against the "
+        f"tokens it has seen per non-embedding parameter ({competence_items} problems, 95% Wilson intervals; "
+        f"dashed: chance). Right: held-out bits per byte by each model's own likelihood ({competence_passages} "
+        f"passages; diffusion models: ELBO bound, {mc_samples} Monte-Carlo samples per window, so an upper bound). "
+        "An `ar2dlm` curve starts at its branch point."))
+
+# %%
+if paths:
+    shown = report[["model", "tokens_seen", "tokens_per_param", "sampler", "exact_match", "em_ci_low", "em_ci_high",
+                    "chance", "x_chance", "bits_per_byte", "bpb_kind"]].set_index("model")
+    display(shown.round(3))
+    speed = report[report.final][["run", "own_tokens", "tokens_per_s", "train_s", "mfu"]].set_index("run")
+    display(speed.round(3))
+    display(Markdown(
+        "**Table 2.** The competence report: every model (`run@global step`; the last of each run is its final "
+        "model). *x_chance*: exact match over chance. **Table 3.** Training speed of each run over its own steps "
+        f"(MFU against {peak_flops:.3g} FLOP/s; empty on a CPU)."))
+
 # %%
 if paths:
     out = save_result(
@@ -252,10 +332,17 @@ if paths:
                  **{f"tokens_seen_{o}": metric(metas[o]["tokens_seen"], model=o) for o in paths},
                  **{f"arithmetic_accuracy_{o}": metric(r.accuracy, (r.ci_low, r.ci_high), model=o, chance=r.chance,
                                                        note=f"held-out arithmetic, {r.sampler}, {r['items']} items")
-                    for o, r in arith.iterrows()}},
+                    for o, r in arith.iterrows()},
+                 **{f"bits_per_byte_{r.run}": metric(r.bits_per_byte, model=r.run,
+                                                     note=f"held-out {r.text_task}, {r.bpb_kind}")
+                    for r in report[report.final].itertuples()},
+                 **{f"tokens_per_param_{r.run}": metric(r.tokens_per_param, model=r.run,
+                                                        note="tokens seen / non-embedding parameters")
+                    for r in report[report.final].itertuples()}},
         data={"preset": p.name, "config_hash": p.config_hash(), "table": table.reset_index().to_dict("records"),
               "arithmetic": arith.reset_index().to_dict("records"),
               "logs": {o: logs[o][["tokens", "loss", "tokens_per_s"]].to_dict("list") for o in paths},
+              "competence": report.drop(columns=["path", "reused"]).to_dict("records"),
               "snapshots": {o: sorted(x.name for x in (run_dir(p, o, cache_dir or None) / "snapshots").glob("step_*"))
                             for o in paths}},
     )
@@ -264,16 +351,20 @@ if paths:
 # %% [markdown]
 # ## Where the artefacts are
 #
-# `<cache>/triplet/<preset>/<objective>/`: the final checkpoint (`save_pretrained` + tokenizer +
-# `layerwise_meta.json`, loadable with `layerwise.models.load(path)`), `train_log.jsonl` (the curves
-# above), `ckpt/state.pt` (the resumable state) and `snapshots/step_<n>/` (models at 25/50/75/100% of
-# the budget, used by the alpha-Hill chapter).
+# `<cache>/triplet/<preset>/<run>/` (`<preset>-seed<k>/` for training seed k): the final checkpoint
+# (`save_pretrained` + tokenizer + `layerwise_meta.json`, loadable with `layerwise.models.load(path)`),
+# `train_log.jsonl` (the curves above), `ckpt/state.pt` (the resumable state), `snapshots/step_<n>/`
+# (models at 25/50/75/100% of the budget and at every branch point, used by the alpha-Hill chapter and
+# the competence report) and `competence/` (the stored rows of the competence report).
 #
 # ## Run it yourself
 #
 # ```bash
 # # the published (gpu) triplet, on one H100; reads corpus/ from $LAYERWISE_DATA_DIR (layerwise-book data fetch)
 # python -m layerwise.training --preset gpu --objective all
+# # a candidate design: train it with a 25% branch point and score every snapshot (benchmarks/results/)
+# python benchmarks/bench_triplet_design.py --preset gpu --set d_model=256 --set n_layers=8 --set n_heads=4 \
+#     --set d_mlp=704 --set arith_frac=0.5 --set tokens=600000000
 # # then this chapter with the gpu profile
 # python -m layerwise.book run --profile gpu --chapters 00_pretraining
 # # or directly with papermill
