@@ -131,7 +131,7 @@ def diffusion_loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]
             batch, the same masks in the same order as without it, until the standard error of the
             request's estimate is at most ``target_se`` (nats) and at least ``min_samples`` copies were
             used, or ``n_samples`` is reached. The estimate is then the mean of the first copies of the
-            full run: the same unbiased estimator of the same ELBO, with a cost set per request by its
+            full run (each an unbiased draw for the same ELBO), at a cost set per request by its
             variance. The standard error is ``sqrt(s^2 / n)`` from the copies' sample variance ``s^2``,
             which ignores the stratification of ``t`` within a batch (which lowers the true variance),
             so it tends to overstate the error. The stop depends on the copies drawn (through their
