@@ -168,6 +168,7 @@ def test_findings_paragraph_for_testable_and_untestable_models(tmp_path):
     assert "Without the selection (the first 8 prompts" in a_line and "+0.050 [-0.100, +0.200]" in a_line
     assert "**Not testable**" in b_line and "at least 6" in b_line and "Without the selection" not in b_line
     assert "regression" not in text and "biased upward" in text
+    assert "- **B2**" in text  # the ledger's verdict on the same metrics
     assert "No model was ablated" in chapter_05_findings({"metrics": {}, "data": {}})
 
 

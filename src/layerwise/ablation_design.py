@@ -325,6 +325,11 @@ def chapter_05_findings(result: Mapping[str, Any]) -> str:
         lines.append(text)
     if len(lines) == 2:
         lines.append("No model was ablated in this run.")
+    from .findings import claim_findings  # the ledger's verdict, so the chapter and the ledger agree
+
+    verdicts = claim_findings("05_outlier_ablation", metrics) if metrics else []
+    if verdicts:
+        lines += ["", "For the papers' claims (the ledger's verdict rule; 95% intervals in brackets):", "", *verdicts]
     lines += ["", f"Differences are the outlier ablation minus the mean over random control channels on the same "
                   f"prompts, with 95% intervals over prompts and control draws; comparing with the unmodified "
                   f"model instead would be biased upward, since the prompts were chosen for its low {measure}."]
