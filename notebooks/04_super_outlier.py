@@ -192,7 +192,7 @@ print(per_layer[per_layer["where"] == "attn_input"]
 # found on held-out text and the median channel.
 
 # %%
-steps_rows, traces = [], {}
+steps_rows, traces, per_step = [], {}, {}  # per_step: the ledger's persistence (B7)
 for name, lm in subjects.items():
     if not lm.family.is_diffusion:
         continue
@@ -202,6 +202,7 @@ for name, lm in subjects.items():
     mean_abs, max_abs = rec.stacked()  # [steps, L, d]
     so = stats[name]["attn_input"].super_outlier
     traces[name] = (mean_abs, so)
+    per_step[name] = {"max_abs": max_abs, "mean_abs": mean_abs}
     dominant = max_abs.argmax(-1)  # [steps, L]
     for layer in range(lm.num_layers):
         steps_rows.append({"model": name, "layer": layer, "steps": mean_abs.shape[0],
@@ -243,7 +244,12 @@ if traces:
 #
 # The ledger number: the mean over the early blocks of $\log_{10}$(outlier ratio), diffusion model
 # minus AR model. The interval resamples groups of sequences (paired when the models read the same
-# token ids, i.e. share a tokenizer).
+# token ids, i.e. share a tokenizer). The ledger checks two pre-registered definitions, the ratio at
+# the attention input (the headline, what paper B plots) and on the residual stream, and the diffusion
+# model's own early ratio beside the difference. From the generation above it also reads how
+# persistent the super-outlier is: the share of (denoising step, early block) pairs at which it is the
+# channel with the largest max $|x|$ (headline, as the super-outlier is found) or mean $|x|$ (as
+# paper B's appendix B.3 plots it).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -252,10 +258,18 @@ def same_inputs(a: str, b: str) -> bool:
     return bool(inputs[a].shape == inputs[b].shape and (inputs[a] == inputs[b]).all())
 
 
-ledger_metrics = claims.super_outlier_metrics(
+# the same groups read on the residual stream: the ledger's alternative definition of the outlier ratio
+residual_groups = {n: np.stack([channel_stats(lm, inputs[n][g::n_groups], where="residual",
+                                              batch_size=batch_size)["residual"].outlier_ratio
+                                for g in range(min(n_groups, n_seqs))]) for n, lm in subjects.items()}
+ledger_metrics = {**claims.super_outlier_metrics(
     {n: stats[n]["attn_input"] for n in subjects},
     {n: np.stack([g.outlier_ratio for g in groups[n]]) for n in subjects},  # [groups, L] per model
-    {n: lm.family for n, lm in subjects.items()}, paired=same_inputs, n_boot=n_boot, seed=seed)
+    {n: lm.family for n, lm in subjects.items()}, paired=same_inputs, n_boot=n_boot, seed=seed,
+    residual_ratios=residual_groups),
+    # persistence over the denoising steps recorded above (diffusion models)
+    **claims.outlier_persistence_metrics(per_step, {n: so for n, (_, so) in traces.items()},
+                                         {n: lm.family for n, lm in subjects.items()}, n_boot=n_boot, seed=seed)}
 path = save_result(
     "04_super_outlier", profile=profile, metrics=ledger_metrics,
     models={n: lm.spec.model_id for n, lm in subjects.items()},
