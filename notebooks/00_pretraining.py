@@ -290,11 +290,17 @@ if paths:
                                           cache_dir=cache_dir or None)
     print(f"competence report: {len(report)} models in {time.perf_counter() - t0:.1f} s")
     fig, (ax_em, ax_bpb) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for run, g in report.groupby("run", sort=False):
+    groups = list(report.groupby("run", sort=False))
+    for i, (run, own) in enumerate(groups):
+        g = own
+        if pd.notna(own.branch_frac.iloc[0]):  # an ar2dlm curve starts at the ar snapshot it branched from
+            start = report[(report.run == "ar") & (report.global_step == p.step_at(own.branch_frac.iloc[0]))]
+            g = pd.concat([start, own])
         kw = dict(color=plots.model_color(run), ls=plots.model_linestyle(run), marker="o", label=run)
-        ax_em.errorbar(g.tokens_per_param, g.exact_match, yerr=[g.exact_match - g.em_ci_low, g.em_ci_high - g.exact_match],
-                       capsize=3, **kw)
-        ax_bpb.plot(g.tokens_per_param, g.bits_per_byte, **kw)
+        shift = 1 + 0.012 * (i - (len(groups) - 1) / 2)  # a small horizontal offset keeps the intervals apart
+        ax_em.errorbar(g.tokens_per_param * shift, g.exact_match,
+                       yerr=[g.exact_match - g.em_ci_low, g.em_ci_high - g.exact_match], capsize=3, **kw)
+        ax_bpb.plot(own.tokens_per_param, own.bits_per_byte, **kw)  # own points only: exact vs ELBO differ
     ax_em.axhline(report.chance.max(), color="grey", ls="--", lw=1, label="chance (constant guess)")
     ax_em.set_xlabel("tokens seen per non-embedding parameter")
     ax_em.set_ylabel("held-out exact match (fraction)")
@@ -308,7 +314,8 @@ if paths:
         f"tokens it has seen per non-embedding parameter ({competence_items} problems, 95% Wilson intervals; "
         f"dashed: chance). Right: held-out bits per byte by each model's own likelihood ({competence_passages} "
         f"passages; diffusion models: ELBO bound, {mc_samples} Monte-Carlo samples per window, so an upper bound). "
-        "An `ar2dlm` curve starts at its branch point."))
+        "On the left an `ar2dlm` curve starts at the `ar` snapshot it branched from; the points of different models are "
+        "offset slightly along the x-axis so that their intervals stay apart."))
 
 # %%
 if paths:
