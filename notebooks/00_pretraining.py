@@ -356,6 +356,17 @@ if paths:
     print(out)
 
 # %% [markdown]
+# ## What this chapter found
+#
+# Generated from the result file above (`layerwise.findings.pretraining`).
+
+# %%
+if paths:
+    from layerwise import findings
+
+    display(Markdown(findings.pretraining(json.loads(out.read_text()))))
+
+# %% [markdown]
 # ## Where the artefacts are
 #
 # `<cache>/triplet/<preset>/<run>/` (`<preset>-seed<k>/` for training seed k): the final checkpoint

@@ -46,6 +46,12 @@ def test_model_folders_are_the_snapshots_then_the_final_model(runs: dict[str, Pa
     steps = [s for s in PRESET.snapshot_steps() if s != PRESET.total_steps]
     assert got == [runs["ar"] / "snapshots" / f"step_{s}" for s in steps] + [runs["ar"]]
     assert C.model_folders(runs["ar2dlm_b25"], snapshots=False) == [runs["ar2dlm_b25"]]
+    # a save interrupted by a kill leaves step_<n>.tmp behind: not a model
+    (runs["ar"] / "snapshots" / f"step_{steps[0]}.tmp").mkdir()
+    try:
+        assert C.model_folders(runs["ar"]) == got
+    finally:
+        (runs["ar"] / "snapshots" / f"step_{steps[0]}.tmp").rmdir()
     assert all(C.run_of(f) == runs["ar"] for f in got)
 
 

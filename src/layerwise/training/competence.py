@@ -89,9 +89,11 @@ def model_folders(run: str | os.PathLike, snapshots: bool = True) -> list[Path]:
     final model, left out) then the run folder itself."""
     r = Path(run)
     _meta(r)
-    snaps = sorted((r / "snapshots").glob("step_*"), key=lambda d: int(d.name.split("_")[1])) if snapshots else []
+    found = (r / "snapshots").glob("step_*") if snapshots else []
+    snaps = sorted((d for d in found if d.name[5:].isdigit() and (d / META_FILE).is_file()),  # no step_<n>.tmp
+                   key=lambda d: int(d.name[5:]))
     final = _meta(r).get("global_step")
-    return [s for s in snaps if (s / META_FILE).is_file() and int(s.name.split("_")[1]) != final] + [r]
+    return [s for s in snaps if int(s.name[5:]) != final] + [r]
 
 
 def training_speed(path: str | os.PathLike, peak_flops: float | None = H200_BF16_PEAK) -> dict[str, Any]:
