@@ -94,6 +94,18 @@ def test_definitions_not_testable_are_left_out_and_missing_ones_listed():
     assert evaluate_part(part, {claims.definition("m", "early:x"): metric(0.95, (0.92, 0.98))}).verdict == "not run"
 
 
+def test_a_headline_saved_only_under_its_plain_name_counts_as_its_definition():
+    part = Part("c", "m", ">", 0.2, definitions=("attn_input/*", "residual/*"))  # B2's ablation sites
+    ms = {"m": metric(0.5, (0.4, 0.6), label="attn_input/attn_input"),
+          claims.definition("m", "residual/residual"): metric(0.0, (-0.1, 0.1))}
+    r = evaluate_part(part, ms)
+    assert [(d.label, d.name, d.verdict) for d in r.definitions] == [
+        ("attn_input/attn_input", "m", "reproduced"), ("residual/residual", "m::residual/residual", "not reproduced")]
+    assert r.verdict == "depends on definition"
+    looping = {"m": metric(0.5, (0.4, 0.6), meaningful=False, reason="only 2 prompts do not loop")}
+    assert evaluate_part(part, looping).verdict == "not testable"
+
+
 def test_combine_parts():
     assert combine(["reproduced", "reproduced"]) == "reproduced"
     assert combine(["reproduced", "not reproduced"]) == "not reproduced"

@@ -26,8 +26,8 @@ of one definition:
   a baseline at chance, a model already looping), with its reason;
 - **not run**: missing.
 
-A part's verdict comes from its definitions that ran (the headline alone when a result file predates
-the definitions): **reproduced** / **not reproduced** when every testable definition says so,
+A part's verdict comes from its headline and the definitions that ran: **reproduced** / **not
+reproduced** when every testable one says so,
 **depends on definition** when some say reproduced and others not reproduced, **not testable** when
 none is testable, **inconclusive** otherwise; **not run** when the headline metric is missing. A
 claim is **reproduced** when every part is; **not reproduced** when any part is; then **depends on
@@ -168,7 +168,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("B2", "B", "Zeroing the super-outlier turns diffusion-model outputs into repetitive loops",
           "repetitive random token loops (LLaDA-8B)",
           (Part(C.OUTLIER_ABLATION, C.REPETITION_INCREASE.of("dlm"), ">", 0.2, label="DLM repetition increase",
-                computed_by="repetition_increase",
+                definitions=("attn_input/*", "residual/*"), computed_by="repetition_increase",
                 margin_why="'loops' make most n-grams repeats: the repeated-bigram share rises by at least 0.2 "
                            "over zeroing random channels of similar magnitude"),)),
     Claim("B3", "B", "alpha-Hill is lower in the early layers of the diffusion model",
@@ -368,20 +368,22 @@ def evaluate_part(part: Part, metrics: Mapping[str, Any]) -> PartResult:
     """The part's headline entry, each pre-registered definition's entry and verdict, and the part's verdict."""
     entry = resolve_entry(metrics, part.metric)
     prefix = part.metric + C.DEFINITION_SEP
-    saved = [k[len(prefix):] for k in metrics if k.startswith(prefix) and "@" not in k]
+    saved = {k[len(prefix):]: k for k in metrics if k.startswith(prefix) and "@" not in k}
+    head_label = (entry or {}).get("label") or (entry or {}).get("definition")
+    if head_label and str(head_label) not in saved:  # a headline saved only under the plain name
+        saved[str(head_label)] = part.metric
     defs: list[DefinitionResult] = []
     for pattern in part.definitions:
         labels = [s for s in saved if fnmatch.fnmatchcase(s, pattern)]
         if not labels:
             defs.append(DefinitionResult(pattern, C.definition(part.metric, pattern), None, "not run", "missing"))
         for label in labels:
-            e = resolve_entry(metrics, prefix + label)
+            e = resolve_entry(metrics, saved[label])
             v, why = definition_verdict(part, e)
-            defs.append(DefinitionResult(label, prefix + label, e, v, why))
+            defs.append(DefinitionResult(label, saved[label], e, v, why))
     if entry is None:
         return PartResult(part, None, "not run", defs)
-    ran = [d.verdict for d in defs if d.verdict != "not run"]
-    verdict = _vote(ran) if ran else definition_verdict(part, entry)[0]
+    verdict = _vote([definition_verdict(part, entry)[0], *(d.verdict for d in defs if d.verdict != "not run")])
     return PartResult(part, entry, verdict, defs)
 
 
