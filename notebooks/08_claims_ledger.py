@@ -39,8 +39,9 @@
 # **Definitions.** Each part lists pre-registered alternative definitions, fixed before the results
 # were read: A1, A4 and B6 with and without block 0 (the embedding-to-first-block step); A3 and A5 with
 # the `early` and `redundant` skipping strategies on every generation task; B1 on the attention input
-# and on the residual stream; B3 with both alpha-Hill cut-off rules (fixed and KS); B4 on every task
-# and metric evaluated (generation exact match, bits per byte).
+# and on the residual stream; B2 with the super-outlier zeroed at either site; B3 with both
+# alpha-Hill cut-off rules (fixed and KS); B4 on every task and metric evaluated (generation exact
+# match, bits per byte); B7 with the dominant channel by max and by mean $|x|$.
 #
 # **Verdicts** (per definition, then per part, then per claim):
 #

@@ -27,8 +27,9 @@ B8      ``early_alpha_trend_dlm``                     :func:`early_alpha_trend`
 definitions, saved beside the headline under ``definition(name, label)`` (``name::label``): A1, A4
 and B6 ``with_block0`` / ``without_block0`` (chapter 01); A3 and A5 ``early:<task>`` /
 ``redundant:<task>`` for every generation task (chapter 03); B1 ``attn_input`` / ``residual``
-(chapter 04); B3 ``fixed`` / ``ks`` (chapter 06); B4 ``<task>:<metric>`` for every task evaluated
-(chapter 07). The chapter functions below write them all.
+(chapter 04); B2 ``<site>/<definition>`` of the ablation (chapter 05); B3 ``fixed`` / ``ks``
+(chapter 06); B4 ``<task>:<metric>`` for every task evaluated (chapter 07); B7 ``max_abs`` /
+``mean_abs`` (chapter 04). The chapter functions below write them all.
 
 **Training seeds.** :func:`over_seeds` combines one metric measured on several training seeds
 (:func:`layerwise.stats.seed_item_interval`) and keeps each seed's value for the ledger.
