@@ -18,9 +18,11 @@ The candidate on one H200 (needs the Gutenberg corpus under ``$LAYERWISE_DATA_DI
     python benchmarks/bench_triplet_design.py --preset gpu --set d_model=256 --set n_layers=8 \
         --set n_heads=4 --set d_mlp=704 --set arith_frac=0.5 --set tokens=600000000
 
-Other training seeds of the same candidate (their own folders; add ``--out``)::
+Other training seeds of the same candidate (their own folders; add ``--out``); ``--jobs 2`` trains two
+independent runs at once on the one GPU (then each run's throughput and MFU share the device)::
 
-    python benchmarks/bench_triplet_design.py ... --seeds 1,2 --out benchmarks/results/triplet_design_seeds
+    python benchmarks/bench_triplet_design.py ... --seeds 1,2 --runs ar,dlm,ar2dlm --jobs 2 \
+        --out benchmarks/results/triplet_design_seeds
 
 CPU smoke run (the ``tiny`` preset, shortened)::
 
@@ -32,8 +34,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +80,19 @@ def _table(df: pd.DataFrame) -> str:
                          + ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)])
 
 
+def _train_one(run: str, p: T.Preset, data_dir: str | None, cache_dir: str | None, device: Any, peak_flops: float,
+               td: D.TrainData | None = None) -> dict[str, Any]:
+    """Train (or load) one run; what the timeline needs. Runs in a worker process with ``--jobs``."""
+    t0, started = time.perf_counter(), time.time()
+    cached = T.is_complete(T.run_dir(p, run, cache_dir), p)
+    res = T.train(run, p, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=False,
+                  peak_flops=peak_flops, train_data=td)
+    if not res.complete:
+        raise LayerwiseError(f"training {run} stopped at step {res.steps}: run the command again to resume")
+    return {"run": run, "seed": p.seed, "path": str(res.path), "steps": res.steps, "cached": cached,
+            "started": started, "seconds": time.perf_counter() - t0}
+
+
 def _fmt(x: Any, spec: str) -> str:
     return "" if x is None or (isinstance(x, float) and pd.isna(x)) else format(x, spec)
 
@@ -95,6 +112,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--mc-samples", type=int, default=16, help="Monte-Carlo samples per window (diffusion ELBO)")
     ap.add_argument("--eval-batch", type=int, default=100, help="sequences per evaluation forward")
     ap.add_argument("--no-snapshots", action="store_true", help="score the final models only")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="train up to this many independent runs at once on the one device (worker processes: "
+                         "ar beside dlm and other seeds, then the ar2dlm branches); 1 = one after another, "
+                         "which keeps each run's throughput and MFU its own")
     ap.add_argument("--peak-flops", type=float, default=T.H200_BF16_PEAK, help="nominal bf16 peak for MFU")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
@@ -119,7 +140,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     dev = resolve_device(a.device)
     timeline: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
+    t_start, t_wall = time.perf_counter(), time.time()
 
     def mark(phase: str, what: str, t0: float, cached: bool = False, **extra: Any) -> None:
         timeline.append({"phase": phase, "what": what, "start_s": round(t0 - t_start, 2),
@@ -133,8 +154,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows_total = td.n_rows * base.seq_len
     mark("data", f"prepare {base.data.source} (tokenizer + {td.n_rows:,} rows of {base.seq_len})", t0)
 
-    folders: list[Path] = []
-    presets = {}
+    presets: dict[int, T.Preset] = {}
+    jobs: list[tuple[str, T.Preset]] = []  # (run, preset) in training order
     for seed in seeds:
         p = dataclasses.replace(base, seed=seed)
         p.validate()
@@ -142,16 +163,31 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         runs = [r for r in a.runs.split(",") if r] or T.run_names(p)
         if any(r.startswith("ar2dlm") for r in runs) and "ar" not in runs:
             runs = ["ar", *runs]
-        for r in runs:
-            path = T.run_dir(p, r, a.cache_dir)
-            cached = T.is_complete(path, p)
+        jobs += [(r, p) for r in runs]
+    # ar2dlm runs start from an ar snapshot: every other run first, then the branches
+    stages = [[j for j in jobs if not j[0].startswith("ar2dlm")], [j for j in jobs if j[0].startswith("ar2dlm")]]
+    done: dict[tuple[str, int], Path] = {}
+    for stage in stages:
+        if a.jobs > 1 and len(stage) > 1:
             t0 = time.perf_counter()
-            res = T.train(r, p, data_dir=a.data_dir, cache_dir=a.cache_dir, device=dev, progress=False,
-                          peak_flops=a.peak_flops, train_data=td)
-            if not res.complete:
-                raise LayerwiseError(f"training {r} stopped at step {res.steps}: run the command again to resume")
-            mark("train", f"{r} seed {seed}", t0, cached, steps=res.steps)
-            folders += C.model_folders(res.path, snapshots=not a.no_snapshots)
+            with ProcessPoolExecutor(min(a.jobs, len(stage)), mp_context=mp.get_context("spawn")) as pool:
+                futs = [pool.submit(_train_one, r, p, a.data_dir, a.cache_dir, str(dev), a.peak_flops)
+                        for r, p in stage]
+                for fut in futs:
+                    out = fut.result()
+                    timeline.append({"phase": "train", "what": f"{out['run']} seed {out['seed']}",
+                                     "start_s": round(out["started"] - t_wall, 2),
+                                     "seconds": round(out["seconds"], 2), "cached": out["cached"],
+                                     "steps": out["steps"]})
+                    done[(out["run"], out["seed"])] = Path(out["path"])
+            mark("train", f"{len(stage)} runs, {min(a.jobs, len(stage))} at a time", t0)
+            continue
+        for r, p in stage:
+            t0 = time.perf_counter()
+            out = _train_one(r, p, a.data_dir, a.cache_dir, dev, a.peak_flops, td)
+            mark("train", f"{r} seed {p.seed}", t0, out["cached"], steps=out["steps"])
+            done[(r, p.seed)] = Path(out["path"])
+    folders = [f for r, p in jobs for f in C.model_folders(done[(r, p.seed)], snapshots=not a.no_snapshots)]
 
     rows = []
     with T.cpu_threads(base.cpu_threads, dev):  # on a CPU, the preset's thread count (shared cores)
