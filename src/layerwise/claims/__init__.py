@@ -44,8 +44,9 @@ the ledger reads the same names, so a metric name lives in this module only.
 ``L``-block model (never empty; 2 of 4 blocks, 4 of 12, 10 of 28, 11 of 32).
 
 The package: :mod:`~layerwise.claims.base` (:class:`ClaimMetric`, the metric names, early layers,
-formatting), :mod:`~layerwise.claims.paper_a` (A1-A4, chapters 01-03), :mod:`~layerwise.claims.paper_b`
-(B1-B5, chapters 04-07); everything is importable from ``layerwise.claims``.
+formatting), :mod:`~layerwise.claims.paper_a` (A1-A6 and B6, chapters 01-03), :mod:`~layerwise.claims.paper_b`
+(B1-B5, chapters 04-07), :mod:`~layerwise.claims.dynamics` (B7-B8: over denoising steps and over
+training); everything is importable from ``layerwise.claims``.
 
 Conventions: models are named (``"ar"``, ``"LLaDA-8B-Base"``...) and each has a family (``"ar"``,
 ``"dlm"``, ``"ar2dlm"``); where a claim compares families, the *first* model of each family (in the
@@ -54,5 +55,6 @@ also gets its own per-pair metric.
 """
 
 from .base import *  # noqa: F401,F403
+from .dynamics import *  # noqa: F401,F403
 from .paper_a import *  # noqa: F401,F403
 from .paper_b import *  # noqa: F401,F403

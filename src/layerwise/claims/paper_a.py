@@ -1,4 +1,5 @@
-"""Paper A's claims (A1-A4): layer and token similarity, layer skipping (chapters 01-03)."""
+"""Paper A's claims (A1-A6) and the similarity side of B6: layer and token similarity, layer skipping (chapters
+01-03)."""
 
 from __future__ import annotations
 
