@@ -160,7 +160,12 @@ print(claims.format_metrics(metrics))
 # *Early-layer similarity per model (`early_similarity_<model>`) and the differences the claims ledger
 # reads (`early_similarity_dlm_minus_ar`; `ar2dlm_closer_to_ar`: the AR-initialised model's mean
 # distance to the DLM profile minus its distance to the AR profile), with 95% percentile-bootstrap
-# intervals over sequences (paired when the models read the same sequences).*
+# intervals over sequences (paired when the models read the same sequences). Each is also given
+# without block 0 (`::without_block0`): block 0's input is the embedding, whose similarity to the
+# first block's output can carry a difference alone. `early_minus_late_similarity_*`: each model's
+# early-block minus late-block similarity (paper B: highest early for the DLM, late for AR); with an
+# `ar2dlm_b25` run (branched at 25% of the budget), `ar2dlm_branch_dose`: how much more AR-like the
+# 75% branch is.*
 
 # %%
 path = save_result(
