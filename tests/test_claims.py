@@ -69,6 +69,7 @@ def test_a2_recency_difference_ignores_the_embedding_state():
     m = claims.recency_difference(dlm, ar, paired=True, n_boot=200)
     assert m.value == pytest.approx(-0.2) and m.ci == pytest.approx((-0.2, -0.2))
     assert claims.model_recency(ar) == pytest.approx(ar[:, 1:].mean())
+    assert m.extra["margin_scale"] == pytest.approx(abs(claims.model_recency(ar)))  # A2's margin is relative
 
 
 def test_a3_retention_at_the_configuration_closest_to_the_target():
@@ -84,6 +85,17 @@ def test_a3_retention_at_the_configuration_closest_to_the_target():
     assert "not above chance" in chance.reason and chance.to_metric()["reason"] == chance.reason
     with pytest.raises(LayerwiseError, match="strategy"):
         claims.retention_at_target(curve, "dlm", strategy="late", target_fraction=0.1875)
+    # A3's definitions: each of early / redundant on each generation task, read at the same configuration
+    tasks = {"lw_gsm8k exact_match": 0.0, "lw_math500 exact_match": -0.2}
+    both = pd.concat([curve.assign(strategy=s, label=lab, retention=curve.retention + shift + (0.01 if s == "redundant"
+                                                                                               else 0.0))
+                      for s in ("early", "redundant") for lab, shift in tasks.items()])
+    ms = claims.layer_skipping_metrics(both[both.label == "lw_gsm8k exact_match"], {"dlm": "dlm"}, strategy="early",
+                                       target_fraction=0.1875, definitions=both)
+    name = claims.RETENTION_AT_TARGET.of("dlm")
+    assert ms[name].value == pytest.approx(0.95)
+    assert {k.split("::")[1]: round(m.value, 3) for k, m in ms.items() if "::" in k} == {
+        "early:lw_gsm8k": 0.95, "redundant:lw_gsm8k": 0.96, "early:lw_math500": 0.75, "redundant:lw_math500": 0.76}
 
 
 def test_a4_ar2dlm_closer_to_ar():
