@@ -118,3 +118,39 @@ def test_errors_name_the_fix(tmp_path: Path, runs: dict[str, Path]) -> None:
         C.competence_report(str(runs["ar"]), SETTINGS)
     with pytest.raises(LayerwiseError, match="arith_items"):
         C.score_model(runs["ar"], C.CompetenceSettings(arith_items=0), device="cpu")
+
+
+def _bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_triplet_design.py"
+    spec = importlib.util.spec_from_file_location("bench_triplet_design", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_design_run_writes_its_tables_and_resumes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    bench = _bench()
+    out = tmp_path / "out" / "design"
+    argv = ["--preset", "test", "--runs", "ar,ar2dlm_b25", "--arith-items", "4", "--text-passages", "1",
+            "--text-chars", "200", "--mc-samples", "2", "--eval-batch", "4", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    first = bench.main(argv)
+    p = T.get_preset("test", branch_fracs=(0.25,))
+    b25 = [s for s in p.snapshot_steps() if s > p.step_at(0.25)]
+    assert list(first["model"]) == [f"ar@{s}" for s in p.snapshot_steps()] + [f"ar2dlm_b25@{s}" for s in b25]
+    tl = pd.read_csv(out.with_name("design_timeline.csv"))
+    assert list(tl.phase) == ["data"] + ["train"] * 2 + ["eval"] * len(first)
+    assert not tl.cached.any()
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert list(csv.model) == list(first.model) and "## Targets (final models)" in out.with_suffix(".md").read_text()
+    # run again: nothing is trained or scored twice, and the numbers are the stored ones
+    second = bench.main(argv)
+    tl2 = pd.read_csv(out.with_name("design_timeline.csv"))
+    assert tl2[tl2.phase != "data"].cached.all()
+    pd.testing.assert_series_equal(second.exact_match, first.exact_match)
+    pd.testing.assert_series_equal(second.bits_per_byte, first.bits_per_byte)
