@@ -145,6 +145,21 @@ def test_dry_run_prints_the_estimate_per_chapter_and_total(tmp_path, monkeypatch
     assert "estimated GPU time" not in capsys.readouterr().out
 
 
+def test_a_real_run_starts_with_the_estimate(tmp_path, monkeypatch, capsys, paper):
+    from layerwise.book import runner
+
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps(_costs()))
+    monkeypatch.setattr(E, "cost_path", lambda tiny=False: costs)
+    monkeypatch.setattr(runner, "execute", lambda plan, profile, **kw: 0.0)  # nothing is executed
+    ch = "01_layer_similarity"
+    runner.run("paper", chapters=[ch], overrides={"data_dir": str(tmp_path)}, out=tmp_path / "out",
+               notebooks_dir=REPO / "notebooks", cache=tmp_path / "cache", progress=False)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == E.one_line(E.estimate({ch: paper[ch]}, _costs()))
+    assert first.startswith("estimated ") and "GPU-hours on test device" in first
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path, paper):
     """--tiny builds the four models' tiny versions on CPU, times every operation the paper profile's
