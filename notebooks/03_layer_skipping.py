@@ -63,6 +63,7 @@ limit = 16                    # items per task (the same items for every configu
 gen_length = 16               # tokens generated per answer (the diffusion sampler's gen_length)
 batch_size = 16
 mc_samples = 8                # Monte-Carlo samples per diffusion log-likelihood (LLaDA uses 128)
+mc_target_se = 0.0            # 0 = always mc_samples; > 0: a request stops once its Monte-Carlo standard error is <= this (nats), mc_samples the cap, batches of 16
 diffusion_steps = 16          # diffusion sampler steps (= gen_length: one token per step)
 influence_seqs = 8            # held-out sequences for the block influence of `redundant`
 influence_len = 64
@@ -143,7 +144,8 @@ for name, lm in subjects.items():
     interventions = {str(list(s)): (lambda s=s, lm=lm: skip_layers(lm, list(s))) for s in distinct}
     t = retention(lm, interventions, tasks, limit=limit, batch_size=batch_size, seed=seed, n_boot=n_boot,
                   max_gen_toks=gen_length, sampler_kwargs={"steps": diffusion_steps},
-                  loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed},
+                  loglikelihood_kwargs={"n_samples": mc_samples, "seed": seed, "target_se": mc_target_se or None,
+                                         "batch_size": 16 if mc_target_se else mc_samples},
                   cache=runs_dir, cache_key="skip_layers")
     tables.append(t.assign(model=name))
 evals = pd.concat(tables, ignore_index=True)
@@ -262,7 +264,8 @@ path = save_result(
     models={n: lm.spec.model_id for n, lm in subjects.items()},
     data={"curve": curve.to_dict(orient="records"), "at_target": at_target.to_dict(orient="records"),
           "configs": configs.assign(skipped=configs.skipped.map(list)).to_dict(orient="records"),
-          "params": {"limit": limit, "mc_samples": mc_samples, "diffusion_steps": diffusion_steps, "n_boot": n_boot,
+          "params": {"limit": limit, "mc_samples": mc_samples, "mc_target_se": mc_target_se,
+                     "diffusion_steps": diffusion_steps, "n_boot": n_boot,
                      "tasks": [generation_task, *likelihood_tasks], "headline_strategy": headline_strategy}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger_metrics))

@@ -73,6 +73,7 @@ diffusion_calibration = True   # diffusion models: calibrate on masked inputs (p
 batch_size = 16
 gen_length = 16                # generation tasks: tokens per answer / diffusion steps
 mc_samples = 4                 # Monte-Carlo samples per diffusion log-likelihood (LLaDA uses 128)
+mc_target_se = 0.0            # 0 = always mc_samples; > 0: a request stops once its Monte-Carlo standard error is <= this (nats), mc_samples the cap, batches of 16
 n_boot = 500
 resume = True                  # store each finished configuration under cache_dir/runs/ and re-use it on a rerun
 
@@ -206,7 +207,9 @@ for name, lm in subjects.items():
     t, runs = retention(lm, {k: f for k, (_, f) in confs.items()}, taskset, limit=limit, batch_size=batch_size,
                         seed=seed, n_boot=n_boot, return_runs=True, max_gen_toks=gen_length,
                         sampler_kwargs={"steps": gen_length},
-                        loglikelihood_kwargs={"n_samples": mc_samples, "batch_size": mc_samples, "seed": seed},
+                        loglikelihood_kwargs={"n_samples": mc_samples, "seed": seed,
+                                              "target_se": mc_target_se or None,
+                                              "batch_size": 16 if mc_target_se else mc_samples},
                         cache=runs_dir, cache_key=compression_key, yielded=yielded)
     reports.update({(name, k): v for k, v in yielded.items() if k in confs})
     tables.append(t.assign(model=name, family=lm.family.value))
@@ -427,7 +430,8 @@ path = save_result(
           "params": {"tasks": tasks, "limit": limit, "gutenberg_chars": gutenberg_chars,
                      "calib": [calib_seqs, calib_len], "group_size": group_size,
                      "diffusion_calibration": diffusion_calibration, "allocation_epsilon": allocation_epsilon,
-                     "allocation_method": allocation_method, "mc_samples": mc_samples, "n_boot": n_boot}},
+                     "allocation_method": allocation_method, "mc_samples": mc_samples, "mc_target_se": mc_target_se,
+                     "n_boot": n_boot}},
     cache=cache_dir or None)
 print(claims.format_metrics(ledger))
 

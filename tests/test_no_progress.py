@@ -95,6 +95,16 @@ def test_strip_leaves_a_notebook_without_bars_untouched(tmp_path: Path) -> None:
     assert strip_progress_file(path) == 0 and path.read_bytes() == before
 
 
+def test_strip_leaves_split_stream_outputs_of_a_cell_without_bars_as_they_are() -> None:
+    # a cell printing in several stream outputs (no bars): merging them to look for bars must not
+    # change the cell's own outputs (it once doubled the printed lines)
+    outs = [{"output_type": "stream", "name": "stdout", "text": "first\n"},
+            {"output_type": "stream", "name": "stdout", "text": "second\n"}]
+    nb = _notebook([dict(o) for o in outs])
+    assert strip_progress(nb) == 0
+    assert [dict(o) for o in nb["cells"][1]["outputs"]] == outs
+
+
 def test_strip_file_cleans_a_published_style_notebook(tmp_path: Path) -> None:
     nb = _notebook([{"output_type": "stream", "name": "stderr", "text": "\rLoading weights:   0%|          | 0/111 "
                                                                           "[00:00<?, ?it/s]"},

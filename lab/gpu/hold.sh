@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 mkdir -p runs/logs runs/results
 # run the committed code of the first sync (git HEAD there), not files that later calls re-sync
-rm -rf runs/snap && mkdir -p runs/snap && git archive HEAD | tar x -C runs/snap \
+rm -rf runs/snap && mkdir -p runs/snap && tar xf .carry/snap.tar -C runs/snap \
   || cp -r src benchmarks tests notebooks lab pyproject.toml runs/snap/
 echo "snapshot of $(git rev-parse --short HEAD)"
 python3 - <<'PY' > runs/logs/install.log 2>&1

@@ -21,6 +21,7 @@ counts too. Other stream text (warnings, printed tables) is kept, in order.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
@@ -64,13 +65,12 @@ def _coalesce(outputs: list[Any]) -> list[Any]:
                 and prev.get("name") == out.get("name")):
             prev["text"] = _text(prev) + _text(out)
         else:
-            merged.append(out)
+            merged.append(copy.copy(out))  # a copy: merging must not change the cell's own outputs
     return merged
 
 
 def progress_lines(nb: Any) -> list[tuple[int, str]]:
     """``(cell index, line)`` for every progress-bar line (or widget) in a notebook's outputs."""
-    import copy
 
     found = []
     for i, cell in enumerate(nb["cells"]):
