@@ -6,7 +6,9 @@ an argument.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -40,6 +42,11 @@ def test_targets_table_equals_csv_cells() -> None:
 
     assert rows["training"]["measured"] == training["mfu"].max()
     assert rows["training"]["device"] == training["device"].iloc[0]
+    wide = pd.read_csv(RESULTS / "training_wide.csv")
+    assert rows["training_wide"]["measured"] == wide["mfu"].max()
+    design = pd.read_csv(RESULTS / "triplet_design.csv")
+    assert rows["training_triplet_design"]["measured"] == design[design["final"]]["mfu"].max()
+    assert rows["training_triplet_design"]["device"] == design["device"].iloc[0]
     probe = probes[probes["pass"].str.startswith("probe pass")]["mfu_vs_measured_peak"].iloc[0]
     assert rows["probe"]["measured"] == probe
     assert rows["sampler"]["measured"] == sampling["fast_samples_per_s"].max() / sampling["ref_samples_per_s"].max()
@@ -55,7 +62,8 @@ def test_targets_table_equals_csv_cells() -> None:
 
     # one row per target (per shape / family where there are several), met follows from the numbers
     assert set(table["key"]) == {t.key for t in perf.TARGETS}
-    assert len(rows) == len(perf.TARGETS) - 2 + skipping["shape"].nunique() + len(evals)
+    n_training = len(perf.TARGETS_BY_KEY["training"].labels)
+    assert len(rows) == len(perf.TARGETS) - 3 + n_training + skipping["shape"].nunique() + len(evals)
     for _, r in table.iterrows():
         if r["comparison"] == ">=":
             assert bool(r["met"]) == (r["measured"] >= r["target"] * (1 - perf.TARGETS_BY_KEY[r["key"]].rtol))
@@ -177,17 +185,112 @@ def test_training_mfu_leaves_out_plain_compile_rows(tmp_path: Path) -> None:
     assert _by_id(perf.targets_table(tmp_path))["training"]["measured"] == 0.2
 
 
-def test_generate_py_target_reads_the_genuine_comparison(tmp_path: Path) -> None:
-    """The sampler-vs-generate.py row is the exact sampler's time over generate.py's at the worst batch of
-    the committed run, and is withheld (no value) as soon as one token differs."""
-    ref = pd.read_csv(RESULTS / "llada_reference.csv")
-    row = perf.targets_table(RESULTS).set_index("target_id").loc["sampler_generate_py"]
-    assert row["measured"] == pytest.approx((ref["lw_s_per_sample"] / ref["ref_s_per_sample"]).max())
-    assert f"tokens equal {int(ref['tokens_total'].sum())}/{int(ref['tokens_total'].sum())}" in row["note"]
-    bad = ref.copy()
-    bad.loc[0, "tokens_equal"] -= 1
+def _copy_results(tmp_path: Path, leave_out: tuple[str, ...] = ()) -> Path:
     for f in RESULTS.iterdir():
-        shutil.copy(f, tmp_path / f.name)
-    bad.to_csv(tmp_path / "llada_reference.csv", index=False)
+        if f.is_file() and f.name not in leave_out:
+            shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def _generate_py_candidates() -> pd.DataFrame:
+    """Every (file, batch, sampler option) of the two committed generate.py comparisons, straight from the CSVs."""
+    rows = []
+    for stem in ("llada_reference", "llada_reference_options"):
+        df = pd.read_csv(RESULTS / f"{stem}.csv")
+        for _, r in df.iterrows():
+            for col in df.columns:
+                if not col.endswith("_s_per_sample") or col == "ref_s_per_sample" or pd.isna(r[col]):
+                    continue
+                prefix = col[: -len("_s_per_sample")]
+                eq = r["tokens_equal"] if prefix == "lw" else r[f"{prefix}_tokens_equal"]
+                rows.append({"stem": stem, "batch": r["batch"], "prefix": prefix, "s": r[col],
+                             "ratio": r[col] / r["ref_s_per_sample"], "identical": eq == r["tokens_total"]})
+    return pd.DataFrame(rows)
+
+
+@committed
+def test_generate_py_target_reads_the_genuine_comparison(tmp_path: Path) -> None:
+    """The sampler-vs-generate.py row is the best token-identical time ratio at equal batch over both
+    committed comparisons; an option whose tokens differ is never chosen, and with none left the row has
+    no value."""
+    cand = _generate_py_candidates()
+    best = cand[cand["identical"]]["ratio"].min()
+    row = perf.targets_table(RESULTS).set_index("target_id").loc["sampler_generate_py"]
+    assert row["measured"] == pytest.approx(best)
+    assert "llada_reference.csv, llada_reference_options.csv" == row["source"]
+    # the batch-1 reading: the fastest run over generate.py's batch-1 time, with the token counts of the CSV
+    ref = pd.read_csv(RESULTS / "llada_reference.csv")
+    opts = pd.read_csv(RESULTS / "llada_reference_options.csv")
+    ref1 = ref.loc[ref["batch"] == 1, "ref_s_per_sample"].iloc[0]
+    fastest = cand.loc[cand["s"].idxmin()]
+    assert f"takes {fastest['s'] / ref1:.2f}x its time" in row["note"]
+    o = opts.iloc[0]
+    if fastest["stem"] == "llada_reference_options":
+        eq = f"{int(o[fastest['prefix'] + '_vs_ref_b1_tokens_equal'])}/{int(o['batch1_tokens_total'])} equal"
+        assert eq in row["note"]
+        assert f"own batch-{int(o['batch'])} output: {int(o['ref_vs_ref_b1_tokens_equal'])}/" in row["note"]
+
+    # tokens of the best option differ -> the next best token-identical one is read
+    winner = cand[cand["identical"]].loc[cand[cand["identical"]]["ratio"].idxmin()]
+    _copy_results(tmp_path)
+    df = pd.read_csv(RESULTS / f"{winner['stem']}.csv")
+    col = "tokens_equal" if winner["prefix"] == "lw" else f"{winner['prefix']}_tokens_equal"
+    df.loc[df["batch"] == winner["batch"], col] -= 1
+    df.to_csv(tmp_path / f"{winner['stem']}.csv", index=False)
+    rest = cand[cand["identical"] & ~((cand["stem"] == winner["stem"]) & (cand["batch"] == winner["batch"])
+                                       & (cand["prefix"] == winner["prefix"]))]
+    row = perf.targets_table(tmp_path).set_index("target_id").loc["sampler_generate_py"]
+    assert row["measured"] == pytest.approx(rest["ratio"].min()) and row["measured"] > best
+
+    # no token-identical option at all -> no value
+    for stem in ("llada_reference", "llada_reference_options"):
+        df = pd.read_csv(RESULTS / f"{stem}.csv")
+        for c in [c for c in df.columns if c == "tokens_equal" or (c.endswith("_tokens_equal") and "_vs_" not in c)]:
+            df[c] = df["tokens_total"] - 1
+        df.to_csv(tmp_path / f"{stem}.csv", index=False)
     row = perf.targets_table(tmp_path).set_index("target_id").loc["sampler_generate_py"]
     assert row["status"] == "no value" and row["note"].startswith("TOKENS DIFFER")
+
+
+@committed
+def test_training_target_per_width_and_why_narrow_falls_short(tmp_path: Path) -> None:
+    """The training target has a row per measured width; the gpu preset's design run, below the bound,
+    says why with the wider shapes' MFU; a missing file only marks its own row not run."""
+    rows = _by_id(perf.targets_table(RESULTS))
+    design = rows["training_triplet_design"]
+    d_model = json.loads(re.search(r"Preset fields: `(\{.*?\})`",
+                                   (RESULTS / "triplet_design.md").read_text()).group(1))["d_model"]
+    assert f"d_model {d_model}" in design["note"]
+    wide = pd.read_csv(RESULTS / "training_wide.csv")
+    if design["status"] == "not met":
+        assert "not reachable at this width" in design["note"]
+        assert f"{wide['mfu'].max():.1%} at d_model {int(wide['d_model'].iloc[0])}" in design["note"]
+    tbw = perf.training_by_width(perf.load_benchmarks(RESULTS))
+    assert set(tbw["source"]) == {"training", "training_wide", "triplet_design"}
+    assert (tbw[tbw["source"] == "triplet_design"]["d_model"] == d_model).all()
+
+    part = _by_id(perf.targets_table(_copy_results(tmp_path, leave_out=("training_wide.csv",))))
+    assert part["training_wide"]["status"] == "not run"
+    assert part["training"]["measured"] == rows["training"]["measured"]
+    assert part["training_triplet_design"]["measured"] == design["measured"]
+
+
+def test_new_benchmarks_are_listed_and_missing_gpu_results_are_not_run(tmp_path: Path) -> None:
+    """The design run, Monte-Carlo SE, sampler options and paper-profile results are read when present;
+    an absent GPU file (the paper profile before its run) is a 'not run' row, not an error."""
+    for name in ("triplet_design", "mc_se", "llada_reference_options", "paper_profile"):
+        assert name in perf.RESULT_FILES
+    for tiny in (False, True):
+        info = perf.benchmark_info(RESULTS, tiny=tiny).set_index("benchmark")
+        frames = perf.load_benchmarks(RESULTS, tiny=tiny)
+        for name in ("triplet_design", "mc_se", "llada_reference_options", "paper_profile"):
+            csv = RESULTS / info.loc[name, "csv"]
+            assert bool(info.loc[name, "ran"]) == csv.is_file() == (name in frames)
+            if csv.is_file():
+                assert info.loc[name, "rows"] == len(pd.read_csv(csv))
+                assert info.loc[name, "device"] != "unknown", name
+                assert info.loc[name, "command"].startswith("python benchmarks/"), name
+    _copy_results(tmp_path, leave_out=("paper_profile.csv", "paper_profile.md"))
+    info = perf.benchmark_info(tmp_path).set_index("benchmark")
+    assert not info.loc["paper_profile", "ran"] and info.loc["paper_profile", "rows"] == 0
+    assert perf.results_markdown("paper_profile", tmp_path) == ""
