@@ -91,6 +91,10 @@ def test_units_follow_the_chapters_parameters(paper):
     double = [r for r in E.estimate({ch: {**lik, "mc_samples": 2 * p["mc_samples"]}}, costs).rows
               if r.model == LLADA_INSTRUCT and "lw_arc_easy" in r.unit]
     assert double[0].gpu_hours == pytest.approx(2 * arc[0].gpu_hours)
+    # with a target standard error: batches of 16 copies, up to mc_samples of them per request
+    target = [r for r in E.estimate({ch: {**lik, "mc_target_se": 0.1}}, costs).rows
+              if r.model == LLADA_INSTRUCT and "lw_arc_easy" in r.unit]
+    assert target[0].units == arc[0].units * math.ceil(p["mc_samples"] / E.MC_TARGET_BATCH)
 
     ch = "01_layer_similarity"
     p = paper[ch]
@@ -101,13 +105,17 @@ def test_units_follow_the_chapters_parameters(paper):
 
     ch = "05_outlier_ablation"
     p = paper[ch]
+    n_cond, n_head = E.ablation_conditions(p, 32)
+    per_target = 2 * (1 + p["n_draws"])  # the outlier and its controls, in the early blocks and in all
+    assert n_cond == 1 + len(p["sites"]) * len(p["definitions"]) * per_target
+    assert n_head == per_target
     more = E.estimate({ch: {**p, "n_draws": p["n_draws"] + 1}}, costs)
     base = E.estimate({ch: p}, costs)
-    per_condition = math.ceil(p["text_prompts"] / p["batch_size"]) * p["gen_tokens"]  # Llama: AR decoding steps
-    # one more control draw = one more condition per scope (early, all)
     llama = "meta-llama/Llama-3.1-8B"
-    assert _units(more, ch, llama, "text", "decoding") - _units(base, ch, llama, "text", "decoding") == \
-        2 * per_condition
+    # one more control draw: one more condition per (site, definition, scope), on every arithmetic item
+    per_condition = math.ceil(p["arith_items"] / p["batch_size"]) * p["answer_tokens"]  # AR decoding steps
+    assert _units(more, ch, llama, "arithmetic", "decoding") - _units(base, ch, llama, "arithmetic", "decoding") == \
+        len(p["sites"]) * len(p["definitions"]) * 2 * per_condition
 
     ch = "07_compression"
     p = {**paper[ch], "quant_methods": ["gptq", "rtn"]}

@@ -12,8 +12,8 @@ A unit at another shape is scaled by its token count (attention's quadratic term
 Random weights never emit an end-of-text token, so every generation runs to its full length: the
 estimate is the full-length upper bound (LLaDA's sampler stops early once every answer is final).
 Likelihood tasks are costed at ``mc_samples`` copies per request, the cap when a target standard error
-stops a request earlier. (Slightly over 500 lines: the unit counts, their costs and their tables are
-read together.)
+(``mc_target_se``) stops a request earlier: an upper bound too. (Slightly over 500 lines: the unit
+counts, their costs and their tables are read together.)
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ LIKELIHOOD_CHARS: dict[str, tuple[int, int, int]] = {
     "lw_arc_easy": (140, 23, 4),
     "lw_arc_challenge": (158, 29, 4),
 }
+#: copies per Monte-Carlo batch when chapters 03 and 07 stop requests at a target standard error
+MC_TARGET_BATCH = 16
 #: items in each task's test split (a chapter's ``limit`` above it evaluates them all)
 TASK_ITEMS = {"lw_gsm8k": 1319, "lw_math500": 500, "lw_humaneval": 164, "lw_arc_easy": 2376, "lw_arc_challenge": 1172}
 #: characters per token of the papers' tokenizers on English and math text (approximate)
@@ -156,8 +158,11 @@ def _likelihood(family: str, task: str, p: Mapping[str, Any], evaluations: int, 
         return [_work(f"{task}: scoring batch, {bs} x {n} tokens", evaluations * _batches(requests // evaluations, bs),
                       "ar_loglik", scale, batch=bs, seq_len=n)]
     mc = int(p["mc_samples"])
-    return [_work(f"{task}: Monte-Carlo batch, {mc} x {n} tokens ({mc} samples per request at most)",
-                  requests, "mc_batch", scale, batch=mc, seq_len=n)]
+    mcb = MC_TARGET_BATCH if p.get("mc_target_se") else mc  # the chapters' Monte-Carlo batch
+    what = f"{mc} samples per request" + (f" at most (target SE {p['mc_target_se']} nats)" if p.get("mc_target_se")
+                                          else "")
+    return [_work(f"{task}: Monte-Carlo batch, {mcb} x {n} tokens ({what})", requests * math.ceil(mc / mcb),
+                  "mc_batch", scale, batch=mcb, seq_len=n)]
 
 
 def _llada_steps(gen: int, steps: int, block_length: int) -> int:
@@ -200,6 +205,27 @@ def compression_configurations(p: Mapping[str, Any], family: str) -> dict[str, i
 
 def _items(task: str, limit: int) -> int:
     return min(int(limit), TASK_ITEMS.get(task, int(limit)))
+
+
+def ablation_conditions(p: Mapping[str, Any], n_layers: int) -> tuple[int, int]:
+    """Chapter 05's conditions (:func:`layerwise.ablation_design.plan_ablations`, the unmodified one
+    included) and how many of them are the headline site's and definition's. Each definition is taken
+    to find a channel of its own (where two find the same one, the chapter runs fewer): an upper bound."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ..ablation_design import plan_ablations
+
+    d = 4 * (p["rank_window"] + p["n_draws"]) + 8
+    rng = np.random.default_rng(0)
+    sites = sorted(set(p["sites"]) | set(p["definitions"]))
+    stats = {s: SimpleNamespace(super_outlier=i, max_abs=rng.random((n_layers, d))) for i, s in enumerate(sites)}
+    plan = plan_ablations(stats, n_layers, sites=p["sites"], definitions=p["definitions"], n_draws=p["n_draws"],
+                          rank_window=p["rank_window"], seed=p["seed"])
+    head = [c for c in plan.conditions
+            if c.kind != "none" and c.site == p["headline_site"] and c.definition == p["headline_definition"]]
+    return len(plan.conditions), len(head)
 
 
 def _shots(p: Mapping[str, Any], task: str) -> int:
@@ -250,10 +276,7 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
                                 "recorded generation")
         return work, ""
     if chapter == "05_outlier_ablation":
-        from ..ablation import ablation_conditions
-
-        n_early = math.ceil(L / 3)
-        conds = len(ablation_conditions(0, {"early": list(range(n_early)), "all": "all"}, list(range(p["n_draws"]))))
+        n_cond, n_head = ablation_conditions(p, L)
         work = [_work(f"channel-statistics batch, {bs} x {p['stat_len']} tokens", _batches(p["stat_seqs"], bs),
                       "channel_stats", batch=bs, seq_len=p["stat_len"])]
         text_steps = p["diffusion_steps"] or p["gen_tokens"]
@@ -261,11 +284,15 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
         if fam == "dlm":
             text_steps = _llada_steps(p["gen_tokens"], text_steps, 32)
             arith_steps = _llada_steps(p["answer_tokens"], arith_steps, 32)
-        work += _generation(fam, conds * _batches(p["text_prompts"], bs), bs, p["prompt_len"], p["gen_tokens"],
-                            text_steps, f"text continuation ({conds} conditions)")
+        pool = p["text_prompts"]
+        tested = min(p["max_test_prompts"] or pool, pool)  # at most: the non-looping prompts of the pool
+        text = (_batches(pool, bs) + (n_cond - 1) * _batches(tested, bs)
+                + n_head * _batches(min(p["compare_prompts"], pool), bs))
+        work += _generation(fam, text, bs, p["prompt_len"], p["gen_tokens"], text_steps,
+                            f"text continuation ({n_cond} conditions, at most {tested} tested prompts)")
         arith = prompt_tokens("lw_arithmetic", p["arith_fewshot"])
-        work += _generation(fam, conds * _batches(p["arith_items"], bs), bs, arith, p["answer_tokens"], arith_steps,
-                            f"arithmetic ({conds} conditions)")
+        work += _generation(fam, n_cond * _batches(p["arith_items"], bs), bs, arith, p["answer_tokens"], arith_steps,
+                            f"arithmetic ({n_cond} conditions)")
         return work, ""
     if chapter == "06_alpha_hill":
         return [_work("spectra of one block's matrices (one cut-off rule)", L * len(p["methods"]),
