@@ -269,7 +269,8 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
         groups = min(p["n_groups"], p["n_seqs"])
         per_group = _batches(math.ceil(p["n_seqs"] / max(groups, 1)), bs)
         work = [_work(f"channel-statistics batch, {bs} x {p['seq_len']} tokens",
-                      _batches(p["n_seqs"], bs) + groups * per_group, "channel_stats", batch=bs, seq_len=p["seq_len"])]
+                      _batches(p["n_seqs"], bs) + 2 * groups * per_group,  # all, then groups at each site
+                      "channel_stats", batch=bs, seq_len=p["seq_len"])]
         if diffusion:
             steps = _llada_steps(p["gen_length"], p["diffusion_steps"], p["block_length"])
             work += _generation(fam, 1, p["gen_prompts"], p["prompt_len"], p["gen_length"], steps,
