@@ -23,7 +23,9 @@
 # **What "8B-shaped" means.** The probe, sampler, GPTQ and memory benchmarks build a transformers
 # Llama with LLaDA-8B's dimensions (32 layers, d 4096, MLP 12288, vocab 126464, bidirectional), random
 # bf16 weights, nothing downloaded: speed and memory depend on the shapes, not on the weights. The
-# training and skipping benchmarks also time the triplet's own gpu-preset shape (12 layers, d 512).
+# training-step benchmark times the triplet's step at the shapes its table states; the triplet design run
+# trains the gpu preset itself and records each run's speed and MFU; the skipping benchmark also times a
+# small triplet-shaped model.
 #
 # **Two peaks.** MFU (model FLOP utilisation: FLOPs the model needs / time / peak FLOP/s) depends on the
 # peak. `training.csv` states it against the GPU's datasheet bf16 dense peak; `probes.csv` measures the
@@ -156,10 +158,13 @@ plt.show()
 # ## Training throughput and MFU
 #
 # The real training step of `layerwise.training` (loss, backward, clipping, fused AdamW, bf16 autocast)
-# on random tokens of the gpu preset's shape, per objective, eager and compiled
-# (`training.compile_for_training`, which keeps SDPA on its flash kernel when there is no padding).
-# `training_wide.csv` times the same step at d_model 1024: at the gpu preset's width (d 512) the matmuls
-# are too narrow to keep the GPU busy, so elementwise work and the optimiser step weigh more.
+# on random tokens, per objective, eager and compiled (`training.compile_for_training`, which keeps SDPA
+# on its flash kernel when there is no padding); `training_wide.csv` times the same step at d_model 1024.
+# The triplet design run (next section) trains the gpu preset itself and records each run's MFU. MFU grows
+# with the width: per token the matmul FLOPs grow as d_model squared, the elementwise, normalisation and
+# optimiser memory traffic only as d_model, so narrow matmuls leave the tensor cores waiting on memory.
+# The training target has one row per measured width; the note of the design run's row gives the wider
+# shapes' numbers.
 
 # %%
 tm = perf.training_mfu(frames)
@@ -186,36 +191,133 @@ else:
     ax.set_xlabel("training objective (same model shape)")
     ax.set_ylabel("training throughput (thousand tokens/s)")
     ax.set_ylim(0, float(tm["tokens_per_s"].max()) / 1e3 * 1.25)
-    ax.set_title(f"gpu preset, d_model 512 ({devices['training']})", fontsize=10)
+    width = f"d_model {int(tm['d_model'].iloc[0])}" if tm["d_model"].notna().any() else "training step"
+    ax.set_title(f"training step, {width} ({devices['training']})", fontsize=10)
     ax.legend(ncol=2, loc="upper left")
     ax = axes[1]
-    widths = [("d_model 512", tm[tm["compile"].astype(bool)])]
-    if wide is not None:
-        widths.append((f"d_model {int(wide['d_model'].iloc[0])}", wide))
-    for j, (lab, df) in enumerate(widths):
-        sub = df.set_index("objective").reindex(objectives)
-        ax.bar(x + (j - 0.5) * 0.38, sub["mfu"] * 100, width=0.36, color=[plots.model_color(o) for o in objectives],
-               alpha=0.45 if j == 0 else 1.0, edgecolor="k", lw=0.5, hatch="//" if j == 0 else "", label=lab)
+    tbw = perf.training_by_width(frames)
+    tbw = tbw[tbw["mfu"].notna() & tbw["d_model"].notna() & ~tbw["compile"].eq(False)]
+    markers = {"training": "o", "training_wide": "s", "triplet_design": "D"}
+    for (src, _run), g in tbw.groupby(["source", "run"], sort=False):
+        ax.scatter(g["d_model"], g["mfu"] * 100, marker=markers[src], s=40, edgecolor="k", lw=0.5, zorder=3,
+                   color=plots.model_color(str(g["objective"].iloc[0])))
+    for src, g in tbw.groupby("source", sort=False):
+        ax.scatter([], [], marker=markers[src], color="lightgray", edgecolor="k", lw=0.5,
+                   label=f"{src}.csv, {int(g['n_layers'].iloc[0])} layers ({g['device'].iloc[0]})")
+    for obj, g in tbw.groupby("objective", sort=False):
+        best = g.groupby("d_model")["mfu"].max()
+        ax.plot(best.index, best.to_numpy() * 100, color=plots.model_color(str(obj)), lw=1, alpha=0.6)
     ax.axhline(perf.TARGETS_BY_KEY["training"].target * 100, color="k", ls="--", lw=1, label="target")
-    ax.set_xticks(x)
-    ax.set_xticklabels(objectives)
-    ax.set_xlabel("training objective (compiled)")
+    ax.set_xscale("log", base=2)
+    if len(tbw):
+        ax.set_xticks(sorted(tbw["d_model"].unique()))
+    ax.xaxis.set_major_formatter(plt.ScalarFormatter())
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("model width d_model (log scale)")
     ax.set_ylabel("MFU (% of datasheet bf16 peak)")
-    ax.set_title(f"MFU by model width ({devices['training_wide'] if wide is not None else devices['training']})",
-                 fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 60)
+    ax.set_title("MFU by model width (compiled step; design run: each run's median)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     plt.show()
 
 # %% [markdown]
-# *Figure: left, training tokens per second per objective, eager (hatched, light) and compiled (solid);
-# the label on each bar is its MFU against the datasheet bf16 peak. Right, the compiled step's MFU at the
-# gpu preset's width and at d_model 1024 (same depth, batch and sequence length); dashed: the target.*
+# *Figure: left, training tokens per second per objective of the training-step benchmark, eager (hatched,
+# light) and compiled (solid); the label on each bar is its MFU against the datasheet bf16 peak. Right,
+# MFU against the model width, coloured by objective: circles the compiled step of `training.csv`,
+# squares the same step at d_model 1024 (`training_wide.csv`), diamonds the gpu preset's own training
+# runs (`triplet_design.csv`, both ar2dlm branches included); lines join each objective's best MFU per
+# width; dashed: the target. Depth and GPU differ between files (both in the legend); the GPUs' nominal
+# bf16 dense peaks are the same.*
 
 # %%
 show_md("training")
 if wide is not None:
     show_md("training_wide")
+
+# %% [markdown]
+# ## The triplet design run
+#
+# `bench_triplet_design.py` trains the gpu preset's four runs (`ar`, `dlm`, and `ar2dlm` branched from
+# `ar` at 75% and at 25% of the budget), scores snapshots at 25/50/75/100% of the budget with the
+# competence report (`layerwise.training.competence`): held-out arithmetic exact match by each model's own
+# sampler with a 95% Wilson interval, against chance (the commonest answer's share), and tokens seen per
+# non-embedding parameter.
+
+# %%
+td = frames.get("triplet_design")
+if td is None or td.empty:
+    print("triplet_design.csv: not run")
+else:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run, g in td.groupby("run", sort=False):
+        g = g.sort_values("tokens_per_param")
+        color = plots.model_color(str(g["objective"].iloc[0]))
+        ls = "-" if g["branch_frac"].isna().all() else ":"
+        ax.errorbar(g["tokens_per_param"], g["exact_match"] * 100,
+                    yerr=[(g["exact_match"] - g["em_ci_low"]).clip(lower=0) * 100,
+                          (g["em_ci_high"] - g["exact_match"]).clip(lower=0) * 100],
+                    marker="o", ms=4, capsize=2, lw=1.2, ls=ls, color=color, label=str(run))
+    chance = float(td["chance"].iloc[0])
+    ax.axhline(chance * 100, color="gray", ls="--", lw=1, label=f"chance ({chance:.0%}, commonest answer)")
+    ax.set_xlabel("training tokens seen per non-embedding parameter")
+    ax.set_ylabel("held-out arithmetic exact match (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"Triplet design run, {int(td['arith_items'].iloc[0])} problems per point ({devices['triplet_design']})",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    plt.show()
+
+# %% [markdown]
+# *Figure: exact match on held-out arithmetic problems against the tokens each model has seen per
+# non-embedding parameter, one line per run with 95% Wilson intervals (dotted: the ar2dlm runs, branched
+# from `ar` and counting `ar`'s tokens before the branch; the one branched at 75% is scored at its end
+# only); grey dashed: chance.*
+
+# %%
+show_md("triplet_design")
+
+# %% [markdown]
+# ## The exact sampler against LLaDA's generate.py
+#
+# `bench_llada_reference.py` runs LLaDA's genuine `generate.py` and `layerwise.sampling.diffusion_generate`
+# on the genuine LLaDA modeling code at the 8B shape (random bf16 weights) and counts the generated tokens
+# that agree. One row per batch and sampler option (`sliced head`: the LM head only on the current
+# block; `CUDA graph`: the denoising step captured once per call); `ratio` is the sampler's time per sample
+# over `generate.py`'s at the same batch, and the target reads the best token-identical one. Batched rows
+# are left-padded, so a batch's output need not equal each prompt's batch-1 output, for `generate.py` as
+# for the library (the options table counts both).
+
+# %%
+gp = perf.generate_py_runs(frames)
+if gp.empty:
+    print("llada_reference.csv, llada_reference_options.csv: not run")
+else:
+    display(Markdown(gp.drop(columns=["b1_tokens_equal", "b1_tokens_total", "ref_b1_tokens_equal"])
+                     .to_markdown(index=False, floatfmt=".3f")))
+show_md("llada_reference")
+show_md("llada_reference_options")
+
+# %% [markdown]
+# ## Monte-Carlo likelihood at a target standard error
+#
+# `bench_mc_se.py` scores the chapters' likelihood tasks with a diffusion model once with a fixed 128
+# Monte-Carlo samples per request (LLaDA's setting) and once per target standard error (a request stops
+# drawing samples once its standard error is below the target): samples used, distance to the fixed-cost
+# estimate, and agreement of the multiple-choice decisions.
+
+# %%
+show_md("mc_se")
+
+# %% [markdown]
+# ## Cost of the paper profile
+#
+# `bench_paper_profile.py` times one unit of each chapter's work at the paper profile's shapes on
+# 8B-shaped models and multiplies by the number of units (`layerwise.book.estimate`), giving the profile's
+# GPU-hours.
+
+# %%
+show_md("paper_profile")
 
 # %% [markdown]
 # ## Probe pass
@@ -478,6 +580,11 @@ print(f"wrote {path.name}: {len(metrics)} metrics, "
 # python benchmarks/bench_skipping.py
 # python benchmarks/bench_gptq.py --layers 4              # drop --layers for all 32 blocks
 # python benchmarks/bench_8b_memory.py
+# python benchmarks/bench_llada_reference.py --remote-code ../shared/remote_code --batches 32 --time-blocks 1 \
+#     --sliced-head --cuda-graph --batch1-rows 2 --out benchmarks/results/llada_reference_options
+# python benchmarks/bench_triplet_design.py --preset gpu
+# python benchmarks/bench_mc_se.py --models CACHE/triplet/gpu/dlm CACHE/triplet/gpu/ar2dlm --device cuda
+# python benchmarks/bench_paper_profile.py --remote-code ../shared/remote_code
 # python -m layerwise.book run --profile gpu --chapters 09_performance -p benchmarks_dir=$PWD/benchmarks/results
 # ```
 #
