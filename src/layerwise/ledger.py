@@ -227,6 +227,12 @@ _TRAIN_SEED = re.compile(r"^(?:train_seed-(?P<k>\d+)|preset-(?P<base>.+?)(?:-see
 def _seed_jobs(metrics: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
     """The sweep-job entries ``name@<key>`` that differ only in their training seed (empty unless
     exactly one such group has at least two jobs), in seed order."""
+    return [v for _, v in seed_entries(metrics, name)]
+
+
+def seed_entries(metrics: Mapping[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(training seed, entry)`` of the jobs ``name@<key>`` that differ only in their training seed
+    (empty unless exactly one such group has at least two jobs), in seed order."""
     groups: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] = {}
     for k, v in metrics.items():
         if not k.startswith(f"{name}@"):
@@ -239,7 +245,7 @@ def _seed_jobs(metrics: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
         seed = int(seeds[0].group("k") or seeds[0].group("pk") or 0)
         groups.setdefault((rest, seeds[0].group("base")), []).append((seed, v))
     many = [g for g in groups.values() if len(g) >= 2]
-    return [v for _, v in sorted(many[0], key=lambda sv: sv[0])] if len(many) == 1 else []
+    return sorted(many[0], key=lambda sv: sv[0]) if len(many) == 1 else []
 
 
 def _has_number(e: Mapping[str, Any]) -> bool:
@@ -543,6 +549,35 @@ def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ..
                          "note": ("not run" if not e else "seed variance not measured" if len(vals) < 2
                                   else "interval: seed t-interval widened by the item variance")})
     return pd.DataFrame(rows)
+
+
+def seed_replicates(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
+    """Every claim part's headline per training seed: one row per (claim, part, seed) with the seed's
+    value and item interval, and the ledger's interval over the seeds (:func:`resolve_entry`) beside
+    it. A part measured on one seed has one row (its seed from the result file, 0 by default)."""
+    rows = []
+    for c in claims:
+        for p in c.parts:
+            res = results.get(p.chapter) or {}
+            metrics = res.get("metrics", {})
+            combined = resolve_entry(metrics, p.metric)
+            if combined is None:
+                continue
+            per_seed: list[tuple[Any, Mapping[str, Any]]] = list(seed_entries(metrics, p.metric))
+            if combined.get("seeds"):
+                per_seed = [(s.get("seed"), s) for s in combined["seeds"]]
+            elif not per_seed:
+                per_seed = [(int(res.get("train_seed") or 0), combined)]
+            ci = combined.get("ci") or [None, None]
+            for k, e in per_seed:
+                ci_k = e.get("ci") or [None, None]
+                rows.append({"claim": c.cid, "part": p.label or p.metric, "chapter": p.chapter, "metric": p.metric,
+                             "train_seed": k, "value": e.get("value"), "ci_low": ci_k[0], "ci_high": ci_k[1],
+                             "n_seeds": int(combined.get("n_seeds", 1)), "combined": combined.get("value"),
+                             "combined_low": ci[0], "combined_high": ci[1]})
+    cols = ["claim", "part", "chapter", "metric", "train_seed", "value", "ci_low", "ci_high", "n_seeds", "combined",
+            "combined_low", "combined_high"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def margins_table(claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:

@@ -24,7 +24,8 @@ import torch
 from .config import LayerwiseError, resolve_device
 from .diffusion import Family
 from .models import LoadedModel, load
-from .training import ensure_triplet
+from .results import train_seed as _train_seed
+from .training import ensure_triplet, get_preset
 
 __all__ = ["ModelEntry", "load_subjects", "model_entry"]
 
@@ -95,11 +96,15 @@ def model_entry(entry: str | os.PathLike[str] | Mapping[str, Any]) -> ModelEntry
 def load_subjects(models: Sequence[str | Mapping[str, Any]] = (), preset: str = "tiny", *,
                   data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                  progress: bool = True, cpu_threads: int | None = None) -> dict[str, LoadedModel]:
+                  progress: bool = True, cpu_threads: int | None = None,
+                  train_seed: int | None = None) -> dict[str, LoadedModel]:
     """``{name: LoadedModel}`` in a stable order.
 
     ``models == []``: the triplet of ``preset`` named ``"ar"``, ``"dlm"``, ``"ar2dlm"`` (trained
-    first if missing, see :func:`layerwise.training.ensure_triplet`). Otherwise each entry is a hub
+    first if missing, see :func:`layerwise.training.ensure_triplet`) of training seed ``train_seed``
+    (None: ``$LAYERWISE_TRAIN_SEED``, else 0, the preset's own; seed ``k > 0`` lives in
+    ``<cache>/triplet/<preset>-seed<k>/``, and the chapter's result file becomes a seed replicate,
+    see :mod:`layerwise.results`). Otherwise each entry is a hub
     id, a local checkpoint folder or a mapping (:class:`ModelEntry`), named by its ``name`` or id. A
     chapter needs each model's tokenizer: a checkpoint without one is an error naming the fix.
 
@@ -110,9 +115,14 @@ def load_subjects(models: Sequence[str | Mapping[str, Any]] = (), preset: str = 
         torch.set_num_threads(int(cpu_threads))
     if isinstance(models, str):
         raise LayerwiseError(f"models must be a list of ids, got the string {models!r}: write [{models!r}]")
+    k = _train_seed(train_seed)
     if not models:
-        paths = ensure_triplet(preset, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress)
+        triplet = get_preset(preset, seed=k) if k else preset
+        paths = ensure_triplet(triplet, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress)
         return {o: load(str(paths[o]), device=device, dtype=dtype) for o in paths}
+    if k:
+        raise LayerwiseError(f"training seed {k} applies to the triplet only (models is {list(models)}): "
+                             "run with models: [] or unset $LAYERWISE_TRAIN_SEED")
     out: dict[str, LoadedModel] = {}
     for m in models:
         e = model_entry(m)

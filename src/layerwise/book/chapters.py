@@ -24,7 +24,7 @@ from .paths import find_notebooks
 KNOWN_CHAPTERS = (
     "00_pretraining", "01_layer_similarity", "02_token_similarity", "03_layer_skipping",
     "04_super_outlier", "05_outlier_ablation", "06_alpha_hill", "07_compression", "08_claims_ledger",
-    "09_performance",
+    "09_performance", "10_robustness",
 )
 #: top-level keys of a profile file that are runner flags, not parameter sections
 PROFILE_FLAGS = ("requires_data",)
@@ -160,3 +160,27 @@ def resolve_parameters(profile: str, sections: Mapping[str, Mapping[str, Any]], 
     if "profile" in declared:
         params["profile"] = profile
     return params, dropped
+
+
+def run_seed_replicates(profile: str, chapters: Sequence[str], seeds: Sequence[int], *, out: str | os.PathLike,
+                        notebooks_dir: str | os.PathLike | None = None, profiles_dir: str | os.PathLike | None = None,
+                        cache: str | os.PathLike | None = None, force: bool = False,
+                        progress: bool = False) -> dict[int, dict[str, str]]:
+    """Run ``chapters`` of ``profile`` on the triplet of each training seed ``k`` in ``seeds`` (the
+    runner, under ``$LAYERWISE_TRAIN_SEED=k``): notebooks in ``<out>/train_seed-<k>/notebooks/``,
+    result files ``<chapter>@train_seed-<k>.json`` beside the chapter's own (seed 0), which the ledger
+    combines with it. Returns ``{seed: {chapter: "ran" | "skipped"}}``; a seed's run trains its
+    triplet first when it is missing."""
+    from ..results import TRAIN_SEED_KEY, train_seed, training_seed
+    from .runner import run
+
+    bad = [k for k in seeds if train_seed(k) == 0]
+    if bad:
+        raise LayerwiseError("training seed 0 is the profile's own run (layerwise-book run): give seeds >= 1")
+    status = {}
+    for k in seeds:
+        with training_seed(k):
+            status[k] = run(profile, chapters=list(chapters), out=Path(out) / TRAIN_SEED_KEY.format(k),
+                            notebooks_dir=notebooks_dir, profiles_dir=profiles_dir, cache=cache, force=force,
+                            progress=progress)
+    return status
