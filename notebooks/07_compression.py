@@ -76,6 +76,7 @@ mc_samples = 4                 # Monte-Carlo samples per diffusion log-likelihoo
 mc_target_se = 0.0            # 0 = always mc_samples; > 0: a request stops once its Monte-Carlo standard error is <= this (nats), mc_samples the cap, batches of 16
 n_boot = 500
 resume = True                  # store each finished configuration under cache_dir/runs/ and re-use it on a rerun
+diagnosis_blocks = 4           # first N blocks quantized and measured in the 2-bit GPTQ diagnosis (0 = all blocks)
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -88,11 +89,13 @@ provenance(profile=profile, models=models or ["ar", "dlm", "ar2dlm"], preset=pre
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import display
 
 from layerwise import claims, compress, plots
 from layerwise.config import cache_dir as resolve_cache_dir
-from layerwise.data import calibration_sequences
+from layerwise.data import calibration_sequences, eval_sequences
+from layerwise.diffusion import mask_tokens, requires_mask_token, sample_t
 from layerwise.evals import HEADLINE_METRICS, TaskParams, load_tasks, retention
 from layerwise.results import save_result
 from layerwise.spectra import model_alpha_hill
@@ -290,7 +293,90 @@ quant = head[head.kind == "quant"].pivot_table(index=["model", "method"], column
 print(quant.round(3).to_string())
 
 # %% [markdown]
-# ## Retention against sparsity: magnitude, Wanda, SparseGPT
+# ## Why 2-bit GPTQ barely moves the dlm
+#
+# GPTQ spreads each weight column's rounding error over the columns not yet quantized, weighted by the
+# second moment of the layer's inputs `X^T X`. When a Linear's inputs span only a few directions (a low
+# *effective rank* of `X^T X`), most of that error can be moved into directions the inputs never take:
+# the weights change a lot, the outputs hardly at all. Round-to-nearest has no such feedback.
+# `compress.linear_errors` measures per block Linear the relative weight change, the relative output
+# error on held-out inputs (diffusion models: masked at t ~ U[0, 1], as their likelihood sees them) and
+# the effective rank of those inputs (`compress.effective_rank`), for GPTQ and round-to-nearest at 2, 3
+# and 4 bits on the first `diagnosis_blocks` blocks, calibrated as above.
+
+# %%
+diag_bits = [b for b in (2, 3, 4) if b in bits] or [2, 3, 4]
+diag = []
+for name, lm in subjects.items():
+    blocks_measured = list(range(min(diagnosis_blocks or lm.num_layers, lm.num_layers)))
+    held_out = eval_sequences(lm.tokenizer, preset, calib_seqs, calib_len, data_dir=data_dir or None,
+                              cache_dir=cache_dir or None, seed=seed + 1)
+    if lm.family.is_diffusion:
+        mid = requires_mask_token(lm, purpose="masked held-out inputs", alternative="an AR model")
+        gen = torch.Generator().manual_seed(seed + 1)
+        held_out = mask_tokens(held_out, sample_t(held_out.shape[0], generator=gen), mid, generator=gen)[0]
+    held_out = held_out.to(lm.device)
+    snap = compress.snapshot(lm)
+    diag.append(compress.linear_errors(lm, snap, held_out, blocks=blocks_measured, batch_size=batch_size)
+                .assign(model=name, method="none", bits=0))
+    for m in ("gptq", "rtn"):
+        for b in diag_bits:
+            with compress.preserved(lm, snap):
+                compress.quantize(lm, m, b, group_size, calib_ids=calib[name], blocks=blocks_measured,
+                                  batch_size=batch_size, progress=False)
+                diag.append(compress.linear_errors(lm, snap, held_out, blocks=blocks_measured, batch_size=batch_size)
+                            .assign(model=name, method=m, bits=b))
+    del snap
+diag = pd.concat(diag, ignore_index=True)
+errors = (diag[diag.method != "none"].groupby(["model", "method", "bits"], sort=False)
+          [["rel_weight_change", "rel_output_error"]].median().unstack("bits"))
+ranks = diag[diag.method == "none"].groupby("model", sort=False)[["in_features", "effective_rank", "top1_share"]].median()
+print("Median over block Linears (relative to the unmodified weights / outputs):")
+print(errors.round(4).to_string())
+print("\nInputs of the unmodified models (median over block Linears):")
+print(ranks.round(3).to_string())
+
+# %%
+fig, axes = plt.subplots(1, len(subjects), figsize=(3.6 * len(subjects), 3.0), sharey=True, squeeze=False)
+for ax, name in zip(axes[0], subjects):
+    for m, color in (("gptq", "tab:blue"), ("rtn", "tab:orange")):
+        e = errors.loc[(name, m)].unstack(0)
+        ax.plot(e.index, 100 * e["rel_output_error"], marker="o", color=color, label=f"{m}: output error")
+        ax.plot(e.index, 100 * e["rel_weight_change"], marker="s", ls="--", color=color, label=f"{m}: weight change")
+    r = ranks.loc[name]
+    ax.set_title(f"{name}: input eff. rank {r.effective_rank:.1f} of {int(r.in_features)}",
+                 color=plots.model_color(name), fontsize=9)
+    ax.set_xlabel("bits per weight")
+    ax.set_xticks(diag_bits)
+    ax.set_yscale("log")
+axes[0, 0].set_ylabel("median relative change (%)")
+axes[0, -1].legend(fontsize=7)
+fig.suptitle("What quantization does to the weights and to the outputs on held-out inputs")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure.** Per model, the median over block Linears of the relative weight change (dashed) and of
+# the relative output error on held-out inputs (solid), GPTQ (blue) and round-to-nearest (orange), on
+# a log scale; the title gives the inputs' median effective rank and the Linears' median input width.
+
+# %%
+low = min(diag_bits)
+lines = []
+for name in subjects:
+    g, r = errors.loc[(name, "gptq")], errors.loc[(name, "rtn")]
+    lines.append(f"{name}: at {low} bits GPTQ changes the weights by {g[('rel_weight_change', low)]:.1%} "
+                 f"(round-to-nearest {r[('rel_weight_change', low)]:.1%}) and the outputs on held-out inputs by "
+                 f"{g[('rel_output_error', low)]:.1%} (round-to-nearest {r[('rel_output_error', low)]:.1%}); its "
+                 f"inputs' effective rank is {ranks.loc[name, 'effective_rank']:.1f} of "
+                 f"{int(ranks.loc[name, 'in_features'])} features.")
+by_error = sorted(subjects, key=lambda n: errors.loc[(n, "gptq"), ("rel_output_error", low)])
+by_rank = sorted(subjects, key=lambda n: ranks.loc[n, "effective_rank"])
+lines.append(f"Ordered by {low}-bit GPTQ output error ({', '.join(by_error)}) the models "
+             f"{'are' if by_error == by_rank else 'are not'} in the order of their inputs' effective rank "
+             f"({', '.join(by_rank)}).")
+print("\n".join(lines))
+
 
 # %%
 retention_panel("prune", "sparsity", "unstructured sparsity (%)", "Retention under pruning")
