@@ -6,7 +6,9 @@ plus, for most, the command that produced it); GPU runs are the published stems,
 an argument (the performance chapter's ``benchmarks_dir`` parameter). This module reads them for the
 book's performance page (chapter ``09_performance``): nothing here measures anything, and every number
 in :func:`targets_table` is a CSV cell or arithmetic on CSV cells. The targets themselves are typed in
-:data:`TARGETS`, each with a ``requirement`` sentence stating what it asks for.
+:data:`TARGETS`, each with a ``requirement`` sentence stating what it asks for. (Longer than most
+modules: one reader per benchmark, the tables derived from them and the target definitions are read
+together.)
 
 Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 
