@@ -36,7 +36,8 @@ COLAB_DIR = "book/colab"
 _CHAPTER = re.compile(r"^(?:.*/)?(\d\d_\w+)$")
 _GITHUB = re.compile(r"^https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?$")
 #: chapters that read files of the repository itself (not installed with the library)
-_NEEDS_CHECKOUT = {"09_performance": "LAYERWISE_BENCHMARKS_DIR=/content/layerwise/benchmarks/results"}
+_NEEDS_CHECKOUT = {"09_performance": "LAYERWISE_BENCHMARKS_DIR=/content/layerwise/benchmarks/results",
+                   "10_robustness": "LAYERWISE_NOTEBOOKS=/content/layerwise/notebooks"}
 
 
 @dataclass(frozen=True)
