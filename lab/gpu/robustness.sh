@@ -5,7 +5,9 @@
 #
 # Seed 0 is the published edition's: its result files must be in $LAYERWISE_CACHE_DIR/results/gpu/
 # for the ledger to combine three seeds. Carry them as .carry/results/gpu/*.json (copied in below, never
-# over a file already there) or run this script in the hold of lab/gpu/book.sh, after it.
+# over a file already there) or run this script in the hold of lab/gpu/book.sh, after it. Files of
+# another preset configuration than the current gpu preset's (chapter 00's config_hash) are moved aside,
+# and the ledger then combines seeds 1 and 2 only (book/results/gpu/ of 2026-11-23 is such a file set).
 #
 # Expected timeline (single-run times from benchmarks/results/triplet_design.md: ar 300 s, dlm 235 s,
 # ar2dlm 70 s, ar2dlm_b25 200 s, each at 17-22% MFU, so four runs share the GPU well):
@@ -31,6 +33,26 @@ mkdir -p "$LAYERWISE_DATA_DIR/corpus" "$LAYERWISE_CACHE_DIR/results/$PROFILE"
 mv -f .carry/train/corpus/*.xz "$LAYERWISE_DATA_DIR/corpus/" 2>/dev/null
 cp -n .carry/results/$PROFILE/*.json "$LAYERWISE_CACHE_DIR/results/$PROFILE/" 2>/dev/null
 echo "seed-0 result files: $(ls "$LAYERWISE_CACHE_DIR/results/$PROFILE" | tr '\n' ' ')"
+python3 - "$PROFILE" <<'PY'  # seed 0 counts only when chapter 00 trained the preset's current configuration
+import json, shutil, sys
+from layerwise.config import cache_dir
+from layerwise.training import get_preset
+profile = sys.argv[1]
+d = cache_dir() / "results" / profile
+f, want = d / "00_pretraining.json", get_preset(profile).config_hash()
+have = json.loads(f.read_text())["data"].get("config_hash") if f.is_file() else None
+if have is None:
+    print(f"seed 0: no chapter 00 result file in {d}: its preset configuration is not checked")
+elif have != want:
+    stale = d / "seed0-other-configuration"
+    stale.mkdir(exist_ok=True)
+    for p in d.glob("[0-9][0-9]_*.json"):
+        if "@" not in p.name:
+            shutil.move(str(p), str(stale / p.name))
+    print(f"seed 0's result files are of preset configuration {have}, not {want}: moved to {stale}")
+else:
+    print(f"seed 0's result files: preset configuration {want}")
+PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt 2>&1
 start=$(date +%s); echo "=== robustness start $(date -u +%FT%TZ) seeds $SEEDS"
 step() {  # name timeout command...
