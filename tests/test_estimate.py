@@ -135,6 +135,10 @@ def test_unknown_models_have_no_estimate(paper):
     assert est.missing == [(ch, "someone/other-7B", "no measured costs for this model")]
     assert "other-7B: no estimate (no measured costs for this model)" in E.describe_estimate(est)
     assert not E.has_estimate({ch: {**paper[ch], "models": ["someone/other-7B"]}}, _costs())
+    # a chapter whose units the estimate does not count says so; the ledger and tables run no model
+    est = E.estimate({"99_new_chapter": {"models": [LLADA_BASE]}, "08_claims_ledger": {"models": [LLADA_BASE]}},
+                     _costs())
+    assert not est.rows and [(c, m) for c, m, _ in est.missing] == [("99_new_chapter", LLADA_BASE)]
 
 
 def test_dry_run_prints_the_estimate_per_chapter_and_total(tmp_path, monkeypatch, capsys, paper):

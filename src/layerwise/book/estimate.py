@@ -232,6 +232,11 @@ def _shots(p: Mapping[str, Any], task: str) -> int:
     return int((p.get("num_fewshot") or {}).get(task, DEFAULT_SHOTS.get(task, 0)))
 
 
+#: chapters that run no model of a hub-model profile (nothing to pretrain; ledger and tables; seeds of the
+#: triplet only)
+NO_MODEL_WORK = ("00_pretraining", "08_claims_ledger", "09_performance", "10_robustness")
+
+
 def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -> tuple[list[Work], str]:
     """The units of ``chapter`` for one model (cost-file entry ``model``) at parameters ``p``; the second
     value is a reason when part of the chapter has no estimate ("" otherwise)."""
@@ -324,7 +329,9 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
             batches = n_eval * _batches(_items(task, p["limit"]), bs)
             work += _generation(fam, batches, bs, prompt, p["gen_length"], steps, f"{task} ({n_eval} evaluations)")
         return work, reason
-    return [], ""
+    if chapter in NO_MODEL_WORK:
+        return [], ""
+    return [], "the estimate does not count this chapter's units"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +414,8 @@ def estimate(params: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Any]) 
             model = costs["models"][key]
             work, reason = chapter_work(chapter, p, model)
             if not work:
+                if reason:
+                    est.missing.append((chapter, mid, reason))
                 continue
             est.rows.append(Row(chapter, mid, "model load (random-weight build)", 1, float(model["build_s"]),
                                 float(model["build_s"]) / 3600))
