@@ -175,11 +175,13 @@ print(diffs.round(3).to_string())
 # %%
 over = pd.DataFrame()
 if over_training and not models:
-    from layerwise.training import run_dir
+    from layerwise.results import train_seed
+    from layerwise.training import get_preset, run_dir
 
+    seeded = get_preset(preset, seed=train_seed())  # the snapshots of the training seed this run analyses
     snaps = {}
     for name in subjects:
-        d = run_dir(preset, name, cache_dir or None) / "snapshots"
+        d = run_dir(seeded, name, cache_dir or None) / "snapshots"
         found = {int(p.name.split("_")[1]): p for p in sorted(d.glob("step_*")) if p.is_dir()} if d.is_dir() else {}
         if found:
             snaps[name] = found
