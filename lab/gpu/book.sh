@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The published (gpu) book on the lent H100: train the triplet, then every chapter, one runner call per
+# The published (gpu) book on the lent H200: train the triplet, then every chapter, one runner call per
 # chapter so that one failure does not stop the rest. Chapter 03 (the longest, mostly lm-eval bookkeeping
 # on the CPU) runs in a second lane beside the others; the ledger (08) runs last, after both lanes.
 # Everything it writes is git-ignored (_build/, .cache/, runs/): a device call re-syncs tracked and
@@ -9,7 +9,13 @@
 cd "$(dirname "$0")/../.." || exit 1
 . lab/gpu/env.sh
 mkdir -p "$LAYERWISE_DATA_DIR/corpus"
-mv -f .carry/train/corpus/*.xz "$LAYERWISE_DATA_DIR/corpus/" 2>/dev/null
+# the training corpus arrives in two parts (.carry/trainA, .carry/trainB: `split -b 26M` of the .xz), each
+# carried by its own device call (one call carries at most 64 MiB); wait until they assemble to the file
+SHA=4c742519967853d5651b23753ea4a01ea4aae4edbb17e163dad8bdef90dee660
+F=$LAYERWISE_DATA_DIR/corpus/gutenberg-train-200MB.txt.xz
+until [ "$(sha256sum "$F" 2>/dev/null | cut -c1-64)" = "$SHA" ]; do
+  sleep 5; cat .carry/trainA/train_part_aa .carry/trainB/train_part_ab > "$F" 2>/dev/null
+done
 ls -la "$LAYERWISE_DATA_DIR/corpus"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt 2>&1
 start=$(date +%s); echo "=== book start $(date -u +%FT%TZ)"
