@@ -127,18 +127,21 @@ def _batches(n: int, batch: int) -> int:
 
 
 def _generation(family: str, batches: int, batch: int, prompt: int, gen: int, steps: int, what: str,
-                scale: float = 1.0) -> list[Work]:
-    """A chapter's generation: ``batches`` batches of ``batch`` prompts of ``prompt`` tokens, ``gen`` new
-    tokens; diffusion samplers run ``steps`` model calls over prompt + answer, AR a prefill + ``gen`` steps."""
+                scale: float = 1.0, prompts: int | None = None) -> list[Work]:
+    """A chapter's generation: ``batches`` batches of up to ``batch`` prompts (``prompts`` in all, default
+    full batches) of ``prompt`` tokens, ``gen`` new tokens; diffusion samplers run ``steps`` model calls
+    over prompt + answer, AR a prefill + ``gen`` decoding steps. Model calls over many tokens cost in
+    proportion to the prompts a batch holds; an AR decoding step costs the same in a part-filled batch."""
     if batches <= 0:
         return []
+    fill = min(1.0, (prompts if prompts is not None else batches * batch) / (batches * batch))
     if family == "ar":
-        return [_work(f"{what}: prefill, {batch} x {prompt} tokens", batches, "ar_prefill", scale, batch=batch,
-                      seq_len=prompt),
+        return [_work(f"{what}: prefill, {batch} x {prompt} tokens", batches, "ar_prefill", scale * fill,
+                      batch=batch, seq_len=prompt),
                 _work(f"{what}: decoding step, batch {batch}", batches * gen, "ar_token", scale, batch=batch,
                       seq_len=prompt + gen)]
     op = "dream_step" if family == "ar2dlm" else "diffusion_step"
-    return [_work(f"{what}: denoising step, {batch} x ({prompt} + {gen}) tokens", batches * steps, op, scale,
+    return [_work(f"{what}: denoising step, {batch} x ({prompt} + {gen}) tokens", batches * steps, op, scale * fill,
                   batch=batch, seq_len=prompt + gen)]
 
 
@@ -260,9 +263,10 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
         for task in [p["generation_task"], *p["extra_generation_tasks"]]:
             prompt = prompt_tokens(task, _shots(p, task))
             steps = _llada_steps(p["gen_length"], p["diffusion_steps"], 32) if fam == "dlm" else p["diffusion_steps"]
-            batches = n_conf * _batches(_items(task, p["limit"]), bs)
-            work += _generation(fam, batches, bs, prompt, p["gen_length"], steps,
-                                f"{task} ({n_conf} configurations, {kept:.0%} of the blocks on average)", kept)
+            n = _items(task, p["limit"])
+            work += _generation(fam, n_conf * _batches(n, bs), bs, prompt, p["gen_length"], steps,
+                                f"{task} ({n_conf} configurations, {kept:.0%} of the blocks on average)", kept,
+                                prompts=n_conf * n)
         reason = ""
         for task in p["likelihood_tasks"]:
             if task == "lw_gutenberg" or task in LIKELIHOOD_CHARS:
@@ -292,13 +296,14 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
             arith_steps = _llada_steps(p["answer_tokens"], arith_steps, 32)
         pool = p["text_prompts"]
         tested = min(p["max_test_prompts"] or pool, pool)  # at most: the non-looping prompts of the pool
-        text = (_batches(pool, bs) + (n_cond - 1) * _batches(tested, bs)
-                + n_head * _batches(min(p["compare_prompts"], pool), bs))
+        compare = min(p["compare_prompts"], pool)
+        text = _batches(pool, bs) + (n_cond - 1) * _batches(tested, bs) + n_head * _batches(compare, bs)
         work += _generation(fam, text, bs, p["prompt_len"], p["gen_tokens"], text_steps,
-                            f"text continuation ({n_cond} conditions, at most {tested} tested prompts)")
+                            f"text continuation ({n_cond} conditions, at most {tested} tested prompts)",
+                            prompts=pool + (n_cond - 1) * tested + n_head * compare)
         arith = prompt_tokens("lw_arithmetic", p["arith_fewshot"])
         work += _generation(fam, n_cond * _batches(p["arith_items"], bs), bs, arith, p["answer_tokens"], arith_steps,
-                            f"arithmetic ({n_cond} conditions)")
+                            f"arithmetic ({n_cond} conditions)", prompts=n_cond * p["arith_items"])
         return work, ""
     if chapter == "06_alpha_hill":
         return [_work("spectra of one block's matrices (one cut-off rule)", L * len(p["methods"]),
@@ -326,8 +331,9 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
                 continue
             prompt = prompt_tokens(task, _shots(p, task))
             steps = _llada_steps(p["gen_length"], p["gen_length"], 32) if fam == "dlm" else p["gen_length"]
-            batches = n_eval * _batches(_items(task, p["limit"]), bs)
-            work += _generation(fam, batches, bs, prompt, p["gen_length"], steps, f"{task} ({n_eval} evaluations)")
+            n = _items(task, p["limit"])
+            work += _generation(fam, n_eval * _batches(n, bs), bs, prompt, p["gen_length"], steps,
+                                f"{task} ({n_eval} evaluations)", prompts=n_eval * n)
         return work, reason
     if chapter in NO_MODEL_WORK:
         return [], ""
@@ -535,22 +541,25 @@ PAGE_END = "<!-- paper-profile-estimate: end -->"
 
 def page_section(est: Estimate, costs: Mapping[str, Any], *, budget_hours: float = 24.0) -> str:
     """The estimate as the book page shows it (between :data:`PAGE_START` and :data:`PAGE_END`)."""
-    per = est.by_chapter_model()
-    models = list(dict.fromkeys(_short(m) for _, m in per))
+    per: dict[tuple[str, str], float] = {}  # (chapter, measured model: Base and Instruct together) -> hours
+    for (ch, mid), h in est.by_chapter_model().items():
+        key = (ch, model_key(costs, mid) or _short(mid))
+        per[key] = per.get(key, 0.0) + h
+    models = list(dict.fromkeys(m for _, m in per))
     chapters = list(est.by_chapter())
     head = "| chapter | " + " | ".join(models) + " | chapter total |"
     lines = [PAGE_START, "", head, "|---|" + "---:|" * (len(models) + 1)]
     for ch in chapters:
-        cells = [f"{h:.2f}" if (h := sum(v for (c, m), v in per.items() if c == ch and _short(m) == name)) else ""
-                 for name in models]
+        cells = [f"{per[ch, name]:.2f}" if (ch, name) in per else "" for name in models]
         lines.append(f"| {ch} | " + " | ".join(cells) + f" | {est.by_chapter()[ch]:.2f} |")
-    totals = [f"{sum(v for (_, m), v in per.items() if _short(m) == name):.2f}" for name in models]
+    totals = [f"{sum(v for (_, m), v in per.items() if m == name):.2f}" for name in models]
     lines.append("| **total** | " + " | ".join(totals) + f" | **{est.total_hours:.2f}** |")
     verdict = "within" if est.total_hours <= budget_hours else "over"
-    lines += ["", f"Total: **{est.total_hours:.1f} GPU-hours** on one {est.device}, {verdict} the "
-              f"{budget_hours:g} GPU-hour budget. Measured by `{costs.get('command', '')}` "
-              "(`benchmarks/results/paper_profile.md` has every unit); model load is the random-weight build, "
-              "so add the time to read each checkpoint from disk."]
+    command = costs.get("command", "")
+    lines += ["", f"GPU-hours per chapter and model (Base and Instruct together). Total: **{est.total_hours:.1f} "
+              f"GPU-hours** on one {est.device}, {verdict} the {budget_hours:g} GPU-hour budget. Measured by "
+              f"`{command}` (`benchmarks/results/paper_profile.md` has every unit); model load is the "
+              "random-weight build, so add the time to read each checkpoint from disk."]
     lines += [f"- {ch} / {_short(m)}: no estimate ({why})" for ch, m, why in est.missing]
     lines += ["", PAGE_END]
     return "\n".join(lines)
