@@ -428,7 +428,8 @@ def estimate(params: Mapping[str, Mapping[str, Any]], costs: Mapping[str, Any]) 
             for w in work:
                 s = unit_seconds(model, w)
                 if s is None:
-                    est.missing.append((chapter, mid, f"{w.op} not measured"))
+                    what = w.op + (f" {w.shape_dict['method']}" if "method" in w.shape_dict else "")
+                    est.missing.append((chapter, mid, f"{what} not measured: run benchmarks/bench_paper_profile.py"))
                     continue
                 est.rows.append(Row(chapter, mid, w.unit, w.units, s, w.units * s / 3600))
             if reason:
