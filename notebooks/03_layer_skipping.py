@@ -297,15 +297,15 @@ display(Markdown(findings.layer_skipping(ledger_metrics)))
 #
 # ```bash
 # python -m layerwise.book run --profile paper --chapters 03_layer_skipping
-# # or directly: the Instruct models on GSM8K (5-shot), MATH-500 (4-shot) and HumanEval, skipping up
-# # to 10 of 32 blocks; HumanEval executes the model's code, so it needs allow_code_execution
+# # or directly: the Instruct models on GSM8K (5-shot), MATH-500 (4-shot) and HumanEval, skipping the
+# # first k = 0..6 of 32 blocks; HumanEval executes the model's code, so it needs allow_code_execution
 # jupytext --to ipynb notebooks/03_layer_skipping.py -o /tmp/03.ipynb
 # papermill /tmp/03.ipynb /tmp/03.out.ipynb -p profile paper -p device cuda \
 #   -y '{"models": ["GSAI-ML/LLaDA-8B-Instruct", "Dream-org/Dream-v0-Instruct-7B", "Qwen/Qwen2.5-7B-Instruct"],
 #        "generation_task": "lw_gsm8k", "extra_generation_tasks": ["lw_math500", "lw_humaneval"],
 #        "likelihood_tasks": [], "num_fewshot": {"lw_gsm8k": 5, "lw_math500": 4, "lw_humaneval": 0},
 #        "allow_code_execution": true, "limit": 200, "gen_length": 256, "diffusion_steps": 256,
-#        "max_skip": 10, "batch_size": 8}'
+#        "strategies": ["early"], "max_skip": 6, "batch_size": 16}'
 # ```
 #
 # On Colab: the *Open in Colab* link at the top of this chapter's page opens `book/colab/03_layer_skipping.ipynb`

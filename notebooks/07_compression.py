@@ -553,5 +553,7 @@ display(Markdown(findings.compression(ledger)))
 # papermill /tmp/07.ipynb /tmp/07.out.ipynb -p profile paper \
 #   -y '{"models": ["GSAI-ML/LLaDA-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"],
 #        "tasks": ["lw_gsm8k"], "headline_task": "lw_gsm8k", "num_fewshot": {"lw_gsm8k": 5}, "limit": 200,
-#        "calib_seqs": 128, "calib_len": 2048, "gen_length": 256, "mc_samples": 128, "batch_size": 8}'
+#        "quant_methods": ["gptq"], "bits": [2, 3, 4], "prune_methods": ["wanda"], "sparsities": [0.3, 0.5, 0.7],
+#        "allocation_schemes": ["uniform", "earlier_sparser", "deeper_sparser"],
+#        "calib_seqs": 128, "calib_len": 2048, "gen_length": 256, "batch_size": 16}'
 # ```
