@@ -21,6 +21,8 @@ from .common import _check_prompt, _mask_id, _model_logits, _none_if_full, slice
 REMASKING = ("low_confidence", "random")
 #: where the Gumbel noise of one step is drawn: over the whole canvas (LLaDA's stream) or the block only
 GUMBEL_NOISE = ("canvas", "block")
+#: ``step_context(step, canvas)`` -> a context manager entered around that step's model call
+StepContext = Callable[[int, torch.Tensor], contextlib.AbstractContextManager[Any]]
 
 
 def num_transfer_tokens(block_mask: torch.Tensor, steps: int) -> torch.Tensor:
@@ -237,7 +239,8 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                        confidence_dtype: torch.dtype | None = None, gumbel_noise: str = "canvas",
                        sliced_head: bool = False, prefix_cache: bool = False,
                        stop_at_eos: bool = False, eos_ids: Sequence[int] | None = None,
-                       cuda_graph: bool = False, progress: bool = False) -> torch.Tensor:
+                       cuda_graph: bool = False, progress: bool = False,
+                       step_context: StepContext | None = None) -> torch.Tensor:
     """Masked-diffusion generation with LLaDA's semi-autoregressive sampler (``generate.py``).
 
     Args:
@@ -287,6 +290,12 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
             from Python. Steps whose rows reach before the block (a masked earlier position) run eagerly.
             A model whose forward cannot be captured runs eagerly, with a warning.
         progress: show a progress bar over steps.
+        step_context: None (default) changes nothing. Else ``step_context(step, x)`` is called before the
+            model call of every step that runs (``step`` counts ``0 .. steps - 1`` over all blocks, ``x`` is
+            the ``[B, P + G]`` canvas the model is about to see; do not modify it) and returns a context
+            manager entered around that model call only: e.g. ``skip_layers`` during a range of steps
+            (:func:`layerwise.native_skipping.skip_during`), or ``contextlib.nullcontext()`` after
+            recording the canvas. Needs ``prefix_cache=False`` and ``cuda_graph=False``.
 
     Returns:
         ``[B, gen_length]`` generated ids.
@@ -309,6 +318,9 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
     if cuda_graph and (dev.type != "cuda" or prefix_cache):
         raise LayerwiseError("cuda_graph=True replays CUDA graphs of the model call: it needs a model on a CUDA "
                              "device and prefix_cache=False; use cuda_graph=False otherwise")
+    if step_context is not None and (prefix_cache or cuda_graph):
+        raise LayerwiseError("step_context changes the model between steps, which a prefix cache or a CUDA graph "
+                             "would not see: use prefix_cache=False and cuda_graph=False with it")
     if prefix_cache:
         if lm.adapter.name != "llama":
             raise LayerwiseError(
@@ -341,25 +353,26 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                 rows = slice(lo, end)
                 positions = torch.arange(lo, end, device=dev)  # aligned: the tokens of these rows
                 masked = x[:, rows] == mid  # [B, R]
-                if logits_at is None:  # the whole canvas through the head, as generate.py
-                    raw = graphed() if graphed is not None else _model_logits(lm, x, am)
-                    logits = raw.index_select(1, logit_positions(positions, lm.family))  # [B, R, V] aligned
-                    del raw
-                elif graphed is not None and lo == start:
-                    pos_buf.copy_(positions)
-                    logits = graphed()
-                elif not prefix_cache:
-                    logits = logits_at(x, am, positions)  # [B, R, V], aligned to the rows
-                elif i == 0:  # full pass that also fills the cache; keep only the prefix's keys/values
-                    hf: Any = lm.model  # a transformers model with a config
-                    cache = DynamicCache(config=hf.config)
-                    logits = logits_at(x, am, positions, past_key_values=cache, use_cache=True)
-                    cache.crop(keep_len - cache.get_seq_length())
-                else:  # the block and its suffix only, attending to the cached prefix
-                    assert cache is not None
-                    logits = logits_at(x[:, keep_len:], am, positions - keep_len, past_key_values=cache,
-                                       use_cache=True)
-                    cache.crop(keep_len - cache.get_seq_length())
+                with step_context(blk * spb + i, x) if step_context is not None else contextlib.nullcontext():
+                    if logits_at is None:  # the whole canvas through the head, as generate.py
+                        raw = graphed() if graphed is not None else _model_logits(lm, x, am)
+                        logits = raw.index_select(1, logit_positions(positions, lm.family))  # [B, R, V] aligned
+                        del raw
+                    elif graphed is not None and lo == start:
+                        pos_buf.copy_(positions)
+                        logits = graphed()
+                    elif not prefix_cache:
+                        logits = logits_at(x, am, positions)  # [B, R, V], aligned to the rows
+                    elif i == 0:  # full pass that also fills the cache; keep only the prefix's keys/values
+                        hf: Any = lm.model  # a transformers model with a config
+                        cache = DynamicCache(config=hf.config)
+                        logits = logits_at(x, am, positions, past_key_values=cache, use_cache=True)
+                        cache.crop(keep_len - cache.get_seq_length())
+                    else:  # the block and its suffix only, attending to the cached prefix
+                        assert cache is not None
+                        logits = logits_at(x[:, keep_len:], am, positions - keep_len, past_key_values=cache,
+                                           use_cache=True)
+                        cache.crop(keep_len - cache.get_seq_length())
                 vocab = logits.shape[-1]
                 noise = None
                 if temperature > 0:
