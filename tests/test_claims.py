@@ -313,6 +313,24 @@ def test_over_seeds_keeps_every_seed_and_averages_the_margin_scale():
 # ---------------------------------------------------------------------------------------------
 
 
+def _stages(retention: dict[str, list[float]], meaningful: bool = True) -> pd.DataFrame:
+    """Rows as layerwise.native_skipping.stage_retention writes them: retention +- 0.05 per (model, stage)."""
+    return pd.DataFrame([{"model": m, "stage": st, "retention": r, "ci_low": r - 0.05, "ci_high": r + 0.05,
+                          "meaningful": meaningful, "skipped": [1, 2]}
+                         for m, rs in retention.items()
+                         for st, r in zip(("early", "middle", "late", "all"), rs, strict=False)])
+
+
+def _native() -> tuple[dict[str, np.ndarray], tuple[float, ...], pd.DataFrame]:
+    """Final-block disruption [point, prompt] per model (the AR model's 0.4, the diffusion models' 0.1)
+    and stage retentions: the arguments of native_skipping_metrics before the families."""
+    rng = np.random.default_rng(0)
+    final = {n: (0.4 if n == "ar" else 0.1) + rng.uniform(-0.02, 0.02, (3, 12)) for n in FAMILIES}
+    stages = pd.concat([_stages({"dlm": [0.97, 0.95, 0.99, 0.93], "ar2dlm": [0.5, 0.6, 0.7, 0.4]}),
+                        _stages({"ar": [0.3]}).assign(stage="all")], ignore_index=True)
+    return final, (0.25, 0.5, 0.75), stages
+
+
 def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
     """Every chapter's *_metrics function on constructed data: chapter -> metrics it writes."""
     fams = {**FAMILIES, claims.EARLY_BRANCH_RUN: "ar2dlm"}
@@ -348,8 +366,9 @@ def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
     return {
         claims.LAYER_SIMILARITY: claims.layer_similarity_metrics(sims, fams, paired=True, n_boot=20),
         claims.TOKEN_SIMILARITY: claims.token_similarity_metrics(rec, FAMILIES, paired=True, n_boot=20),
-        claims.LAYER_SKIPPING: claims.layer_skipping_metrics(gen, FAMILIES, strategy="early", target_fraction=0.1875,
-                                                             definitions=curve),
+        claims.LAYER_SKIPPING: {**claims.layer_skipping_metrics(gen, FAMILIES, strategy="early",
+                                                                target_fraction=0.1875, definitions=curve),
+                                **claims.native_skipping_metrics(*_native(), FAMILIES, n_boot=20)},
         claims.SUPER_OUTLIER: {
             **claims.super_outlier_metrics({n: site for n in FAMILIES}, ratios, FAMILIES, n_boot=20,
                                            residual_ratios={n: 10 * r for n, r in ratios.items()}),
@@ -445,3 +464,55 @@ def test_claim_metric_round_trips_through_a_result_file(tmp_path):
     assert list(table.metric) == ["a", "b"] and np.isnan(table.ci_low.iloc[1])
     assert claims.format_metrics({"a": m}) == "a: 0.500 [0.200, 0.800] (not meaningful)"
     assert importlib.import_module("layerwise.claims").ClaimMetric is ClaimMetric
+
+
+# ---------------------------------------------------------------------------------------------
+# 03 referees' checks (A7, A8)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_native_disruption_difference_is_the_mean_gap_with_the_ar_scale():
+    final, points, stages = _native()
+    m = claims.native_disruption_difference(final["dlm"], final["ar"], model="dlm - ar", n_boot=200)
+    assert m.value == pytest.approx(final["dlm"].mean() - final["ar"].mean())
+    assert m.ci[0] <= m.value <= m.ci[1] and m.ci[1] < -0.25  # 0.1 vs 0.4: the interval is far below 0
+    assert m.extra["margin_scale"] == pytest.approx(final["ar"].mean()) and m.meaningful
+    a7 = next(c for c in CLAIMS if c.cid == "A7").parts[0]
+    assert part_verdict(a7, m.to_metric()) == "reproduced"  # 0.3 below, the bound is 0.2 x 0.4 = 0.08
+    close = claims.native_disruption_difference(final["ar"] - 0.02, final["ar"], n_boot=200)
+    assert part_verdict(a7, close.to_metric()) == "not reproduced"  # 5% less: short of the 20% margin
+    still = claims.native_disruption_difference(np.zeros((3, 4)), np.zeros((3, 4)), n_boot=20)
+    assert not still.meaningful and part_verdict(a7, still.to_metric()) == "not testable"
+    with pytest.raises(LayerwiseError, match="point, prompt"):
+        claims.native_disruption_difference(np.zeros(4), np.zeros(4))
+
+
+def test_stage_retention_min_takes_the_worst_stage_and_its_interval():
+    _, _, stages = _native()
+    m = claims.stage_retention_min(stages, "dlm")
+    assert m.value == pytest.approx(0.95) and m.ci == pytest.approx((0.90, 1.0)) and m.extra["stage"] == "middle"
+    a8 = next(c for c in CLAIMS if c.cid == "A8").parts[0]
+    assert part_verdict(a8, m.to_metric()) == "inconclusive"  # 0.90 lies on the bound
+    assert part_verdict(a8, claims.stage_retention_min(stages, "ar2dlm").to_metric()) == "not reproduced"
+    high = _stages({"dlm": [0.99, 0.98, 0.97]})
+    assert part_verdict(a8, claims.stage_retention_min(high, "dlm").to_metric()) == "reproduced"
+    chance = claims.stage_retention_min(_stages({"dlm": [1.0, 1.0, 1.0]}, meaningful=False), "dlm")
+    assert part_verdict(a8, chance.to_metric()) == "not testable"
+    with pytest.raises(LayerwiseError, match="stage_retention"):
+        claims.stage_retention_min(stages, "other")
+
+
+def test_native_skipping_metrics_write_both_claims_and_their_definitions():
+    final, points, stages = _native()
+    ms = claims.native_skipping_metrics(final, points, stages, FAMILIES, n_boot=50)
+    gap = ms[claims.NATIVE_DISRUPTION.minus_ar("dlm")]
+    assert gap.value == pytest.approx(final["dlm"].mean() - final["ar"].mean())
+    at = [ms[claims.definition(claims.NATIVE_DISRUPTION.minus_ar("dlm"), f"at:{p:g}")] for p in points]
+    assert [m.value for m in at] == pytest.approx([final["dlm"][i].mean() - final["ar"][i].mean() for i in range(3)])
+    assert ms[claims.STAGE_RETENTION.of("dlm")].value == pytest.approx(0.95)
+    assert ms[claims.definition(claims.STAGE_RETENTION.of("dlm"), "stage:late")].value == pytest.approx(0.99)
+    assert ms[claims.STAGE_RETENTION.per_model("ar", "all")].value == pytest.approx(0.3)
+    assert claims.STAGE_RETENTION.of("ar") not in ms  # AR models have no stages: their row is the reference
+    results = {claims.LAYER_SKIPPING: {"profile": "test", "metrics": claims.to_result_metrics(ms)}}
+    ledger = build_ledger(results).set_index("claim")
+    assert ledger.loc["A7", "verdict"] == "reproduced" and ledger.loc["A8", "verdict"] == "inconclusive"

@@ -13,6 +13,8 @@ A3      ``retention_at_18.75pct_{dlm,ar}``            :func:`retention_at_target
 A4      ``ar2dlm_closer_to_ar``                       :func:`ar2dlm_closer_to_ar`
 A5      ``retention_at_18.75pct_ar2dlm``              :func:`retention_at_target`
 A6      ``ar2dlm_branch_dose``                        :func:`ar2dlm_branch_dose`
+A7      ``native_disruption_dlm_minus_ar``            :func:`native_disruption_difference`
+A8      ``stage_retention_dlm``                       :func:`stage_retention_min`
 B1      ``early_outlier_ratio_{dlm,dlm_minus_ar}``    :func:`early_outlier_ratio_difference`
 B2      ``repetition_increase_dlm``                   :func:`repetition_increase`
 B3      ``early_alpha_dlm_minus_ar``                  :func:`early_alpha_difference`
@@ -26,7 +28,8 @@ B8      ``early_alpha_trend_dlm``                     :func:`early_alpha_trend`
 **Alternative definitions.** The ledger checks each claim part under pre-registered alternative
 definitions, saved beside the headline under ``definition(name, label)`` (``name::label``): A1, A4
 and B6 ``with_block0`` / ``without_block0`` (chapter 01); A3 and A5 ``early:<task>`` /
-``redundant:<task>`` for every generation task (chapter 03); B1 ``attn_input`` / ``residual``
+``redundant:<task>`` for every generation task, A7 ``at:<point>`` per trajectory point and A8
+``stage:<stage>`` per stage of the diffusion schedule (chapter 03); B1 ``attn_input`` / ``residual``
 (chapter 04); B2 ``<site>/<definition>`` of the ablation (chapter 05); B3 ``fixed`` / ``ks``
 (chapter 06); B4 ``<task>:<metric>`` for every task evaluated (chapter 07); B7 ``max_abs`` /
 ``mean_abs`` (chapter 04). The chapter functions below write them all.

@@ -21,7 +21,7 @@ __all__ = [
     "COMPRESSION", "EARLY_SIMILARITY", "AR2DLM_CLOSER_TO_AR", "RECENCY", "RETENTION_AT_TARGET",
     "EARLY_OUTLIER_RATIO", "SUPER_OUTLIER_CHANNEL", "REPETITION_INCREASE", "LOOP_INCREASE", "ACCURACY_CHANGE",
     "EARLY_ALPHA", "GPTQ3_CHANGE_PCT", "EARLY_MINUS_LATE_PCT", "DIFFUSION_FAMILIES", "PAPER_MODELS", "representatives",
-    "metrics_table", "format_metrics", "to_result_metrics",
+    "metrics_table", "format_metrics", "to_result_metrics", "NATIVE_DISRUPTION", "STAGE_RETENTION",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +142,8 @@ EARLY_MINUS_LATE_SIMILARITY = MetricName("early_minus_late_similarity")  #: 01: 
 AR2DLM_BRANCH_DOSE = "ar2dlm_branch_dose"  #: 01 (A6): AR-likeness of ``ar2dlm`` minus that of the earlier branch
 OUTLIER_PERSISTENCE = MetricName("outlier_persistence")  #: 04: ``per_model``, ``of(family)`` (B7)
 EARLY_ALPHA_TREND = MetricName("early_alpha_trend")  #: 06: ``per_model``, ``of(family)`` (B8)
+NATIVE_DISRUPTION = MetricName("native_disruption")  #: 03: ``per_model``, ``minus_ar`` (A7)
+STAGE_RETENTION = MetricName("stage_retention")  #: 03: ``per_model(m, stage)``, ``of(family)`` (A8)
 
 #: the run name of the ar2dlm model branched at 25% of the budget (A6 compares it with ``ar2dlm`` at 75%)
 EARLY_BRANCH_RUN = "ar2dlm_b25"

@@ -1,4 +1,4 @@
-"""Paper A's claims (A1-A6) and the similarity side of B6: layer and token similarity, layer skipping (chapters
+"""Paper A's claims (A1-A8) and the similarity side of B6: layer and token similarity, layer skipping (chapters
 01-03)."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from .base import (
     EARLY_BRANCH_RUN,
     EARLY_MINUS_LATE_SIMILARITY,
     EARLY_SIMILARITY,
+    NATIVE_DISRUPTION,
     RECENCY,
     RETENTION_AT_TARGET,
+    STAGE_RETENTION,
     WITH_BLOCK0,
     WITHOUT_BLOCK0,
     ClaimMetric,
@@ -34,6 +36,7 @@ __all__ = [
     "early_minus_late_similarity", "ar2dlm_branch_dose", "layer_similarity_metrics",
     "model_recency", "recency", "recency_difference", "token_similarity_metrics", "closest_to_fraction",
     "retention_at_target", "layer_skipping_metrics", "SKIPPING_DEFINITION_STRATEGIES",
+    "native_disruption_difference", "stage_retention_min", "native_skipping_metrics",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -335,4 +338,90 @@ def layer_skipping_metrics(curve: pd.DataFrame, families: Mapping[str, Any], *, 
                     m = retention_at_target(d, name, strategy=strat, target_fraction=target_fraction,
                                             what=str(label))
                     out[definition(RETENTION_AT_TARGET.of(fam), f"{strat}:{task}")] = m
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 03 referees' checks: disruption under native inference (A7), skipping by diffusion stage (A8)
+# ---------------------------------------------------------------------------------------------
+
+
+def native_disruption_difference(diffusion: np.ndarray, ar: np.ndarray, *, model: str = "", n_boot: int = 1000,
+                                 seed: int = 0) -> ClaimMetric:
+    """A7: the diffusion model's final-block disruption minus the AR model's, under each one's native inference.
+
+    ``diffusion`` / ``ar``: ``[point, prompt]`` disruption ``1 - cos`` at the final block for the same skip
+    mask and the same prompts at matched trajectory points (:func:`layerwise.native_skipping.native_disruption`);
+    each prompt's mean over the points is the unit of a paired bootstrap (independent resampling when the
+    prompt counts differ). ``margin_scale``: the AR model's mean disruption (the ledger asks the diffusion
+    model's to be a fifth lower). Not meaningful when the AR model is not disrupted at all.
+    """
+    d, a = np.asarray(diffusion, dtype=float), np.asarray(ar, dtype=float)
+    if d.ndim != 2 or a.ndim != 2 or 0 in d.shape or 0 in a.shape:
+        raise LayerwiseError("pass [point, prompt] arrays of final-block disruption (NativeDisruption.final)")
+    du, au = d.mean(0), a.mean(0)
+    value, ci = paired_bootstrap(lambda x, y: float(x.mean() - y.mean()), du, au, n_boot=n_boot, seed=seed,
+                                 paired=len(du) == len(au))
+    scale = float(au.mean())
+    ok = scale > 0
+    return ClaimMetric(value, ci, meaningful=ok, model=model,
+                       note=f"final-block 1 - cos, mean over {d.shape[0]} trajectory points and {len(du)} prompts",
+                       reason="" if ok else "the skip mask does not disrupt the AR model at all",
+                       extra={"margin_scale": scale, "diffusion": float(du.mean()), "ar": scale})
+
+
+def stage_retention_min(stages: pd.DataFrame, model: str, *, what: str = "") -> ClaimMetric:
+    """A8: the lowest retention of ``model`` over the diffusion schedule's stages, with that stage's interval.
+
+    ``stages``: rows of :func:`layerwise.native_skipping.stage_retention` (``model``, ``stage``,
+    ``retention``, ``ci_low``, ``ci_high``, ``meaningful``); the ``all`` row (static skipping) is left out.
+    Not meaningful when the unmodified model is not above chance.
+    """
+    d = stages[(stages.model == model) & (stages.stage != "all")]
+    if d.empty:
+        raise LayerwiseError(f"no stage rows for model {model!r}: run native_skipping.stage_retention on it")
+    row = d.loc[d.retention.fillna(np.inf).idxmin()]
+    ok = bool(d.meaningful.all())
+    note = (f"{what + ', ' if what else ''}lowest of {', '.join(map(str, d.stage))}: {row.stage}"
+            + ("" if ok else "; baseline not above chance: retention meaningless"))
+    return ClaimMetric(float(row.retention), (float(row.ci_low), float(row.ci_high)), meaningful=ok, model=model,
+                       note=note, reason="" if ok else "the unmodified model is not above chance on this task",
+                       extra={"stage": str(row.stage), "skipped": list(row.skipped) if "skipped" in d else []})
+
+
+def native_skipping_metrics(final: Mapping[str, np.ndarray], points: Any, stages: pd.DataFrame,
+                            families: Mapping[str, Any], *, what: str = "", pairs: Mapping[str, str] | None = None,
+                            n_boot: int = 1000, seed: int = 0) -> dict[str, ClaimMetric]:
+    """Chapter 03's referees' checks: every model's final-block disruption (mean over points and prompts) and
+    each diffusion family's difference from the AR family (A7, with one definition per trajectory point,
+    ``at:<point>``); every (model, stage) retention and each diffusion family's lowest stage (A8, with one
+    definition per stage, ``stage:<stage>``). ``final``: model -> ``[point, prompt]``; ``points``: the
+    fractions in the order of ``final``'s first axis."""
+    out: dict[str, ClaimMetric] = {}
+    pts = [float(p) for p in points]
+    for name, arr in final.items():
+        a = np.asarray(arr, dtype=float).mean(0)
+        v, ci = paired_bootstrap(np.mean, a, n_boot=n_boot, seed=seed)
+        out[NATIVE_DISRUPTION.per_model(name)] = ClaimMetric(v, ci, model=name, note="final-block 1 - cos")
+    for _, r in stages.iterrows():
+        out[STAGE_RETENTION.per_model(str(r.model), str(r.stage))] = ClaimMetric(
+            float(r.retention), (float(r.ci_low), float(r.ci_high)), meaningful=bool(r.meaningful), model=str(r.model))
+    rep = representatives(families, "A", pairs)
+    for fam in ("dlm", "ar2dlm"):
+        if fam not in rep:
+            continue
+        name = rep[fam]
+        if "ar" in rep and name in final and rep["ar"] in final:
+            pair = f"{name} - {rep['ar']}"
+            d, a = np.asarray(final[name]), np.asarray(final[rep["ar"]])
+            key = NATIVE_DISRUPTION.minus_ar(fam)
+            out[key] = native_disruption_difference(d, a, model=pair, n_boot=n_boot, seed=seed)
+            for i, p in enumerate(pts):
+                out[definition(key, f"at:{p:g}")] = native_disruption_difference(d[i:i + 1], a[i:i + 1], model=pair,
+                                                                                 n_boot=n_boot, seed=seed)
+        if (stages.model == name).any():
+            out[STAGE_RETENTION.of(fam)] = stage_retention_min(stages, name, what=what)
+            for st in dict.fromkeys(stages[(stages.model == name) & (stages.stage != "all")].stage):
+                out[definition(STAGE_RETENTION.of(fam), f"stage:{st}")] = stage_retention_min(
+                    stages[stages.stage == st], name, what=what)
     return out
