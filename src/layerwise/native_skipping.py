@@ -136,14 +136,16 @@ def _trajectory(lm: LoadedModel, ids: torch.Tensor, am: torch.Tensor, points: Se
     return [(seen[f], full) for f in points]
 
 
-def _block_outputs(lm: LoadedModel, ids: torch.Tensor, am: torch.Tensor,
-                   keep: Sequence[int]) -> dict[int, torch.Tensor]:
-    """``{original block index: output [B, T, d]}`` of the blocks ``keep`` for the model as it is now; under
-    ``skip_layers`` the running blocks are the kept ones, in order, and are mapped back by ``keep``."""
+def _block_outputs(lm: LoadedModel, ids: torch.Tensor, am: torch.Tensor, keep: Sequence[int],
+                   wanted: Sequence[int]) -> dict[int, torch.Tensor]:
+    """``{original block index: output [B, T, d]}`` of the blocks ``wanted`` for the model as it is now; under
+    ``skip_layers`` the running blocks are the kept ones ``keep``, in order, and are mapped back by it."""
     out: dict[int, torch.Tensor] = {}
+    want = set(wanted)
 
     def on_block(i: int, _h_in: torch.Tensor, h_out: torch.Tensor) -> None:
-        out[keep[i]] = h_out.float()
+        if keep[i] in want:
+            out[keep[i]] = h_out.float()
 
     with block_hooks(lm, on_block):
         lm.logits(ids, am)
@@ -203,9 +205,9 @@ def native_disruption(lm: LoadedModel, prompts: Sequence[str], skip: Sequence[in
         per_point = []
         for x, m in _trajectory(lm, ids, am, points, gen_length, kw):
             x, m = x.to(lm.device), m.to(lm.device)
-            full = _block_outputs(lm, x, m, list(range(L)))
+            full = _block_outputs(lm, x, m, list(range(L)), blocks)
             with skip_layers(lm, skip_):
-                cut = _block_outputs(lm, x, m, kept)
+                cut = _block_outputs(lm, x, m, kept, blocks)
             valid = m.bool()
             rows = []
             for blk in blocks:
@@ -247,14 +249,14 @@ def stage_retention(lm: LoadedModel, prompts: Sequence[str], answers: Sequence[s
                     gen_length: int, stages: Sequence[str] = ("early", "middle", "late"), batch_size: int = 8,
                     sampler_kwargs: Mapping[str, Any] | None = None, n_boot: int = 1000, seed: int = 0,
                     score: Callable[[Sequence[str], Sequence[str]], np.ndarray] = first_number_match,
-                    model: str = "") -> pd.DataFrame:
+                    chance: float = 0.0, model: str = "") -> pd.DataFrame:
     """Exact-match retention with ``skip`` applied only during each stage of the denoising schedule.
 
     One row per stage (plus ``all``, static skipping, when not among ``stages``): ``exact_match`` of the
     skipped run, ``baseline`` of the unmodified one (same items), ``retention`` = their ratio with a paired
-    bootstrap interval over items, ``baseline_p`` (one-sided binomial test of the baseline against 0) and
-    ``meaningful`` (baseline above 0 at 5%). AR models: the ``all`` row only (left-to-right decoding has no
-    denoising stages); ``stages`` is then ignored.
+    bootstrap interval over items, ``baseline_p`` (one-sided binomial test of the baseline against ``chance``,
+    the task's chance level) and ``meaningful`` (baseline above chance at 5%). AR models: the ``all`` row only
+    (left-to-right decoding has no denoising stages); ``stages`` is then ignored.
     """
     if len(prompts) != len(answers):
         raise LayerwiseError(f"{len(prompts)} prompts but {len(answers)} answers: pass one answer per prompt")
@@ -267,7 +269,7 @@ def stage_retention(lm: LoadedModel, prompts: Sequence[str], answers: Sequence[s
     base = score(_decode(lm, native_generate(lm, prompts, gen_length=gen_length, batch_size=batch_size,
                                              sampler_kwargs=sampler_kwargs)), answers)
     idx = bootstrap_indices(len(base), n_boot, seed)
-    p = above_chance_pvalue(base.tolist(), 0.0)
+    p = above_chance_pvalue(base.tolist(), chance)
     rows = []
     for st in wanted:
         if ar:
