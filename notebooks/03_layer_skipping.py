@@ -71,6 +71,9 @@ n_boot = 500                  # bootstrap resamples for the intervals
 gutenberg_chars = 400         # characters per held-out Gutenberg passage (whole paragraphs)
 flops_seq_len = 256           # sequence length at which FLOPs fractions are counted
 resume = True                 # store each finished configuration under cache_dir/runs/ and re-use it on a rerun
+native_checks = True          # the referees' checks at the end: disruption under native inference, skipping by stage
+native_prompts = 8            # held-out arithmetic prompts for those checks (the gpu profile: 100)
+native_points = [0.25, 0.5, 0.75]  # matched trajectory points: fractions of the denoising steps / generated tokens
 
 # %% tags=["provenance"]
 from layerwise.book import provenance
@@ -310,3 +313,176 @@ display(Markdown(findings.layer_skipping(ledger_metrics)))
 #
 # On Colab: the *Open in Colab* link at the top of this chapter's page opens `book/colab/03_layer_skipping.ipynb`
 # (this chapter with an install cell; set the parameters cell, then run all).
+
+# %% [markdown]
+# ## Referees' checks: disruption under native inference, and skipping by diffusion stage
+#
+# Paper A's referees asked for two checks of the skipping result (`layerwise.native_skipping`), both with
+# the `headline_strategy` mask closest to 18.75% of each model's blocks, on `native_prompts` held-out
+# arithmetic prompts, each model generating with its own sampler (greedy left-to-right decoding for `ar`,
+# the masked-diffusion sampler with `diffusion_steps` steps for `dlm` and `ar2dlm`):
+#
+# - **Disruption under native inference** (claim A7). Each model generates once, unmodified; the inputs
+#   it saw are kept at matched points of its trajectory: the canvas before step $\lfloor f \cdot S \rfloor$
+#   of the $S$ denoising steps, or the prompt and the first $f \cdot G$ of the $G$ generated tokens, for
+#   $f$ in `native_points`. At each of them the hidden states with and without the mask are compared by
+#   paper A's metric, the cosine similarity: disruption $= 1 - \cos$, per token, averaged over a prompt's
+#   positions, at the output of every block after the skipped ones (the final block last); 95% bootstrap
+#   interval over prompts.
+# - **Skipping by stage** (claim A8). The mask is applied only during the early, middle or late third of
+#   the denoising steps (the sampler's `step_context`), or during all of them (static skipping, as above);
+#   exact-match retention against the unmodified sampler on the same prompts, with a paired bootstrap
+#   interval. An AR model has no denoising schedule: it is shown for the whole decoding only, the
+#   reference the stages are read against.
+#
+# The `paper` profile leaves these checks out (`native_checks: false`: they add one generation per
+# model and stage to a 24-hour plan); `-p native_checks True` runs them there too.
+
+# %%
+from matplotlib.ticker import MaxNLocator
+
+from layerwise.data import arithmetic_heldout
+from layerwise.native_skipping import STAGES, native_disruption, stage_retention
+
+native_metrics = {}
+if native_checks:
+    native_items = arithmetic_heldout(native_prompts, seed)
+    prompts_ = [it["prompt"] for it in native_items]
+    answers_ = [it["answer"] for it in native_items]
+    headline = claims.closest_to_fraction(
+        configs[(configs.strategy == headline_strategy) & (configs.draw == 0)], target_fraction)
+    masks = {r.model: list(r.skipped) for r in headline.itertuples()}
+    gen_base = base[base.task == generation_task].set_index("model")
+    disruption, stage_tables = {}, []
+    for name, lm in subjects.items():
+        kw = dict(gen_length=gen_length, batch_size=batch_size, sampler_kwargs={"steps": diffusion_steps})
+        disruption[name] = native_disruption(lm, prompts_, masks[name], points=native_points, model=name, **kw)
+        stage_tables.append(stage_retention(lm, prompts_, answers_, masks[name], n_boot=n_boot, seed=seed,
+                                            chance=float(gen_base.chance.get(name, 0.0)), model=name, **kw))
+    native_frame = pd.concat([d.to_frame(n_boot=n_boot, seed=seed) for d in disruption.values()], ignore_index=True)
+    stages = pd.concat(stage_tables, ignore_index=True)
+    print({name: mask for name, mask in masks.items()})
+
+# %% [markdown]
+# ### Disruption at matched points of each generation trajectory
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if native_checks:
+    final = native_frame[native_frame.final]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in subjects:
+        color = plots.model_color(name)
+        d = final[final.model == name]
+        axes[0].errorbar(d.point, d.disruption, yerr=[d.disruption - d.ci_low, d.ci_high - d.disruption],
+                         fmt=plots.model_linestyle(name), marker="o", color=color, capsize=3,
+                         label=f"{name} (skips {masks[name]})")
+        mid = native_frame[(native_frame.model == name)
+                           & (native_frame.point == native_points[len(native_points) // 2])]
+        axes[1].plot(mid.block, mid.disruption, plots.model_linestyle(name), marker="o", color=color, label=name)
+        axes[1].fill_between(mid.block, mid.ci_low, mid.ci_high, color=color, alpha=0.15, lw=0)
+    axes[0].set_xlabel("point of the generation trajectory (fraction of steps / generated tokens)")
+    axes[0].set_ylabel("disruption at the final block (1 - cos)")
+    axes[1].set_xlabel("block (after the skipped ones)")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1].set_ylabel(f"disruption (1 - cos) at point {native_points[len(native_points) // 2]}")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("How much the same skip mask changes the hidden states under each model's own inference")
+    fig.tight_layout()
+    plt.show()
+    per_model = final.groupby("model", sort=False).disruption.agg(["min", "max"])
+    words = "; ".join(f"`{m}` {r['min']:.4f}-{r['max']:.4f}" for m, r in per_model.iterrows())
+    ratio = ""
+    if {"dlm", "ar"} <= set(final.family):
+        dl = final[final.family == "dlm"].groupby("model", sort=False).disruption.mean().iloc[0]
+        ar_ = final[final.family == "ar"].groupby("model", sort=False).disruption.mean().iloc[0]
+        ratio = f" The diffusion model's mean is {dl / ar_:.2f} times the AR model's."
+    print(f"At the final block, over the points {native_points} of each trajectory, the mask's disruption "
+          f"(1 - cos) ranges: {words}.{ratio}")
+
+# %% [markdown]
+# **Figure.** Left: disruption $1 - \cos$ of the final block's output caused by each model's headline skip
+# mask (legend), at matched points of the model's own generation (diffusion: the canvas at that fraction
+# of the denoising steps; AR: the prompt and that fraction of the generated tokens); bars: 95% bootstrap
+# intervals over prompts. Right: the same at every block after the skipped ones, at the middle point;
+# bands: 95% intervals. The sentence above is computed from the plotted numbers.
+
+# %% [markdown]
+# ### Retention with the mask applied in one stage of the diffusion schedule
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if native_checks:
+    diff = [n for n in subjects if subjects[n].family.is_diffusion]
+    staged = stages[stages.model.isin(diff)]
+    order = [s for s in STAGES if s in set(staged.stage)]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for j, name in enumerate(diff):
+        d = stages[stages.model == name].set_index("stage").reindex(order)
+        x = [i + 0.12 * (j - (len(diff) - 1) / 2) for i in range(len(order))]
+        color = plots.model_color(name)
+        ax.errorbar(x, d.retention, yerr=[d.retention - d.ci_low, d.ci_high - d.retention], fmt="o",
+                    color=color, mfc=color if d.meaningful.all() else "white", capsize=3, label=name)
+    for name in subjects:
+        if not subjects[name].family.is_diffusion:
+            r = stages[stages.model == name].iloc[0]
+            ax.axhline(r.retention, color=plots.model_color(name), ls="--", lw=1, label=f"{name}, whole decoding")
+            ax.axhspan(r.ci_low, r.ci_high, color=plots.model_color(name), alpha=0.1, lw=0)
+    ax.axhline(0.9, color="grey", ls=":", lw=1)
+    ax.set_xticks(range(len(order)), [f"{s}\n({staged[staged.stage == s].steps.iloc[0]})" for s in order])
+    if not stages.meaningful.any():
+        ax.set_ylim(0, 1.1)
+        ax.text(0.5, 0.5, "no model's unmodified score is above chance:\nretention is not meaningful",
+                transform=ax.transAxes, ha="center", va="center", color="grey")
+    ax.set_xlabel("denoising steps with the mask applied")
+    ax.set_ylabel(f"retention ({generation_task}, exact match)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    print(stages[["model", "stage", "steps", "n", "baseline", "exact_match", "retention", "ci_low", "ci_high",
+                  "meaningful"]].round(3).to_string())
+    said = []
+    for name in diff:
+        d = stages[(stages.model == name) & (stages.stage != "all")]
+        if not d.meaningful.all():
+            said.append(f"`{name}`'s unmodified score is not above chance, so its retention means nothing")
+        else:
+            low = d.loc[d.retention.idxmin()]
+            said.append(f"`{name}` keeps {d.retention.min():.2f}-{d.retention.max():.2f} of its score, least "
+                        f"with the mask in the {low.stage} stage ({low.ci_low:.2f}-{low.ci_high:.2f})")
+    print("By stage: " + "; ".join(said) + ".")
+
+# %% [markdown]
+# **Figure.** Exact-match retention of each diffusion model with its headline skip mask applied only in
+# the early, middle or late third of the denoising steps, or in all of them (static skipping); bars: 95%
+# paired-bootstrap intervals over prompts; open markers: the unmodified model is not above chance
+# (retention meaningless). Dashed line and band: the AR model with the same mask over its whole decoding.
+# Dotted line: 90% retention. The sentence above is computed from the table.
+
+# %% [markdown]
+# ### Claims A7 and A8
+#
+# `layerwise.claims.native_skipping_metrics` turns both checks into the ledger's metrics (A7: the
+# diffusion model's final-block disruption minus the AR model's, one definition per trajectory point;
+# A8: the diffusion model's lowest retention over the stages, one definition per stage); they are added
+# to the chapter's result file.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if native_checks:
+    native_metrics = claims.native_skipping_metrics(
+        {n: d.final for n, d in disruption.items()}, native_points, stages,
+        {n: lm.family for n, lm in subjects.items()}, what=f"{generation_task} exact match, {native_prompts} prompts",
+        n_boot=n_boot, seed=seed)
+    saved = json.loads(path.read_text())
+    path = save_result(
+        "03_layer_skipping", profile=profile, metrics={**saved["metrics"], **native_metrics}, models=saved["models"],
+        data={**saved["data"], "native": {"masks": masks, "disruption": native_frame.to_dict(orient="records"),
+                                          "stages": stages.to_dict(orient="records"),
+                                          "params": {"native_prompts": native_prompts, "points": native_points}}},
+        cache=cache_dir or None)
+    print(claims.format_metrics(native_metrics))
+    lines = findings.claim_findings(claims.LAYER_SKIPPING, {**ledger_metrics, **native_metrics})
+    display(Markdown("\n".join(line for line in lines if line.startswith(("- **A7**", "- **A8**")))))
+else:
+    print("native_checks is off: claims A7 and A8 are not measured in this run")
