@@ -106,7 +106,6 @@ print(f"result files found for profile {profile!r}: {sorted(results)}")
 # ## The ledger
 
 # %%
-# NBVAL_CHECK_OUTPUT
 def _link(chapters: str) -> str:
     """Link the chapters that ran in this profile; name the others (their pages are not in this build)."""
     return ", ".join(f"[{c}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
@@ -124,7 +123,6 @@ display(Markdown(table.to_markdown(index=False)))
 # ## In one sentence per claim
 
 # %%
-# NBVAL_CHECK_OUTPUT
 display(Markdown("\n".join(f"- {s}" for s in ledger["summary"])))
 
 # %% [markdown]
@@ -142,7 +140,6 @@ display(Markdown(margins_table().drop(columns=["metric"]).to_markdown(index=Fals
 # ## Sensitivity to the definition
 
 # %%
-# NBVAL_CHECK_OUTPUT
 display(Markdown(sensitivity_table(results, wide=True).to_markdown(index=False)))
 
 # %% [markdown]
@@ -161,7 +158,6 @@ display(Markdown(sensitivity.to_markdown(index=False)))
 # ## Training seeds
 
 # %%
-# NBVAL_CHECK_OUTPUT
 display(Markdown(seed_table(results).to_markdown(index=False)))
 
 # %% [markdown]
@@ -220,7 +216,6 @@ plt.show()
 # did not run have no marker; the verdict under each label is the part's, over all its definitions.*
 
 # %%
-# NBVAL_CHECK_OUTPUT
 counts = ledger["verdict"].value_counts().to_dict()
 save_result("08_claims_ledger", profile=profile, results_dir=results_dir or None, cache=cache_dir or None,
             metrics={f"n_{k.replace(' ', '_')}": metric(v) for k, v in counts.items()},

@@ -344,3 +344,14 @@ def test_commit_in_provenance_can_be_passed_in(monkeypatch):
     assert own != "abc1234"
     monkeypatch.setenv(B.COMMIT_ENV, "abc1234")
     assert B._git_commit() == "abc1234"
+
+
+def test_the_ledger_runs_after_every_chapter_it_reads() -> None:
+    # the robustness chapter's training-seed replicates come after the ledger in book order; the ledger
+    # must still see them when both run in one invocation
+    from layerwise.book import chapters as CH
+
+    known = CH.discover_chapters(REPO / "notebooks")
+    assert CH.select_chapters(known, None)[-1] == "08_claims_ledger"
+    assert CH.select_chapters(known, ["08", "10"]) == ["10_robustness", "08_claims_ledger"]
+    assert CH.select_chapters(known, ["01", "03"]) == ["01_layer_similarity", "03_layer_skipping"]

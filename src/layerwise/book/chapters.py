@@ -37,11 +37,12 @@ def discover_chapters(notebooks_dir: str | os.PathLike | None = None) -> dict[st
 
 
 def select_chapters(known: Mapping[str, Path], wanted: Sequence[str] | None) -> list[str]:
-    """The chapters to run, in book order. ``wanted`` entries may be full names or the ``NN`` prefix."""
+    """The chapters to run, in book order except that the claims ledger runs last (it reads the others' results).
+    ``wanted`` entries may be full names or the ``NN`` prefix."""
     if not known:
         raise LayerwiseError("no chapters (NN_name.py) found: pass --notebooks DIR pointing at the chapters")
     if not wanted:
-        return list(known)
+        return _ledger_last(list(known))
     out: list[str] = []
     for w in wanted:
         match = [k for k in known if k == w or k.split("_", 1)[0] == w]
@@ -49,7 +50,16 @@ def select_chapters(known: Mapping[str, Path], wanted: Sequence[str] | None) -> 
             raise LayerwiseError(f"unknown chapter {w!r}: use one of {', '.join(known)}")
         if match[0] not in out:
             out.append(match[0])
-    return [k for k in known if k in out]
+    return _ledger_last([k for k in known if k in out])
+
+
+#: chapters that read the other chapters' result files, so they run after them (the ledger combines
+#: the robustness chapter's training-seed replicates, which come later in book order)
+RUNS_LAST = ("08_claims_ledger",)
+
+
+def _ledger_last(chapters: list[str]) -> list[str]:
+    return [c for c in chapters if c not in RUNS_LAST] + [c for c in chapters if c in RUNS_LAST]
 
 
 def profiles_in(profiles_dir: str | os.PathLike) -> list[str]:
