@@ -300,6 +300,7 @@ print(claims.format_metrics(ledger_metrics))
 # %%
 from matplotlib.ticker import MaxNLocator
 
+from layerwise.config import LayerwiseError
 from layerwise.data import arithmetic_heldout
 from layerwise.native_skipping import STAGES, native_disruption, stage_retention
 
@@ -315,9 +316,15 @@ if native_checks:
     disruption, stage_tables = {}, []
     for name, lm in subjects.items():
         kw = dict(gen_length=gen_length, batch_size=batch_size, sampler_kwargs={"steps": diffusion_steps})
-        disruption[name] = native_disruption(lm, prompts_, masks[name], points=native_points, model=name, **kw)
-        stage_tables.append(stage_retention(lm, prompts_, answers_, masks[name], n_boot=n_boot, seed=seed,
-                                            chance=float(gen_base.chance.get(name, 0.0)), model=name, **kw))
+        try:
+            disruption[name] = native_disruption(lm, prompts_, masks[name], points=native_points, model=name, **kw)
+            stage_tables.append(stage_retention(lm, prompts_, answers_, masks[name], n_boot=n_boot, seed=seed,
+                                                chance=float(gen_base.chance.get(name, 0.0)), model=name, **kw))
+        except LayerwiseError as err:  # a sampler these checks cannot drive (e.g. Dream's own algorithms)
+            disruption.pop(name, None)
+            print(f"{name}: not measured ({err})")
+    native_checks = bool(disruption)  # nothing measured: the sections below say the checks did not run
+if native_checks:
     native_frame = pd.concat([d.to_frame(n_boot=n_boot, seed=seed) for d in disruption.values()], ignore_index=True)
     stages = pd.concat(stage_tables, ignore_index=True)
     print({name: mask for name, mask in masks.items()})
@@ -330,7 +337,7 @@ if native_checks:
 if native_checks:
     final = native_frame[native_frame.final]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name in subjects:
+    for name in disruption:
         color = plots.model_color(name)
         d = final[final.model == name]
         axes[0].errorbar(d.point, d.disruption, yerr=[d.disruption - d.ci_low, d.ci_high - d.disruption],
@@ -372,7 +379,7 @@ if native_checks:
 # %%
 # NBVAL_CHECK_OUTPUT
 if native_checks:
-    diff = [n for n in subjects if subjects[n].family.is_diffusion]
+    diff = [n for n in disruption if subjects[n].family.is_diffusion]
     staged = stages[stages.model.isin(diff)]
     order = [s for s in STAGES if s in set(staged.stage)]
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -382,7 +389,7 @@ if native_checks:
         color = plots.model_color(name)
         ax.errorbar(x, d.retention, yerr=[d.retention - d.ci_low, d.ci_high - d.retention], fmt="o",
                     color=color, mfc=color if d.meaningful.all() else "white", capsize=3, label=name)
-    for name in subjects:
+    for name in disruption:
         if not subjects[name].family.is_diffusion:
             r = stages[stages.model == name].iloc[0]
             ax.axhline(r.retention, color=plots.model_color(name), ls="--", lw=1, label=f"{name}, whole decoding")
@@ -431,7 +438,7 @@ if native_checks:
 if native_checks:
     native_metrics = claims.native_skipping_metrics(
         {n: d.final for n, d in disruption.items()}, native_points, stages,
-        {n: lm.family for n, lm in subjects.items()}, what=f"{generation_task} exact match, {native_prompts} prompts",
+        {n: subjects[n].family for n in disruption}, what=f"{generation_task} exact match, {native_prompts} prompts",
         n_boot=n_boot, seed=seed)
     saved = json.loads(path.read_text())
     path = save_result(
