@@ -51,6 +51,7 @@ seq_len = 64          # tokens per sequence
 batch_size = 8
 mask_ratios = [0.0, 0.25, 0.5]   # diffusion models only; 0.0 = clean text
 n_boot = 1000         # bootstrap resamples for the intervals
+branch_runs = True    # with the triplet: also its trained extra ar2dlm branch runs (gpu: ar2dlm_b25), for A6
 results_dir = ""      # "" = <cache>/results/<profile>
 
 # %% tags=["provenance"]
@@ -75,7 +76,7 @@ from layerwise.results import save_result
 from layerwise.subjects import load_subjects
 
 plots.style()
-subjects = load_subjects(models, preset, data_dir=data_dir, cache_dir=cache_dir, device=device)
+subjects = load_subjects(models, preset, data_dir=data_dir, cache_dir=cache_dir, device=device, branch_runs=branch_runs)
 source = preset if not models else "gutenberg"
 # models with one tokenizer (the triplet) see the very same sequences: intervals are then paired
 same_inputs = len({type(lm.tokenizer).__name__ + str(len(lm.tokenizer)) for lm in subjects.values()}) == 1

@@ -304,6 +304,13 @@ def test_extra_branch_point_trains_from_the_ar_snapshot(triplet: dict[str, Path]
     assert (w["ar2dlm_b25"] - w25).norm() < (w["dlm"] - w25).norm()
     assert not torch.equal(w["ar2dlm_b25"], w["ar2dlm"])
     assert load(str(paths["ar2dlm_b25"]), device="cpu").family is Family.AR2DLM
+    # chapters read the trained branch runs beside the triplet only when asked (chapter 01's A6)
+    assert list(load_subjects([], p, cache_dir=cache, device="cpu")) == ["ar", "dlm", "ar2dlm"]
+    subj = load_subjects([], p, cache_dir=cache, device="cpu", branch_runs=True)
+    assert list(subj) == T.run_names(p) and subj["ar2dlm_b25"].family is Family.AR2DLM
+    # a branch point that is not trained is left out (never trained by a chapter)
+    p40 = T.get_preset("test", branch_fracs=(0.25, 0.4))
+    assert list(load_subjects([], p40, cache_dir=cache, device="cpu", branch_runs=True)) == T.run_names(p)
     # a branch point the finished ar run did not keep a snapshot of
     with pytest.raises(LayerwiseError, match="finished without that branch point"):
         T.train("ar2dlm_b40", PRESET, cache_dir=cache, train_data=td, progress=False, device="cpu")

@@ -25,7 +25,7 @@ from .config import LayerwiseError, resolve_device
 from .diffusion import Family
 from .models import LoadedModel, load
 from .results import train_seed as _train_seed
-from .training import ensure_triplet, get_preset
+from .training import Preset, ensure_triplet, get_preset, is_complete, run_dir, run_names
 
 __all__ = ["ModelEntry", "load_subjects", "model_entry"]
 
@@ -93,18 +93,21 @@ def model_entry(entry: str | os.PathLike[str] | Mapping[str, Any]) -> ModelEntry
     return ModelEntry(**values)
 
 
-def load_subjects(models: Sequence[str | Mapping[str, Any]] = (), preset: str = "tiny", *,
+def load_subjects(models: Sequence[str | Mapping[str, Any]] = (), preset: str | Preset = "tiny", *,
                   data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
                   progress: bool = True, cpu_threads: int | None = None,
-                  train_seed: int | None = None) -> dict[str, LoadedModel]:
+                  train_seed: int | None = None, branch_runs: bool = False) -> dict[str, LoadedModel]:
     """``{name: LoadedModel}`` in a stable order.
 
     ``models == []``: the triplet of ``preset`` named ``"ar"``, ``"dlm"``, ``"ar2dlm"`` (trained
     first if missing, see :func:`layerwise.training.ensure_triplet`) of training seed ``train_seed``
     (None: ``$LAYERWISE_TRAIN_SEED``, else 0, the preset's own; seed ``k > 0`` lives in
     ``<cache>/triplet/<preset>-seed<k>/``, and the chapter's result file becomes a seed replicate,
-    see :mod:`layerwise.results`). Otherwise each entry is a hub
+    see :mod:`layerwise.results`). ``branch_runs``: with the triplet, also the preset's extra
+    ``ar2dlm`` branch runs (``ar2dlm_b<percent>``, :attr:`~layerwise.training.Preset.branch_fracs`)
+    that are already trained, after the triplet (they are never trained here: chapter 00 trains
+    them). Otherwise each entry is a hub
     id, a local checkpoint folder or a mapping (:class:`ModelEntry`), named by its ``name`` or id. A
     chapter needs each model's tokenizer: a checkpoint without one is an error naming the fix.
 
@@ -119,6 +122,11 @@ def load_subjects(models: Sequence[str | Mapping[str, Any]] = (), preset: str = 
     if not models:
         triplet = get_preset(preset, seed=k) if k else preset
         paths = ensure_triplet(triplet, data_dir=data_dir, cache_dir=cache_dir, device=device, progress=progress)
+        if branch_runs:
+            p = get_preset(triplet) if isinstance(triplet, str) else triplet
+            for r in [r for r in run_names(p) if r not in paths]:
+                if is_complete(run_dir(p, r, cache_dir), p):
+                    paths[r] = run_dir(p, r, cache_dir)
         return {o: load(str(paths[o]), device=device, dtype=dtype) for o in paths}
     if k:
         raise LayerwiseError(f"training seed {k} applies to the triplet only (models is {list(models)}): "

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The published (gpu) edition in one hold on the lent H200: data, the triplet's training, every chapter,
+# the ledger. Started in the background by the first device call; the other calls bring what it waits for:
+#   call 1 (carry .carry/snap.tgz .carry/data .carry/trainA):
+#     mkdir -p runs/snap && tar xzf .carry/snap.tgz -C runs/snap && cd runs/snap &&
+#     LAYERWISE_COMMIT=<hash> setsid nohup bash lab/gpu/edition.sh > ../logs/edition.log 2>&1 < /dev/null &
+#   call 2 (carry .carry/trainB): the second half of the training corpus (`split -b 26M` of the .xz)
+#   call 3 (carry .whl): the chapters' packages (lm-eval, papermill, ...): bash lab/gpu/install_wheels.sh
+#   then: bash lab/gpu/poll.sh 590 runs/logs/edition.log   (packs logs, results and notebooks into $OUT)
+# It runs from the snapshot of HEAD (runs/snap: later calls re-sync the working tree, the snapshot stays).
+#
+# Schedule (single-run times from benchmarks/results/triplet_design.md):
+#   data (tokenizer + the preset's rows, ~1.5 min) -> ar, dlm, ar2dlm one after another (~10 min) ->
+#   four lanes at once: ar2dlm_b25 training | 03 | 07 | 02 04 06 05 09, then (after b25) 00 01 ->
+#   08, the ledger, once every lane is done.
+# Chapters 03 and 07 (the longest) start as soon as the triplet is trained; 00 and 01 read ar2dlm_b25.
+# Every chapter's timeout ends it by the deadline in runs/logs/deadline (epoch seconds, 24 min after the start
+# unless a later call writes another) less 90 s kept for the ledger.
+# Everything it writes is git-ignored (runs/, _build/, .cache/).
+# CPU check of the control flow (tiny preset and profile): PROFILE=tiny bash lab/gpu/edition.sh
+SNAP=$PWD
+ROOT=$(cd ../.. 2>/dev/null && pwd)
+if [ "$(basename "$SNAP")" = snap ] && [ -d "$ROOT/.carry" ]; then  # in runs/snap: share the root's folders
+  for d in .carry .cache _build; do mkdir -p "$ROOT/$d"; [ -e "$d" ] || ln -s "$ROOT/$d" "$d"; done
+  [ -e .whl ] || ln -s "$ROOT/.whl" .whl
+  [ -e runs/logs ] || { mkdir -p runs; ln -s "$ROOT/runs/logs" runs/logs; ln -s "$ROOT/runs/results" runs/results; }
+fi
+mkdir -p runs/logs runs/results
+PROFILE=${PROFILE:-gpu}
+export PYTHONPATH=/tmp/site:$SNAP/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=true LAYERWISE_NOTEBOOKS=$SNAP/notebooks
+export LAYERWISE_DATA_DIR=${LAYERWISE_DATA_DIR:-$SNAP/.carry/data} LAYERWISE_CACHE_DIR=${LAYERWISE_CACHE_DIR:-$SNAP/.cache/layerwise}
+start=$(date +%s)
+[ -f runs/logs/deadline ] || echo $((start + ${MINUTES:-24} * 60)) > runs/logs/deadline
+echo "=== edition start $(date -u +%FT%TZ) profile $PROFILE commit ${LAYERWISE_COMMIT:-?} deadline $(date -u -d @"$(cat runs/logs/deadline)" +%T)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > runs/logs/gpu.txt 2>&1
+left() { echo $(( $(cat runs/logs/deadline) - $(date +%s) )); }
+step() {  # name timeout command...: one logged step
+  local name=$1 t=$2; shift 2
+  if [ "$t" -le 0 ]; then echo "=== $name skipped: past the deadline $(date -u +%T)"; return 1; fi
+  echo "=== $name start $(date -u +%T)"
+  timeout "$t" "$@" > "runs/logs/$name.log" 2>&1; local rc=$?
+  echo "=== $name rc=$rc end $(date -u +%T)"; return $rc
+}
+chapter() {  # one runner call per chapter: a failure or timeout stops no other chapter
+  step "ch_$1" $(( $(left) - 90 )) env OMP_NUM_THREADS=4 python3 -m layerwise.book run --profile "$PROFILE" \
+    --chapters "$1" --no-progress
+}
+train() { step "train_$1" 1500 python3 -m layerwise.training --preset "$PROFILE" --objective "$1" --no-progress; }
+
+if [ "$PROFILE" = gpu ]; then
+  # the training corpus arrives in two parts (call 1 and call 2); wait until they assemble to the file
+  SHA=4c742519967853d5651b23753ea4a01ea4aae4edbb17e163dad8bdef90dee660
+  F=$LAYERWISE_DATA_DIR/corpus/gutenberg-train-200MB.txt.xz
+  mkdir -p "$(dirname "$F")"
+  until [ "$(sha256sum "$F" 2>/dev/null | cut -c1-64)" = "$SHA" ]; do
+    sleep 3; cat .carry/trainA/train_part_aa .carry/trainB/train_part_ab > "$F" 2>/dev/null
+  done
+  echo "=== corpus ok $(date -u +%T)"
+fi
+step data 600 python3 -c "
+from layerwise import data as D, training as T
+D.prepare(T.get_preset('$PROFILE').data, progress=False); print('prepared')"
+for r in ar dlm ar2dlm; do train $r; done
+wait_for_packages() {  # the chapters need the wheels of call 3 (installed into /tmp/site)
+  until [ "$PROFILE" != gpu ] || [ -f /tmp/site/.installed ]; do sleep 3; done
+}
+BRANCHES=${BRANCHES-ar2dlm_b25}
+( for r in $BRANCHES; do train "$r"; done ) & branch_pid=$!
+wait_for_packages
+echo "=== packages ok $(date -u +%T)"
+( chapter 03 ) & lane_a=$!
+( chapter 07 ) & lane_b=$!
+( for c in ${LANE_C:-02 04 06 05 09}; do chapter "$c"; done; wait $branch_pid 2>/dev/null
+  while kill -0 $branch_pid 2>/dev/null; do sleep 3; done
+  for c in ${AFTER_BRANCH:-00 01}; do chapter "$c"; done ) & lane_c=$!
+wait $lane_a $lane_b $lane_c $branch_pid
+t=$(( $(left) + 90 )); [ $t -lt 60 ] && t=60
+step ch_08 $t python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --force --no-progress
+echo "=== edition done $(date -u +%T) total $(( $(date +%s) - start )) s"
+echo "=== all done $(date -u +%T)"
