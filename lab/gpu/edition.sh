@@ -23,6 +23,7 @@ ROOT=$(cd ../.. 2>/dev/null && pwd)
 if [ "$(basename "$SNAP")" = snap ] && [ -d "$ROOT/.carry" ]; then  # in runs/snap: share the root's folders
   for d in .carry .cache _build; do mkdir -p "$ROOT/$d"; [ -e "$d" ] || ln -s "$ROOT/$d" "$d"; done
   [ -e .whl ] || ln -s "$ROOT/.whl" .whl
+  mkdir -p "$ROOT/runs/logs" "$ROOT/runs/results"
   [ -e runs/logs ] || { mkdir -p runs; ln -s "$ROOT/runs/logs" runs/logs; ln -s "$ROOT/runs/results" runs/results; }
 fi
 mkdir -p runs/logs runs/results
