@@ -7,7 +7,8 @@ while [ $SECONDS -lt $end ] && ! grep -q "all done" "$log" 2>/dev/null; do sleep
 cat "$log"; for f in runs/logs/*.log; do echo "--- $f"; tail -n 4 "$f" | cut -c1-300; done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results.tgz" runs/logs runs/results $(ls -d _build/gpu/notebooks 2>/dev/null) \
-    $(ls -d .cache/layerwise/results 2>/dev/null) $(find .cache/layerwise/triplet -name train_log.jsonl 2>/dev/null) 2>/dev/null
+  tar czf "$OUT/results.tgz" runs/logs runs/results $(ls -d .cache/layerwise/results 2>/dev/null) \
+    $(find .cache/layerwise/triplet \( -name train_log.jsonl -o -name layerwise_meta.json \) 2>/dev/null) 2>/dev/null
+  [ -d _build/gpu/notebooks ] && tar czf "$OUT/notebooks.tgz" _build/gpu/notebooks
   ls -la "$OUT"
 fi
