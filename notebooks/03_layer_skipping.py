@@ -55,7 +55,7 @@ max_skip = 0                  # largest number of skipped blocks; 0 = a third of
 target_fraction = 0.1875      # paper A's configuration: 6 of 32 layers
 headline_strategy = "early"   # the strategy whose retention at ~18.75% goes to the claims ledger
 generation_task = "lw_arithmetic"
-likelihood_tasks = ["lw_stories", "lw_stories_choice"]  # held-out loss + multiple choice (gpu: lw_gutenberg, lw_arc_easy)
+likelihood_tasks = ["lw_stories", "lw_stories_choice"]  # held-out loss + multiple choice (gpu: lw_gutenberg; paper: ARC etc.)
 extra_generation_tasks = []   # more generation tasks, shown beside generation_task (paper A: lw_math500, lw_humaneval)
 num_fewshot = {}              # shots per task, e.g. {"lw_gsm8k": 5}; {} = each task's default
 allow_code_execution = False  # lw_humaneval runs the model's code (subprocess, 3 s limit): switch on explicitly

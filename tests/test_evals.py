@@ -204,9 +204,12 @@ def test_retention_of_unmodified_model_is_exactly_one_and_skipping_changes_it(ti
     from layerwise.skipping import skip_layers
 
     before = {k: v.clone() for k, v in tiny_ar.model.state_dict().items()}
-    table = retention(tiny_ar, {"same": contextlib.nullcontext, "skip12": lambda: skip_layers(tiny_ar, [1, 2])},
-                      ["lw_gutenberg", "lw_winogrande"], limit=4, batch_size=4, cache_dir=cache, params=PARAMS,
-                      n_boot=200)
+    table, runs = retention(tiny_ar, {"same": contextlib.nullcontext,
+                                      "skip12": lambda: skip_layers(tiny_ar, [1, 2])},
+                            ["lw_gutenberg", "lw_winogrande"], limit=4, batch_size=4, cache_dir=cache, params=PARAMS,
+                            n_boot=200, return_runs=True)
+    assert all(r["seconds"]["total"] > 0 and r["seconds"]["intervention"] >= 0 and "loglikelihood_rolling" in
+               r["seconds"] for r in runs.values())
     for name in ("unmodified", "same"):
         rows = table[table.intervention == name]
         assert len(rows) == 4  # 3 rolling metrics + winogrande acc
@@ -246,3 +249,32 @@ def test_arithmetic_fewshot_layout_matches_training_lines():
     assert len(lines) == 3 and "" not in lines
     assert all(re.fullmatch(r"Question: .+\? Answer: -?\d+", ln) for ln in lines[:2])
     assert lines[2].startswith("Question: ") and lines[2].endswith("Answer:")
+
+
+def test_diffusion_greedy_check_runs_only_for_tasks_that_read_it(tok, cache, monkeypatch):
+    """Multiple-choice tasks read only log-likelihoods: a diffusion model skips its is_greedy forward pass
+    for them, with the same scores; a loglikelihood task (whose acc is is_greedy) still gets it."""
+    from layerwise.sampling import likelihood as L
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok) + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    dlm = wrap(LlamaForCausalLM(cfg).eval(), tok, "dlm", mask_token_id=len(tok))
+    calls: list[int] = []
+    real = L._diffusion_is_greedy
+    monkeypatch.setattr(L, "_diffusion_is_greedy", lambda *a: calls.append(1) or real(*a))
+    tasks = load_tasks(["lw_stories_choice", "lw_arithmetic_ll"], cache_dir=cache, params=PARAMS)
+    kw = {"n_samples": 4, "seed": 0}
+    res = evaluate(dlm, tasks, limit=5, loglikelihood_kwargs=kw)
+    n_ll = len(res["samples"]["lw_arithmetic_ll"])
+    # wall-clock seconds per request type ride along (the timeline of a long chapter)
+    assert set(res["seconds"]) == {"total", "loglikelihood"} and 0 < res["seconds"]["loglikelihood"] <= \
+        res["seconds"]["total"]
+    assert len(calls) == n_ll == 5  # one greedy pass per arithmetic request, none for the 5 x 4 choices
+    calls.clear()
+    import layerwise.sampling as S
+
+    monkeypatch.setattr(S, "loglikelihood", lambda lm, c, x, greedy=True, _f=S.loglikelihood, **k: _f(lm, c, x, **k))
+    every = evaluate(dlm, tasks, limit=5, loglikelihood_kwargs=kw)  # the greedy pass for every request
+    assert len(calls) == n_ll + sum(len(s["arguments"]) for s in every["samples"]["lw_stories_choice"])
+    assert res["items"] == every["items"]

@@ -33,6 +33,12 @@ def test_wilson_interval_known_value_matches_scipy_and_edges():
         ci = binomtest(k, n).proportion_ci(method="wilson")
         assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-6)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    # the bounds hold the proportion exactly (n = 200 at p = 1 rounds to 0.9999999999999999 unclamped),
+    # so error bars built as p - lo and hi - p are never negative
+    for n in range(1, 400):
+        for k in (0, n // 3, n):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi
     with pytest.raises(LayerwiseError, match="n >= 1"):
         wilson_interval(0, 0)
 

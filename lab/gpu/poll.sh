@@ -6,6 +6,8 @@ log=${2:-runs/logs/bench.log}; end=$((SECONDS + ${1:-240}))
 while [ $SECONDS -lt $end ] && ! grep -q "all done" "$log" 2>/dev/null; do sleep 15; done
 cat "$log"; for f in runs/logs/*.log; do echo "--- $f"; tail -n 4 "$f" | cut -c1-300; done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+PYTHONPATH=/tmp/site:runs/snap/src timeout 60 python3 lab/gpu/run_times.py .cache/layerwise/runs > runs/logs/run_times.txt 2>&1
+tail -n 40 runs/logs/run_times.txt
 if [ -n "${OUT:-}" ]; then
   tar czf "$OUT/results.tgz" runs/logs runs/results $(ls -d .cache/layerwise/results 2>/dev/null) \
     $(find .cache/layerwise/triplet \( -name train_log.jsonl -o -name layerwise_meta.json \) 2>/dev/null) 2>/dev/null

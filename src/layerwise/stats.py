@@ -179,7 +179,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> Interval:
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
+    # the interval always holds p (exactly so at 0 and n, where rounding could put a bound past it)
+    return max(0.0, min(p, mid - half)), min(1.0, max(p, mid + half))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +28,24 @@ MC_KWARGS = ("n_samples", "seed", "batch_size", "target_se", "min_samples", "ant
 # ---------------------------------------------------------------------------------------------
 # The lm-eval LM
 # ---------------------------------------------------------------------------------------------
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _timed(kind: str) -> Callable[[_F], _F]:
+    """Add a request type's wall-clock seconds to ``self.seconds[kind]`` (its results are Python values:
+    the GPU work is done when it returns)."""
+    def wrap(f: _F) -> _F:
+        @functools.wraps(f)
+        def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(self, *args, **kwargs)
+            finally:
+                self.seconds[kind] += time.perf_counter() - t
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 class Backend(Protocol):
@@ -99,6 +119,12 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
         self.loglikelihood_kwargs = dict(loglikelihood_kwargs or {})
         self.backend = backend or _default_backend()
         self._tok_cache: dict[tuple[str, bool], list[int]] = {}
+        #: tasks whose loglikelihood requests need ``is_greedy`` (None: every task); :func:`evaluate`
+        #: leaves out multiple-choice tasks, which read only the log-likelihoods
+        self.greedy_tasks: set[str] | None = None
+        #: wall-clock seconds per request type since :func:`evaluate` last cleared it (GPU work synchronised)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._greedy_flags: list[bool] | None = None
 
     # -- lm-eval plumbing ---------------------------------------------------------------------
     @property
@@ -143,9 +169,19 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
         return {"batch_size": self.batch_size, **kw}
 
     # -- request types ------------------------------------------------------------------------
+    @_timed("loglikelihood")
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """lm-eval's tokenisation and scoring, its progress bar off where :func:`progress_disabled` says so."""
-        return super().loglikelihood(requests, disable_tqdm=progress_disabled(disable_tqdm))
+        """lm-eval's tokenisation and scoring, its progress bar off where :func:`progress_disabled` says so.
+
+        ``is_greedy`` is computed only for requests of :attr:`greedy_tasks` (lm-eval keeps the order of
+        the requests when it tokenises them).
+        """
+        if self.greedy_tasks is not None:
+            self._greedy_flags = [getattr(r, "task_name", None) in self.greedy_tasks for r in requests]
+        try:
+            return super().loglikelihood(requests, disable_tqdm=progress_disabled(disable_tqdm))
+        finally:
+            self._greedy_flags = None
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
                               disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
@@ -164,16 +200,22 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
             prepared.append((ctx, cont))
         order = sorted(range(len(prepared)), key=lambda i: -(len(prepared[i][0]) + len(prepared[i][1])))
         out: list[tuple[float, bool] | None] = [None] * len(prepared)
+        flags = self._greedy_flags if self._greedy_flags is not None and len(self._greedy_flags) == len(requests) \
+            else None
         for s in tqdm(range(0, len(order), self.batch_size), desc="loglikelihood",
                       disable=progress_disabled(disable_tqdm), leave=False):
             idx = order[s: s + self.batch_size]
+            kw = self._likelihood_kwargs()
+            if flags is not None and not all(flags[i] for i in idx):  # only then: custom backends need not know it
+                kw["greedy"] = [flags[i] for i in idx]
             res = self.backend.loglikelihood(self.lm, [prepared[i][0] for i in idx], [prepared[i][1] for i in idx],
-                                             **self._likelihood_kwargs())
+                                             **kw)
             for i, r in zip(idx, res, strict=True):
                 out[i] = (float(r[0]), bool(r[1]))
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], out[i])
         return out  # type: ignore[return-value]
 
+    @_timed("loglikelihood_rolling")
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole documents (windows of ``max_length``; ELBO for diffusion models).
 
@@ -192,6 +234,7 @@ class LayerwiseLM(_load_template_lm()):  # type: ignore[misc]
             out.append(ll)
         return out
 
+    @_timed("generate_until")
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Generate for every request, batched by identical generation settings.
 

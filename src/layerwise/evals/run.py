@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -98,8 +99,11 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
     _seed_everything(seed)
     for t in taskset.tasks.values():
         t.set_fewshot_seed(seed=seed)
+    wrapper.greedy_tasks = {n for n, t in taskset.tasks.items() if getattr(t, "OUTPUT_TYPE", None) != "multiple_choice"}
     was_training = wrapper.lm.model.training
     wrapper.lm.model.eval()
+    wrapper.seconds.clear()
+    start = time.perf_counter()
     try:
         with torch.no_grad(), _code_execution(taskset.allow_code_execution):
             raw = lm_eval_evaluate(wrapper, {"tasks": taskset.tasks}, limit=limit, bootstrap_iters=0,
@@ -108,6 +112,7 @@ def evaluate(lm: LoadedModel | LayerwiseLM, tasks: str | Sequence[str] | TaskSet
         wrapper.lm.model.train(was_training)
     out: dict[str, Any] = {k: {} for k in ("metrics", "items", "higher_is_better", "chance", "n", "aggregation",
                                            "samples")}
+    out["seconds"] = {"total": time.perf_counter() - start, **wrapper.seconds}
     for name, task in taskset.tasks.items():
         samples = sorted(raw["samples"][name], key=lambda s: (s["filter"], s["doc_id"]))
         res = {k: v for k, v in raw["results"][name].items() if "," in k and "_stderr" not in k}
@@ -221,8 +226,13 @@ def retention(lm: LoadedModel | LayerwiseLM, interventions: Mapping[str, Context
                 runs[name], entered[name] = record["run"], record.get("yielded")
         log.info("cached: %d of %d configurations", len(runs), len(configurations))
     for name, factory in tqdm([c for c in configurations if c[0] not in runs], desc="interventions", leave=False):
+        t0 = time.perf_counter()
         with factory() as value:
+            t1 = time.perf_counter()
             runs[name] = evaluate(wrapper, taskset, limit=limit, seed=seed)
+        runs[name]["seconds"]["intervention"] = t1 - t0  # applying it (e.g. quantising); evaluate's own beside
+        log.info("%s: %.1f s (%s)", name, time.perf_counter() - t0,
+                 ", ".join(f"{k} {v:.1f} s" for k, v in runs[name]["seconds"].items()))
         entered[name] = None if name == "unmodified" or yielded is None else value
         if store is not None:
             store.save(name, {"run": runs[name], "yielded": entered[name]}, salts[name])

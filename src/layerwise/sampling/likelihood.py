@@ -208,18 +208,27 @@ def _diffusion_is_greedy(lm: LoadedModel, ctx: Sequence[int], cont: Sequence[int
 
 
 def loglikelihood(lm: LoadedModel, context_ids: Sequence[Sequence[int]],
-                  continuation_ids: Sequence[Sequence[int]], **kw: Any) -> list[tuple[float, bool]]:
+                  continuation_ids: Sequence[Sequence[int]], *, greedy: bool | Sequence[bool] = True,
+                  **kw: Any) -> list[tuple[float, bool]]:
     """``(log p(cont | ctx), is_greedy)`` per request, dispatched on ``lm.family``.
 
     ``ar``: exact (:func:`ar_loglikelihood`). Diffusion: the Monte-Carlo ELBO
     (:func:`diffusion_loglikelihood`, keyword arguments such as ``n_samples`` and ``target_se`` passed on;
     each value an :class:`MCEstimate` with its samples used and standard error), and ``is_greedy`` is whether one
     denoising step from the fully masked continuation predicts every token of it.
+
+    ``greedy``: per request (or for all), whether its ``is_greedy`` is wanted. A diffusion model's costs
+    one more forward pass per request; where it is not wanted (lm-eval's multiple-choice tasks read
+    only the log-likelihoods) it is returned as False without that pass. AR models get it for free.
     """
     if lm.family is Family.AR:
         return ar_loglikelihood(lm, context_ids, continuation_ids, **kw)
+    want = [greedy] * len(context_ids) if isinstance(greedy, bool) else [bool(g) for g in greedy]
+    if len(want) != len(context_ids):
+        raise LayerwiseError(f"greedy has {len(want)} flags for {len(context_ids)} requests: give one per request")
     lls = diffusion_loglikelihood(lm, context_ids, continuation_ids, **kw)
-    return [(ll, _diffusion_is_greedy(lm, a, c)) for ll, a, c in zip(lls, context_ids, continuation_ids)]
+    return [(ll, _diffusion_is_greedy(lm, a, c) if g else False)
+            for ll, a, c, g in zip(lls, context_ids, continuation_ids, want)]
 
 
 def rolling_loglikelihood(lm: LoadedModel, token_ids: Sequence[int], *, max_length: int,
