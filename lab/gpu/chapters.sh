@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the given chapters of the gpu profile, one runner call each (see book.sh). Usage: chapters.sh 02 03 ...
+# Run the given chapters of the gpu profile, one runner call each (see edition.sh). Usage: chapters.sh 02 03 ...
 cd "$(dirname "$0")/../.." || exit 1
 . lab/gpu/env.sh
 for c in "$@"; do

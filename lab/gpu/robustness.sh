@@ -5,7 +5,7 @@
 #
 # Seed 0 is the published edition's: its result files must be in $LAYERWISE_CACHE_DIR/results/gpu/
 # for the ledger to combine three seeds. Carry them as .carry/results/gpu/*.json (copied in below, never
-# over a file already there) or run this script in the hold of lab/gpu/book.sh, after it. Files of
+# over a file already there) or run this script in the hold of lab/gpu/edition.sh, after it. Files of
 # another preset configuration than the current gpu preset's (chapter 00's config_hash) are moved aside,
 # and the ledger then combines seeds 1 and 2 only (book/results/gpu/ of 2026-11-23 is such a file set).
 #
