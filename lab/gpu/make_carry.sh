@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Rebuild, here, what the GPU holds carry (all git-ignored, never committed):
+#   .whl/            the chapters' packages for the image's Python 3.12 (lm-eval, papermill, jupytext, ipykernel
+#                    and their dependencies; lab/gpu/wheels.txt; install_wheels.sh skips those the image has)
+#   .carry/data      the benchmark files and the held-out corpus (from ../shared/data)
+#   .carry/trainA|B  the training corpus in two parts (one device call carries at most 64 MiB)
+#   .carry/snap.tgz  the committed code (git archive HEAD): edition.sh runs it while later calls re-sync
+# Usage: bash lab/gpu/make_carry.sh   (SHARED=<folder of the offline data> to read another copy)
+set -e
+cd "$(dirname "$0")/../.."
+SHARED=${SHARED:-../shared/data}
+for d in /.whl/ /.carry/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
+mkdir -p .whl .carry/data/corpus .carry/trainA .carry/trainB
+PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_26_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
+while read -r spec; do
+  name=${spec%%==*}
+  ls .whl | grep -qi "^${name}-" && continue
+  # shellcheck disable=SC2086
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLAT \
+    -d .whl "$spec" || python3 -m pip wheel -q --no-deps -w .whl "$spec"  # sdist-only, pure Python
+done < lab/gpu/wheels.txt
+cp -r "$SHARED/benchmarks" .carry/data/
+cp "$SHARED/MANIFEST.md" .carry/data/
+cp "$SHARED/corpus/gutenberg-heldout-10MB.txt.xz" .carry/data/corpus/
+split -b 26M "$SHARED/corpus/gutenberg-train-200MB.txt.xz" .carry/train_part_
+mv .carry/train_part_aa .carry/trainA/ && mv .carry/train_part_ab .carry/trainB/
+git archive --format=tar.gz HEAD -o .carry/snap.tgz
+du -sh .whl .carry/data .carry/trainA .carry/trainB .carry/snap.tgz
+echo "snapshot of $(git rev-parse --short HEAD): start the hold with LAYERWISE_COMMIT=$(git rev-parse --short HEAD)"
