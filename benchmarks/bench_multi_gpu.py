@@ -13,8 +13,10 @@ Exactness: the merged per-item answers and scores against the one-process run, i
 
 The tokenizer is a small byte-level BPE trained on the arithmetic task (the random model has no
 tokenizer of its own); the LM head rows of ids outside it are zeroed so that every generated token
-decodes to text (the head's matrix multiply keeps the full vocabulary). Random weights never emit an
-end-of-text token: every answer runs to ``--gen-length`` tokens.
+decodes to text (the head's matrix multiply keeps the full vocabulary), and every Linear is scaled by 3
+so that the answers depend on the prompt (at the default initialisation every masked position predicts
+the same token). Random weights never emit an end-of-text token: every answer runs to ``--gen-length``
+tokens.
 
 Part 2 (sweep). :func:`layerwise.sweep.run_sweep` with submitit's local executor runs two chapters
 (``01_layer_similarity``, ``02_token_similarity``) x two models of the profile (``paper``: LLaDA-8B from
@@ -89,15 +91,16 @@ def build_model(key: str, remote: Path, tiny: bool, device: torch.device, tokeni
                 sharp: bool = False) -> Any:
     """``key`` of bench_paper_profile's models with random weights on ``device``, with ``tokenizer``;
     the LM head rows of ids outside the tokenizer (mask and padding ids included) are zeroed. ``sharp``:
-    every Linear scaled up (``oracles.remote_code.sharpen``), so that the predictions depend on the
-    context and the top probabilities are large."""
+    every Linear (the head too) scaled by 3 (``oracles.remote_code.sharpen``), so that the predictions
+    depend on the context; the head is not sharpened further, so that the sampler's confidences do not
+    saturate at 1 (saturated confidences tie, and a tie is broken by position)."""
     from bench_paper_profile import build
 
     from oracles.remote_code import sharpen
 
     lm = build(key, remote, tiny, device, torch.float32 if tiny else torch.bfloat16)
     if sharp:
-        sharpen(lm.model)
+        sharpen(lm.model, linear=3.0, head=1.0)
     head = lm.adapter.get_lm_head(lm.model)
     with torch.no_grad():
         head.weight[len(tokenizer):].zero_()

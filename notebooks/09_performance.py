@@ -320,6 +320,21 @@ show_md("mc_se")
 show_md("paper_profile")
 
 # %% [markdown]
+# ## Several GPUs: data-parallel evaluation and a sweep
+#
+# `bench_multi_gpu.py` evaluates chapter 03's generation task on an LLaDA-8B-shaped model once in one
+# process and once with one process per GPU (`layerwise.parallel.evaluate_data_parallel` under
+# `accelerate launch`): the wall-clock speed-up, its efficiency (speed-up / number of GPUs) and how many
+# merged per-item answers equal the one-process run's. It then runs two chapters x two models through
+# submitit's local executor (`layerwise.sweep`), one GPU per job, and checks that every job's result
+# file is where the build and the ledger read it.
+
+# %%
+if "multi_gpu" in frames:
+    display(perf.multi_gpu_summary(frames))
+show_md("multi_gpu")
+
+# %% [markdown]
 # ## Probe pass
 #
 # `layerwise.probes.probe_pass` with the layer-similarity and channel-statistics hooks on an 8B-shaped

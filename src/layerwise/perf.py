@@ -28,7 +28,9 @@ Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 - ``triplet_design``: one scored model (snapshot or final) of the triplet's design run
   (``bench_triplet_design.py``);
 - ``mc_se``: one (model, task, configuration) of the Monte-Carlo standard-error benchmark (``bench_mc_se.py``);
-- ``paper_profile``: one (chapter, model, unit of work) of the paper profile's cost (``bench_paper_profile.py``).
+- ``paper_profile``: one (chapter, model, unit of work) of the paper profile's cost (``bench_paper_profile.py``);
+- ``multi_gpu``: one measure (part, name, value) of data-parallel evaluation and a local sweep on several
+  GPUs (``bench_multi_gpu.py``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from .config import LayerwiseError
 __all__ = [
     "RESULT_FILES", "TARGETS", "TARGETS_BY_KEY", "Target", "Measurement", "load_benchmarks", "benchmark_info",
     "targets_table", "sampler_long", "sampler_flops", "training_mfu", "training_by_width", "generate_py_runs",
-    "results_markdown",
+    "results_markdown", "multi_gpu_summary",
 ]
 
 #: benchmark name -> (CSV stem of the GPU run, CSV stem of the CPU smoke run, markdown stem, script)
@@ -77,6 +79,8 @@ RESULT_FILES: dict[str, tuple[str, str, str, str]] = {
     "mc_se": ("mc_se", "mc_se_tiny", "mc_se", "bench_mc_se.py"),
     # seconds per unit of each chapter's work on 8B-shaped models, and the paper profile's GPU-hours
     "paper_profile": ("paper_profile", "paper_profile_tiny", "paper_profile", "bench_paper_profile.py"),
+    # one process against one per GPU on chapter 03's generation task, and a submitit sweep one GPU per job
+    "multi_gpu": ("multi_gpu", "multi_gpu_tiny", "multi_gpu", "bench_multi_gpu.py"),
 }
 
 #: columns of :func:`targets_table`
@@ -333,6 +337,31 @@ def generate_py_runs(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["source", "batch", "variant", "s_per_sample", "ref_s_per_sample", "ratio",
                                        "tokens_equal", "tokens_total", "identical", "time_scale", "b1_tokens_equal",
                                        "b1_tokens_total", "ref_b1_tokens_equal"])
+
+
+#: the key numbers of ``multi_gpu``: (part, measure) -> column of :func:`multi_gpu_summary`
+MULTI_GPU_COLUMNS = {("data_parallel", "eval_s_1"): "eval_s_1", ("data_parallel", "eval_s_n"): "eval_s_n",
+                     ("data_parallel", "speedup"): "speedup", ("data_parallel", "efficiency"): "efficiency",
+                     ("data_parallel", "equal_items"): "equal_items", ("data_parallel", "total_items"): "total_items",
+                     ("sweep", "wall_s"): "sweep_wall_s", ("sweep", "sum_job_s"): "sweep_sum_job_s",
+                     ("sweep", "speedup"): "sweep_speedup", ("sweep", "results_found"): "sweep_results_found",
+                     ("sweep", "jobs"): "sweep_jobs"}
+
+
+def multi_gpu_summary(frames: dict[str, pd.DataFrame], name: str = "multi_gpu") -> pd.DataFrame:
+    """The key numbers of ``bench_multi_gpu.py`` in one row: device, N, commit, the evaluation's wall-clock
+    with one and N processes, speed-up, efficiency (speed-up / N), items equal to the one-process run's
+    out of the total, and the sweep's wall-clock against the sum of its jobs', with the jobs whose result
+    file was found. Empty when the benchmark did not run; a measure it did not record is NaN."""
+    cols = ["device", "n_processes", "commit", *MULTI_GPU_COLUMNS.values()]
+    df = frames.get(name)
+    if df is None or not len(df):
+        return pd.DataFrame(columns=cols)
+    values = {(str(r.part), str(r.measure)): float(r.value) for r in df.itertuples()}
+    row: dict[str, Any] = {"device": str(df["device"].iloc[0]), "n_processes": int(df["n_processes"].iloc[0]),
+                           "commit": str(df["commit"].iloc[0])}
+    row.update({col: values.get(key, np.nan) for key, col in MULTI_GPU_COLUMNS.items()})
+    return pd.DataFrame([row], columns=cols)
 
 
 def sampler_long(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
