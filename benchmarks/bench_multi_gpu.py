@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     help="folder with configs/llada-8b-base.json and llada/*.py")
     ap.add_argument("--tiny", action="store_true", help="tiny models on CPU (checks the script)")
     ap.add_argument("--processes", type=int, default=0, help="N (default: the number of visible GPUs)")
-    ap.add_argument("--limit", type=int, default=0, help="items of the task (default: 128 on GPU, 6 with --tiny)")
+    ap.add_argument("--limit", type=int, default=0, help="items of the task (default: 192 on GPU, 6 with --tiny)")
     ap.add_argument("--gen-length", type=int, default=0, help="tokens per answer (default 64, 8 with --tiny)")
     ap.add_argument("--steps", type=int, default=0, help="denoising steps (default: gen_length)")
     ap.add_argument("--batch-size", type=int, default=0, help="prompts per generation batch (default 16, 2 tiny)")
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--work", default="", help="scratch folder (default: a fresh temporary one, removed)")
     ap.add_argument("--worker", default="", choices=["", "single", "parallel"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    args.limit = args.limit or (6 if args.tiny else 128)
+    args.limit = args.limit or (6 if args.tiny else 192)
     args.gen_length = args.gen_length or (8 if args.tiny else 64)
     args.steps = args.steps or args.gen_length
     args.batch_size = args.batch_size or (2 if args.tiny else 16)
@@ -403,7 +403,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_multi_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
     device = "cpu" if args.tiny else f"{n} x {torch.cuda.get_device_name(0)}"
-    command = "python benchmarks/bench_multi_gpu.py" + (f" --tiny --processes {n}" if args.tiny else "")
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/bench_multi_gpu.py", *given]) if given else \
+        "python benchmarks/bench_multi_gpu.py"
+    dtype = "float32" if args.tiny else "bfloat16"
+    meta = {"device": device, "n": n, "commit": _commit(), "command": command,
+            "part1": (f"`{TASK}` ({args.limit} items, few-shot as the task defines) answered by LLaDA's sampler "
+                      f"(gen_length {args.gen_length}, {args.steps} steps, batch {args.batch_size}) on "
+                      f"{'a tiny' if args.tiny else 'an LLaDA-8B-shaped'} model of the genuine modeling code, "
+                      f"random {dtype} weights: one process (`layerwise.evals.evaluate`) against {n} processes "
+                      "(`accelerate launch`, `layerwise.parallel.evaluate_data_parallel`). Equal items: the merged "
+                      "answers and per-item scores equal to the one-process run's."),
+            "part2": (f"Profile `{args.profile}`, chapters {', '.join(SWEEP_CHAPTERS)} x models "
+                      f"{', '.join(SWEEP_MODELS)} ({'tiny' if args.tiny else '8B-shaped'}, random weights, saved "
+                      f"as checkpoint folders) at sizes {json.dumps(SWEEP_SIZES['tiny' if args.tiny else 'gpu'])}, "
+                      f"`layerwise.sweep.run_sweep(cluster=\"local\", max_parallel={n})`.")}
     make_tokenizer(work / "tokenizer", 320)
     rows: list[dict[str, Any]] = []
     failed = []
@@ -419,22 +433,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 failed.append(part)
                 rows.append({"part": "data_parallel" if part == "eval" else "sweep", "measure": "error",
                              "value": 1, "unit": "", "detail": msg.replace("|", "/")})
+            md = write(rows, stem, meta)  # after each part: a run stopped in the next keeps this one's rows
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    dtype = "float32" if args.tiny else "bfloat16"
-    meta = {"device": device, "n": n, "commit": _commit(), "command": command,
-            "part1": (f"`{TASK}` ({args.limit} items, few-shot as the task defines) answered by LLaDA's sampler "
-                      f"(gen_length {args.gen_length}, {args.steps} steps, batch {args.batch_size}) on "
-                      f"{'a tiny' if args.tiny else 'an LLaDA-8B-shaped'} model of the genuine modeling code, "
-                      f"random {dtype} weights: one process (`layerwise.evals.evaluate`) against {n} processes "
-                      "(`accelerate launch`, `layerwise.parallel.evaluate_data_parallel`). Equal items: the merged "
-                      "answers and per-item scores equal to the one-process run's."),
-            "part2": (f"Profile `{args.profile}`, chapters {', '.join(SWEEP_CHAPTERS)} x models "
-                      f"{', '.join(SWEEP_MODELS)} ({'tiny' if args.tiny else '8B-shaped'}, random weights, saved "
-                      f"as checkpoint folders) at sizes {json.dumps(SWEEP_SIZES['tiny' if args.tiny else 'gpu'])}, "
-                      f"`layerwise.sweep.run_sweep(cluster=\"local\", max_parallel={n})`.")}
-    print(write(rows, stem, meta))
+    print(md)
     if failed:
         raise SystemExit(f"part(s) {', '.join(failed)} failed: see the error rows of {stem.with_suffix('.csv')}")
     return rows
