@@ -403,9 +403,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_multi_gpu_"))
     work.mkdir(parents=True, exist_ok=True)
     device = "cpu" if args.tiny else f"{n} x {torch.cuda.get_device_name(0)}"
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/bench_multi_gpu.py", *given]) if given else \
-        "python benchmarks/bench_multi_gpu.py"
+    given = list(sys.argv[1:] if argv is None else argv)
+    for flag in ("--out", "--work"):  # where this run put its files is not part of the command
+        while flag in given and given.index(flag) + 1 < len(given):
+            i = given.index(flag)
+            del given[i:i + 2]
+    command = " ".join(["python benchmarks/bench_multi_gpu.py", *given])
     dtype = "float32" if args.tiny else "bfloat16"
     meta = {"device": device, "n": n, "commit": _commit(), "command": command,
             "part1": (f"`{TASK}` ({args.limit} items, few-shot as the task defines) answered by LLaDA's sampler "
@@ -413,7 +416,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       f"{'a tiny' if args.tiny else 'an LLaDA-8B-shaped'} model of the genuine modeling code, "
                       f"random {dtype} weights: one process (`layerwise.evals.evaluate`) against {n} processes "
                       "(`accelerate launch`, `layerwise.parallel.evaluate_data_parallel`). Equal items: the merged "
-                      "answers and per-item scores equal to the one-process run's."),
+                      "answers and per-item scores equal to the one-process run's. The two runs batch the prompts "
+                      "differently; in bfloat16 a near-tie of the sampler's confidences can then flip a token (see "
+                      "tests/test_batch_invariance.py), so an unequal item there is rounding, not a lost or "
+                      "misplaced item (every item is scored once, in document order)."),
             "part2": (f"Profile `{args.profile}`, chapters {', '.join(SWEEP_CHAPTERS)} x models "
                       f"{', '.join(SWEEP_MODELS)} ({'tiny' if args.tiny else '8B-shaped'}, random weights, saved "
                       f"as checkpoint folders) at sizes {json.dumps(SWEEP_SIZES['tiny' if args.tiny else 'gpu'])}, "
