@@ -289,9 +289,12 @@ def sweep(args: argparse.Namespace, work: Path, n: int) -> list[dict[str, Any]]:
     if args.tiny:
         os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.perf_counter()
-    submitted = run_sweep(jobs, settings, folder=work / "submitit", cluster="local", max_parallel=n,
-                          timeout_min=30)
-    wall = time.perf_counter() - t0
+    try:
+        submitted = run_sweep(jobs, settings, folder=work / "submitit", cluster="local", max_parallel=n,
+                              timeout_min=30)
+    finally:
+        wall = time.perf_counter() - t0
+        shutil.rmtree(work / "models", ignore_errors=True)  # 8B-shaped checkpoints: 16 GB each
     reports = {r["job"]: r for job in submitted for r in job.result()}
     merged = load_results(args.profile, cache=cache)
     rows = [("wall_s", wall, "s", f"{len(jobs)} jobs on {min(n, len(jobs))} local lanes"),
@@ -375,7 +378,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--profile", default="paper", help="the profile whose chapters the sweep runs")
     ap.add_argument("--parts", default="eval,sweep", help="comma list: eval, sweep")
     ap.add_argument("--out", default="", help="results stem (default benchmarks/results/multi_gpu[_tiny])")
-    ap.add_argument("--work", default="", help="scratch folder (default: a fresh temporary one, removed)")
+    ap.add_argument("--work", default="", help="scratch folder, kept except the sweep's checkpoints (default: a "
+                    "fresh temporary one, removed); the GPU run writes two 16 GB checkpoints there")
     ap.add_argument("--worker", default="", choices=["", "single", "parallel"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.limit = args.limit or (6 if args.tiny else 192)
