@@ -213,3 +213,17 @@ def test_the_book_intro_has_the_markers() -> None:
     text = (REPO / "book" / "intro.md").read_text()
     assert text.count(F.SUMMARY_START) == 1 and text.count(F.SUMMARY_END) == 1
     assert text.index(F.SUMMARY_START) < text.index(F.SUMMARY_END)
+
+
+def test_edition_note_names_a_stale_preset_configuration():
+    from layerwise.training import get_preset
+
+    current = get_preset("tiny").config_hash()
+    res = {"00_pretraining": {"created": "2026-11-23T06:02:33+00:00",
+                              "data": {"preset": "tiny", "config_hash": current}}}
+    assert F.edition_note(res) == "" and F.edition_note({}) == ""
+    res["00_pretraining"]["data"]["config_hash"] = "0123456789abcdef"
+    note = F.edition_note(res)
+    assert "config 01234567, trained 2026-11-23" in note and f"now config {current[:8]}" in note
+    res["00_pretraining"]["data"]["preset"] = "no-such-preset"  # a triplet the library does not know: no claim
+    assert F.edition_note(res) == ""

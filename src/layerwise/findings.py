@@ -410,7 +410,31 @@ def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bo
     if not folder.is_dir():
         raise LayerwiseError(f"no result folder {folder}: pass the folder of a profile's result files "
                              "(e.g. book/results/gpu)")
-    return write_intro_summary(intro, results_summary(build_ledger(load_results(folder.name, results_dir=folder))))
+    results = load_results(folder.name, results_dir=folder)
+    summary = results_summary(build_ledger(results))
+    note = edition_note(results)
+    return write_intro_summary(intro, summary + (f"\n{note}\n" if note else ""))
+
+
+def edition_note(results: Mapping[str, Any]) -> str:
+    """A sentence when the triplet behind these results (chapter 00's ``preset`` and ``config_hash``) is
+    not the registered preset's current configuration ("" when it is, or when there is no triplet)."""
+    from .training import PRESETS
+
+    pre = results.get("00_pretraining")
+    if not isinstance(pre, Mapping):
+        return ""
+    data = pre.get("data", {})
+    name, have = data.get("preset"), data.get("config_hash")
+    if not name or not have or name not in PRESETS:
+        return ""
+    want = PRESETS[name].config_hash()
+    if have == want:
+        return ""
+    when = str(pre.get("created", ""))[:10]
+    return (f"*These results come from an earlier configuration of the `{name}` preset (config {have[:8]}"
+            + (f", trained {when}" if when else "") + f"); the registered preset is now config {want[:8]}, "
+            "which a re-run of the profile trains: its numbers will differ from these.*")
 
 
 def main(argv: list[str] | None = None) -> int:
