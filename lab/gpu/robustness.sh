@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The robustness hold on one H200: train training seeds 1 and 2 of the gpu triplet, run chapter 10
+# The robustness hold on one H200: train training seed(s) $SEEDS (default 1) of the gpu triplet, run chapter 10
 # (competence per seed; chapters 01, 02, 04 and 06 re-run on each seed as seed replicates), then the
-# ledger (08) again so that it combines seeds 0, 1 and 2.
+# ledger (08) again so that it combines seed 0 with every seed whose result files are present.
 #
 # Seed 0 is the published edition's: its result files must be in $LAYERWISE_CACHE_DIR/results/gpu/
 # for the ledger to combine three seeds. Carry them as .carry/results/gpu/*.json (copied in below, never
@@ -9,28 +9,45 @@
 # another preset configuration than the current gpu preset's (chapter 00's config_hash) are moved aside,
 # and the ledger then combines seeds 1 and 2 only (book/results/gpu/ of 2026-11-23 is such a file set).
 #
-# Expected timeline (single-run times from benchmarks/results/triplet_design.md: ar 300 s, dlm 235 s,
-# ar2dlm 70 s, ar2dlm_b25 200 s, each at 17-22% MFU, so four runs share the GPU well):
-#   0:00  data: the gpu preset's Gutenberg rows (tokenizer + 193,776 rows of 512), ~1.5 min on a fresh machine
-#   0:02  training, four processes on the one GPU: per seed, one lane ar then ar2dlm and one lane dlm;
-#         ~1.5-2x slower each than alone: ~9-12 min (BRANCH=1 adds ar2dlm_b25 to the ar lanes: +5-6 min)
-#   0:14  chapter 10 (gpu profile): competence of the 6 final models (~1 min; seed 0's rows come from
-#         chapter 00's result file), chapters 01, 02, 04, 06 on seeds 1 and 2 (~40 s each: ~5.5 min)
-#   0:21  chapter 08 (the ledger), forced: ~20 s
-#   0:22  done (budget 25 min). The chapters' own seed-replicate notebooks are copied to
-#         runs/results/robustness/ (poll.sh packs runs/results and .cache/layerwise/results).
-# Everything it writes is git-ignored (runs/, _build/, .cache/).
-# Usage: LAYERWISE_COMMIT=<short hash of HEAD> setsid nohup bash lab/gpu/robustness.sh > runs/logs/robustness.log 2>&1 < /dev/null &
-#        then lab/gpu/poll.sh 590 runs/logs/robustness.log
+# Timeline, from the measured single runs (the 2026-12-02 edition hold: ar 324 s, dlm 272 s, ar2dlm 89 s,
+# data 105 s). Per seed, one lane trains ar then ar2dlm and another dlm, on the one GPU; whether two
+# trainings at once gain anything over one after the other is measured here (the training logs'
+# tokens/s), not assumed, so plan on the sum: ~11.5 min of training per seed. Hence ONE seed per hold:
+#   0:00  data ~1.75 min; 0:02 training seed k ~11.5 min; 0:14 chapter 10 (competence of the seed's
+#   models, chapters 01, 02, 04, 06 re-run on it: ~4 min); 0:18 chapter 08, forced; done by ~0:19.
+# SEEDS=1 in one hold, SEEDS=2 in the next, each carrying every earlier hold's result files (seed 0's
+# and seed 1's) as .carry/results/gpu/: the ledger combines every seed whose files are present.
+# Calls: as edition.sh's (1: .carry/snap.tgz .carry/data .carry/trainA .carry/results, started in runs/snap;
+# 2: .carry/trainB; 3: .whl + bash lab/gpu/install_wheels.sh), then lab/gpu/poll.sh 560 runs/logs/robustness.log.
+# Start (call 1): (cd runs/snap && LAYERWISE_COMMIT=<hash> SEEDS=1 setsid nohup bash lab/gpu/robustness.sh \
+#   > ../logs/robustness.log 2>&1 < /dev/null &)
 # CPU check at tiny sizes (tiny preset and profile, a few minutes): TINY=1 BUILD=/tmp/build bash lab/gpu/robustness.sh
-cd "$(dirname "$0")/../.." || exit 1
-. lab/gpu/env.sh
-export LAYERWISE_NOTEBOOKS=$PWD/notebooks
-SEEDS=${SEEDS:-1 2}
+SNAP=$PWD
+ROOT=$(cd ../.. 2>/dev/null && pwd)
+if [ "$(basename "$SNAP")" = snap ] && [ -d "$ROOT/.carry" ]; then  # in runs/snap: share the root's folders
+  for d in .carry .cache _build; do mkdir -p "$ROOT/$d"; [ -e "$d" ] || ln -s "$ROOT/$d" "$d"; done
+  mkdir -p "$ROOT/runs/logs" "$ROOT/runs/results"
+  [ -e runs/logs ] || { mkdir -p runs; ln -s "$ROOT/runs/logs" runs/logs; ln -s "$ROOT/runs/results" runs/results; }
+else
+  cd "$(dirname "$0")/../.." || exit 1; SNAP=$PWD
+fi
+mkdir -p runs/logs runs/results
+export PYTHONPATH=/tmp/site:$SNAP/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=true LAYERWISE_NOTEBOOKS=$SNAP/notebooks
+export LAYERWISE_DATA_DIR=${LAYERWISE_DATA_DIR:-$SNAP/.carry/data} LAYERWISE_CACHE_DIR=${LAYERWISE_CACHE_DIR:-$SNAP/.cache/layerwise}
+SEEDS=${SEEDS:-1}
 PROFILE=gpu; [ -n "${TINY:-}" ] && PROFILE=tiny  # the profile's preset has the profile's name
+if [ "$PROFILE" = gpu ]; then  # the training corpus arrives in two parts (calls 1 and 2)
+  SHA=4c742519967853d5651b23753ea4a01ea4aae4edbb17e163dad8bdef90dee660
+  F=$LAYERWISE_DATA_DIR/corpus/gutenberg-train-200MB.txt.xz
+  mkdir -p "$(dirname "$F")"
+  until [ "$(sha256sum "$F" 2>/dev/null | cut -c1-64)" = "$SHA" ]; do
+    sleep 3; cat .carry/trainA/train_part_aa .carry/trainB/train_part_ab > "$F" 2>/dev/null
+  done
+  echo "=== corpus ok $(date -u +%T)"
+fi
 BUILD=${BUILD:-_build/$PROFILE}                    # the runner's output folder
 mkdir -p "$LAYERWISE_DATA_DIR/corpus" "$LAYERWISE_CACHE_DIR/results/$PROFILE"
-mv -f .carry/train/corpus/*.xz "$LAYERWISE_DATA_DIR/corpus/" 2>/dev/null
 cp -n .carry/results/$PROFILE/*.json "$LAYERWISE_CACHE_DIR/results/$PROFILE/" 2>/dev/null
 echo "seed-0 result files: $(ls "$LAYERWISE_CACHE_DIR/results/$PROFILE" | tr '\n' ' ')"
 python3 - "$PROFILE" <<'PY'  # seed 0 counts only when chapter 00 trained the preset's current configuration
@@ -77,6 +94,7 @@ for k in $SEEDS; do
 done
 wait
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
+until [ "$PROFILE" != gpu ] || [ -f /tmp/site/.installed ]; do sleep 3; done  # the chapters need call 3's wheels
 branch=${BRANCH:+-p branch_runs=true}
 seeds_yaml="[$(echo $SEEDS | tr ' ' ',')]"
 step ch_10 900 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress -p "train_seeds=$seeds_yaml" $branch
