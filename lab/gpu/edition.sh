@@ -22,19 +22,8 @@
 # unless a later call writes another) less 90 s kept for the ledger.
 # Everything it writes is git-ignored (runs/, _build/, .cache/).
 # CPU check of the control flow (tiny preset and profile): PROFILE=tiny bash lab/gpu/edition.sh
-SNAP=$PWD
-ROOT=$(cd ../.. 2>/dev/null && pwd)
-if [ "$(basename "$SNAP")" = snap ] && [ -d "$ROOT/.carry" ]; then  # in runs/snap: share the root's folders
-  for d in .carry .cache _build; do mkdir -p "$ROOT/$d"; [ -e "$d" ] || ln -s "$ROOT/$d" "$d"; done
-  [ -e .whl ] || ln -s "$ROOT/.whl" .whl
-  mkdir -p "$ROOT/runs/logs" "$ROOT/runs/results"
-  [ -e runs/logs ] || { mkdir -p runs; ln -s "$ROOT/runs/logs" runs/logs; ln -s "$ROOT/runs/results" runs/results; }
-fi
-mkdir -p runs/logs runs/results
+. "$(dirname "$0")/hold_env.sh"
 PROFILE=${PROFILE:-gpu}
-export PYTHONPATH=/tmp/site:$SNAP/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export TOKENIZERS_PARALLELISM=true LAYERWISE_NOTEBOOKS=$SNAP/notebooks
-export LAYERWISE_DATA_DIR=${LAYERWISE_DATA_DIR:-$SNAP/.carry/data} LAYERWISE_CACHE_DIR=${LAYERWISE_CACHE_DIR:-$SNAP/.cache/layerwise}
 start=$(date +%s)
 [ -f runs/logs/deadline ] || echo $((start + ${MINUTES:-26} * 60)) > runs/logs/deadline
 echo "=== edition start $(date -u +%FT%TZ) profile $PROFILE commit ${LAYERWISE_COMMIT:-?} deadline $(date -u -d @"$(cat runs/logs/deadline)" +%T)"
@@ -53,27 +42,14 @@ chapter() {  # one runner call per chapter: a failure or timeout stops no other 
 }
 train() { step "train_$1" 1500 python3 -m layerwise.training --preset "$PROFILE" --objective "$1" --no-progress; }
 
-if [ "$PROFILE" = gpu ]; then
-  # the training corpus arrives in two parts (call 1 and call 2); wait until they assemble to the file
-  SHA=4c742519967853d5651b23753ea4a01ea4aae4edbb17e163dad8bdef90dee660
-  F=$LAYERWISE_DATA_DIR/corpus/gutenberg-train-200MB.txt.xz
-  mkdir -p "$(dirname "$F")"
-  until [ "$(sha256sum "$F" 2>/dev/null | cut -c1-64)" = "$SHA" ]; do
-    sleep 3; cat .carry/trainA/train_part_aa .carry/trainB/train_part_ab > "$F" 2>/dev/null
-  done
-  echo "=== corpus ok $(date -u +%T)"
-fi
+[ "$PROFILE" = gpu ] && wait_for_corpus
 step data 600 python3 -c "
 from layerwise import data as D, training as T
 D.prepare(T.get_preset('$PROFILE').data, progress=False); print('prepared')"
 for r in ar dlm ar2dlm; do train $r; done
-wait_for_packages() {  # the chapters need the wheels of call 3 (installed into /tmp/site)
-  until [ "$PROFILE" != gpu ] || [ -f /tmp/site/.installed ]; do sleep 3; done
-}
 BRANCHES=${BRANCHES-ar2dlm_b25}
 ( for r in $BRANCHES; do train "$r"; done ) & branch_pid=$!
-wait_for_packages
-echo "=== packages ok $(date -u +%T)"
+[ "$PROFILE" = gpu ] && wait_for_packages
 ( chapter 03 ) & lane_a=$!
 ( chapter 07 ) & lane_b=$!
 ( chapter 05 ) & lane_d=$!

@@ -22,30 +22,11 @@
 # Start (call 1): (cd runs/snap && LAYERWISE_COMMIT=<hash> SEEDS=1 setsid nohup bash lab/gpu/robustness.sh \
 #   > ../logs/robustness.log 2>&1 < /dev/null &)
 # CPU check at tiny sizes (tiny preset and profile, a few minutes): TINY=1 BUILD=/tmp/build bash lab/gpu/robustness.sh
-SNAP=$PWD
-ROOT=$(cd ../.. 2>/dev/null && pwd)
-if [ "$(basename "$SNAP")" = snap ] && [ -d "$ROOT/.carry" ]; then  # in runs/snap: share the root's folders
-  for d in .carry .cache _build; do mkdir -p "$ROOT/$d"; [ -e "$d" ] || ln -s "$ROOT/$d" "$d"; done
-  mkdir -p "$ROOT/runs/logs" "$ROOT/runs/results"
-  [ -e runs/logs ] || { mkdir -p runs; ln -s "$ROOT/runs/logs" runs/logs; ln -s "$ROOT/runs/results" runs/results; }
-else
-  cd "$(dirname "$0")/../.." || exit 1; SNAP=$PWD
-fi
-mkdir -p runs/logs runs/results
-export PYTHONPATH=/tmp/site:$SNAP/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-export TOKENIZERS_PARALLELISM=true LAYERWISE_NOTEBOOKS=$SNAP/notebooks
-export LAYERWISE_DATA_DIR=${LAYERWISE_DATA_DIR:-$SNAP/.carry/data} LAYERWISE_CACHE_DIR=${LAYERWISE_CACHE_DIR:-$SNAP/.cache/layerwise}
+if [ "$(basename "$PWD")" != snap ]; then cd "$(dirname "$0")/../.." || exit 1; fi
+. lab/gpu/hold_env.sh
 SEEDS=${SEEDS:-1}
 PROFILE=gpu; [ -n "${TINY:-}" ] && PROFILE=tiny  # the profile's preset has the profile's name
-if [ "$PROFILE" = gpu ]; then  # the training corpus arrives in two parts (calls 1 and 2)
-  SHA=4c742519967853d5651b23753ea4a01ea4aae4edbb17e163dad8bdef90dee660
-  F=$LAYERWISE_DATA_DIR/corpus/gutenberg-train-200MB.txt.xz
-  mkdir -p "$(dirname "$F")"
-  until [ "$(sha256sum "$F" 2>/dev/null | cut -c1-64)" = "$SHA" ]; do
-    sleep 3; cat .carry/trainA/train_part_aa .carry/trainB/train_part_ab > "$F" 2>/dev/null
-  done
-  echo "=== corpus ok $(date -u +%T)"
-fi
+[ "$PROFILE" = gpu ] && wait_for_corpus
 BUILD=${BUILD:-_build/$PROFILE}                    # the runner's output folder
 mkdir -p "$LAYERWISE_DATA_DIR/corpus" "$LAYERWISE_CACHE_DIR/results/$PROFILE"
 cp -n .carry/results/$PROFILE/*.json "$LAYERWISE_CACHE_DIR/results/$PROFILE/" 2>/dev/null
@@ -94,7 +75,7 @@ for k in $SEEDS; do
 done
 wait
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
-until [ "$PROFILE" != gpu ] || [ -f /tmp/site/.installed ]; do sleep 3; done  # the chapters need call 3's wheels
+[ "$PROFILE" = gpu ] && wait_for_packages
 branch=${BRANCH:+-p branch_runs=true}
 seeds_yaml="[$(echo $SEEDS | tr ' ' ',')]"
 step ch_10 900 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress -p "train_seeds=$seeds_yaml" $branch
