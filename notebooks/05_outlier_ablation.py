@@ -72,7 +72,7 @@ arith_items = 8             # held-out arithmetic problems
 arith_fewshot = 1           # solved problems in front of each question (tiny: prompts stay < 128 tokens)
 answer_tokens = 8           # tokens generated per arithmetic answer
 diffusion_steps = 0         # denoising steps for the diffusion models; 0 = the model's default ratio
-batch_size = 8
+batch_size = 8              # rows per generation call (rows of different conditions share a call)
 sites = ["attn_input", "residual"]        # where the channel is zeroed: attention input (paper B), residual stream
 definitions = ["attn_input", "residual"]  # where the super-outlier is found (largest max |x| at that site)
 headline_site = "attn_input"              # the ledger's site and definition (paper B's); the others are alternatives
@@ -165,7 +165,9 @@ for name, lm in subjects.items():
                          cache_dir=cache_dir or None, seed=seed + 1)
     prompts = lm.tokenizer.batch_decode(ids)
     kw = {"steps": diffusion_steps} if diffusion_steps and lm.family.is_diffusion else {}
-    common = dict(mode=mode, means=means[name], progress=False, batch_size=batch_size, **kw)
+    # mixed_batches: each batch holds rows of many conditions (one hook per layer, a per-row mask): a small
+    # model's generation costs its model calls, so this runs all conditions in a few calls per prompt set
+    common = dict(mode=mode, means=means[name], progress=False, batch_size=batch_size, mixed_batches=True, **kw)
     t, selections[name] = run_screened(lm, plans[name], prompts, gen, measure=headline_metric,
                                        threshold=loop_threshold, min_prompts=min_prompts,
                                        max_prompts=max_test_prompts, compare_prompts=compare_prompts,

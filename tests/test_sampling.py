@@ -634,3 +634,19 @@ def test_bench_early_stop_tiny():
                        "--answers", "2,9,15", "--repeats", "1", "--batch", "2"])
     assert [(r["passes_full"], r["passes_stop"]) for r in rows] == [(16, 4), (16, 12), (16, 16)]
     assert all(r["identical"] == 1.0 for r in rows)
+
+
+@pytest.mark.parametrize("ks", [[3, 3, 3, 3], [2, 0, 2, 5], [0, 0, 0, 0], [1, 4, 1, 4]])
+def test_transfer_mask_picks_per_row_topk_positions_ties_included(ks):
+    from layerwise.sampling.diffusion_sampler import transfer_mask
+
+    g = torch.Generator().manual_seed(0)
+    conf = torch.rand(4, 40, generator=g)
+    conf[:, 5:15] = 1.0  # ten tied confidences per row: topk decides among them
+    conf[:, 30:] = -math.inf  # outside the block, as generate.py's confidence row
+    got = transfer_mask(conf, ks)
+    for j, k in enumerate(ks):
+        want = torch.zeros(40, dtype=torch.bool)
+        want[conf[j].topk(k).indices] = True  # generate.py's row-by-row selection
+        assert torch.equal(got[j], want), (j, k)
+    assert got.sum(1).tolist() == ks

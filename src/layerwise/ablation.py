@@ -410,35 +410,103 @@ def apply_condition(lm: LoadedModel, cond: Condition, *, mode: Mode = "zero", wh
         yield
 
 
+@contextlib.contextmanager
+def apply_conditions_by_row(lm: LoadedModel, conditions: Sequence[Condition], *, mode: Mode = "zero",
+                            where: Where = "attn_input", means: Means = None) -> Iterator[None]:
+    """Row ``j`` of each batch the model runs gets ``conditions[j]``'s ablation (the baseline: none).
+
+    One hook per (site, layer) that any condition ablates replaces the channels of its rows only
+    (``torch.where`` with a ``[B, 1, d]`` mask), so one generation call runs many conditions: a small
+    model's generation costs its model calls, not its rows. A row's numbers are those of
+    :func:`apply_condition` on that row alone. A batch of another size than ``len(conditions)`` is an
+    error.
+    """
+    if mode not in ("zero", "mean"):
+        raise LayerwiseError(f"mode={mode!r}: use 'zero' or 'mean'")
+    d, b = hidden_size(lm), len(conditions)
+    blocks = lm.adapter.get_blocks(lm.model)
+    plan: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (site, layer) -> mask, values
+    for j, cond in enumerate(conditions):
+        if cond.kind == "none":
+            continue
+        site = cond.site or where
+        chans = _resolve_channels(list(cond.channels), d)
+        layers = resolve_layers(lm, cond.layers if cond.layers == "all" else list(cond.layers))
+        vals = _layer_values(_site_means(means, site), layers, len(blocks), d) if mode == "mean" else {}
+        for i in layers:
+            m, v = plan.setdefault((site, i), (torch.zeros(b, d, dtype=torch.bool), torch.zeros(b, d)))
+            m[j, chans] = True
+            if mode == "mean":
+                v[j] = vals[i].float()
+
+    def make_hook(mask: torch.Tensor, values: torch.Tensor) -> Callable[[nn.Module, Any, Any], Any]:
+        cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
+            h = LayerAdapter.hidden_from_output(out)
+            if h.shape[0] != b:
+                raise LayerwiseError(f"a batch of {h.shape[0]} rows under conditions for {b} rows: generate "
+                                     f"the rows of apply_conditions_by_row in one batch (batch_size={b})")
+            key = (h.device, h.dtype)
+            if key not in cache:
+                cache[key] = (mask.to(h.device)[:, None, :], values.to(device=h.device, dtype=h.dtype)[:, None, :])
+            m, v = cache[key]
+            return _replace_hidden(out, torch.where(m, v, h))
+
+        return hook
+
+    handles = []
+    try:
+        for (site, i), (m, v) in plan.items():
+            handles.append(_hook_module(lm, blocks[i], site).register_forward_hook(make_hook(m, v)))  # type: ignore[arg-type]
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def run_conditions(lm: LoadedModel, conditions: Sequence[Condition], prompts: Sequence[str],
                    generate_fn: Callable[..., list[str]], *, answers: Sequence[str] | None = None,
                    tokenize: Callable[[str], Sequence[Any]] = whitespace_tokens, mode: Mode = "zero",
-                   where: Where = "attn_input", means: Means = None,
+                   where: Where = "attn_input", means: Means = None, mixed_batches: bool = False,
                    progress: bool = True, **gen_kwargs: Any) -> pd.DataFrame:
     """Generate ``prompts`` under every condition and score each generation.
 
     ``generate_fn(lm, prompts, **gen_kwargs) -> list[str]`` (e.g. ``layerwise.sampling.generate``,
     returning continuations). ``means`` (``mode="mean"``): as :func:`ablate_channels`, or a dict of
-    them per site. One row per (condition, prompt): condition fields (``site`` filled in from
-    ``where`` for ablations), ``prompt_id``,
-    ``text``, the :func:`text_metrics` columns and, with ``answers``, ``correct`` (exact match of the
-    first number).
+    them per site. ``mixed_batches``: the (condition, prompt) pairs are packed into batches of
+    ``gen_kwargs["batch_size"]`` rows (default 8), each row under its own condition
+    (:func:`apply_conditions_by_row`), instead of one condition at a time: the same generations in
+    far fewer model calls (``generate_fn`` must run its prompts as one batch of ``batch_size``).
+    One row per (condition, prompt): condition fields (``site`` filled in from ``where`` for
+    ablations), ``prompt_id``, ``text``, the :func:`text_metrics` columns and, with ``answers``,
+    ``correct`` (exact match of the first number).
     """
     if answers is not None and len(answers) != len(prompts):
         raise LayerwiseError(f"{len(answers)} answers for {len(prompts)} prompts: pass one answer per prompt")
+    pairs = [(c, p) for c in conditions for p in range(len(prompts))]
+    texts: list[str] = []
+    if mixed_batches:
+        bs = int(gen_kwargs.get("batch_size", 8))
+        for s in tqdm(range(0, len(pairs), bs), desc=f"ablation ({lm.name})",
+                      disable=progress_disabled(not progress)):
+            chunk = pairs[s:s + bs]
+            with apply_conditions_by_row(lm, [c for c, _ in chunk], mode=mode, where=where, means=means):
+                texts += generate_fn(lm, [prompts[p] for _, p in chunk], **{**gen_kwargs, "batch_size": len(chunk)})
+    else:
+        for cond in tqdm(conditions, desc=f"ablation ({lm.name})", disable=progress_disabled(not progress)):
+            with apply_condition(lm, cond, mode=mode, where=where, means=means):
+                texts += generate_fn(lm, list(prompts), **gen_kwargs)
     rows = []
-    for cond in tqdm(conditions, desc=f"ablation ({lm.name})", disable=progress_disabled(not progress)):
-        with apply_condition(lm, cond, mode=mode, where=where, means=means):
-            texts = generate_fn(lm, list(prompts), **gen_kwargs)
-        for p, text in enumerate(texts):
-            row: dict[str, Any] = {"condition": cond.name, "kind": cond.kind, "scope": cond.scope,
-                                   "draw": cond.draw, "channel": cond.channels[0] if cond.channels else None,
-                                   "site": "" if cond.kind == "none" else (cond.site or where),
-                                   "definition": cond.definition,
-                                   "prompt_id": p, "text": text, **text_metrics(text, tokenize)}
-            if answers is not None:
-                row["correct"] = float(exact_match(text, answers[p]))
-            rows.append(row)
+    for (cond, p), text in zip(pairs, texts, strict=True):
+        row: dict[str, Any] = {"condition": cond.name, "kind": cond.kind, "scope": cond.scope,
+                               "draw": cond.draw, "channel": cond.channels[0] if cond.channels else None,
+                               "site": "" if cond.kind == "none" else (cond.site or where),
+                               "definition": cond.definition,
+                               "prompt_id": p, "text": text, **text_metrics(text, tokenize)}
+        if answers is not None:
+            row["correct"] = float(exact_match(text, answers[p]))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

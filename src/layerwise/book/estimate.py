@@ -297,12 +297,14 @@ def chapter_work(chapter: str, p: Mapping[str, Any], model: Mapping[str, Any]) -
         pool = p["text_prompts"]
         tested = min(p["max_test_prompts"] or pool, pool)  # at most: the non-looping prompts of the pool
         compare = min(p["compare_prompts"], pool)
-        text = _batches(pool, bs) + (n_cond - 1) * _batches(tested, bs) + n_head * _batches(compare, bs)
+        # the chapter packs (condition, prompt) rows of many conditions into each batch (mixed_batches)
+        ablated = (n_cond - 1) * tested + n_head * compare
+        text = _batches(pool, bs) + _batches(ablated, bs)
         work += _generation(fam, text, bs, p["prompt_len"], p["gen_tokens"], text_steps,
                             f"text continuation ({n_cond} conditions, at most {tested} tested prompts)",
-                            prompts=pool + (n_cond - 1) * tested + n_head * compare)
+                            prompts=pool + ablated)
         arith = prompt_tokens("lw_arithmetic", p["arith_fewshot"])
-        work += _generation(fam, n_cond * _batches(p["arith_items"], bs), bs, arith, p["answer_tokens"], arith_steps,
+        work += _generation(fam, _batches(n_cond * p["arith_items"], bs), bs, arith, p["answer_tokens"], arith_steps,
                             f"arithmetic ({n_cond} conditions)", prompts=n_cond * p["arith_items"])
         return work, ""
     if chapter == "06_alpha_hill":

@@ -122,6 +122,37 @@ def _prepare_canvas(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: to
     return x, _none_if_full(am), mid
 
 
+#: canvases shorter than this take torch.topk's single-block kernel on CUDA for any number of rows
+#: (its multi-block and sort paths start at 3,000+ columns), so rows ranked together keep generate.py's ties
+_BATCHED_TOPK_MAX_LEN = 3000
+
+
+def transfer_mask(conf: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """``[B, T]`` True at the ``ks[j]`` highest-confidence positions of row ``j`` of ``conf``.
+
+    The positions of ``conf[j].topk(ks[j])``, as LLaDA's ``generate.py`` takes them row by row. Rows
+    with the same ``k`` are ranked in one ``torch.topk`` call: the same kernel per row, so the same
+    positions (ties included), with a few kernel launches per step instead of a few per row, which is
+    what a small model's sampling step costs on a GPU. Longer canvases keep the per-row calls.
+    """
+    b, total = conf.shape
+    out = torch.zeros((b, total), dtype=torch.bool, device=conf.device)
+    if total >= _BATCHED_TOPK_MAX_LEN:
+        for j, k in enumerate(ks):
+            out[j, conf[j].topk(int(k)).indices] = True
+        return out
+    for k in sorted(set(int(k) for k in ks)):
+        if k == 0:
+            continue
+        rows = [j for j, kj in enumerate(ks) if int(kj) == k]
+        if len(rows) == b:
+            out.scatter_(1, conf.topk(k, dim=-1).indices, True)
+        else:
+            r = torch.tensor(rows, device=conf.device)
+            out[r] = out[r].scatter(1, conf[r].topk(k, dim=-1).indices, True)
+    return out
+
+
 def _first_masked(x: torch.Tensor, mid: int, lo: int, hi: int) -> int:
     """The first column in ``[lo, hi)`` of ``x [B, T]`` holding the mask id in any row, else ``hi``."""
     if hi <= lo:
@@ -389,9 +420,7 @@ def diffusion_generate(lm: LoadedModel, input_ids: torch.Tensor, attention_mask:
                 # torch.topk per row over the full-length row, which decides among ties
                 conf = torch.full((b, total), -math.inf, dtype=x0_p.dtype, device=dev)
                 conf[:, rows] = torch.where(masked, x0_p, torch.full_like(x0_p, -math.inf))
-                transfer = torch.zeros((b, total), dtype=torch.bool, device=dev)
-                for j in range(b):
-                    transfer[j, conf[j].topk(ntt[j][i]).indices] = True
+                transfer = transfer_mask(conf, [row[i] for row in ntt])
                 x[:, rows] = torch.where(transfer[:, rows] & masked, x0, x[:, rows])
                 bar.update(1)
                 if can_stop:
