@@ -95,7 +95,33 @@ def test_a3_retention_at_the_configuration_closest_to_the_target():
     name = claims.RETENTION_AT_TARGET.of("dlm")
     assert ms[name].value == pytest.approx(0.95)
     assert {k.split("::")[1]: round(m.value, 3) for k, m in ms.items() if "::" in k} == {
-        "early:lw_gsm8k": 0.95, "redundant:lw_gsm8k": 0.96, "early:lw_math500": 0.75, "redundant:lw_math500": 0.76}
+        "early:lw_gsm8k": 0.95, "redundant:lw_gsm8k": 0.96, "early:lw_math500": 0.75, "redundant:lw_math500": 0.76,
+        # k = 3 removes 22% of the FLOPs, nearer 18.75% than k = 2's 15%: the FLOPs-matched definitions
+        "early:lw_gsm8k:flops": 0.8, "redundant:lw_gsm8k:flops": 0.81, "early:lw_math500:flops": 0.6,
+        "redundant:lw_math500:flops": 0.61}
+
+
+def test_a3_flops_matched_definition_where_it_picks_another_configuration():
+    """At 8 blocks, 1 and 2 skipped blocks are equally far from 18.75% of the blocks (ties: the smaller), but
+    with a large embedding and head 2 blocks remove 16.8% of the FLOPs: closer to the paper's 18.75%."""
+    curve = pd.DataFrame({"model": "dlm", "strategy": "early", "k": [0, 1, 2], "layers": 8,
+                          "flops_reduction": [0.0, 0.084, 0.168], "retention": [1.0, 0.6, 0.3],
+                          "ci_low": [1.0, 0.5, 0.2], "ci_high": [1.0, 0.7, 0.4], "meaningful": True,
+                          "label": "lw_arithmetic exact_match"})
+    assert claims.retention_at_target(curve, "dlm", strategy="early", target_fraction=0.1875).extra["k"] == 1
+    f = claims.retention_at_target(curve, "dlm", strategy="early", target_fraction=0.1875, by="flops")
+    assert f.extra["k"] == 2 and f.value == 0.3 and "16.8% of FLOPs" in f.note
+    ms = claims.layer_skipping_metrics(curve, {"dlm": "dlm"}, strategy="early", target_fraction=0.1875,
+                                       definition_strategies=("early",))
+    assert {k.split("::")[1]: m.value for k, m in ms.items() if "::" in k} == {
+        "early:lw_arithmetic": 0.6, "early:lw_arithmetic:flops": 0.3}
+    # where both shares pick the same configuration there is no second row
+    same = claims.layer_skipping_metrics(curve.assign(flops_reduction=[0.0, 0.13, 0.26]), {"dlm": "dlm"},
+                                         strategy="early", target_fraction=0.1875, definition_strategies=("early",))
+    assert [k for k in same if "::" in k] == [claims.definition(claims.RETENTION_AT_TARGET.of("dlm"),
+                                                                "early:lw_arithmetic")]
+    with pytest.raises(LayerwiseError, match="by="):
+        claims.closest_to_fraction(curve, 0.1875, by="params")
 
 
 def test_a4_ar2dlm_closer_to_ar():

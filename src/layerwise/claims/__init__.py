@@ -28,7 +28,8 @@ B8      ``early_alpha_trend_dlm``                     :func:`early_alpha_trend`
 **Alternative definitions.** The ledger checks each claim part under pre-registered alternative
 definitions, saved beside the headline under ``definition(name, label)`` (``name::label``): A1, A4
 and B6 ``with_block0`` / ``without_block0`` (chapter 01); A3 and A5 ``early:<task>`` /
-``redundant:<task>`` for every generation task, A7 ``at:<point>`` per trajectory point and A8
+``redundant:<task>`` for every generation task (and ``<strategy>:<task>:flops`` where the configuration
+nearest the target share of FLOPs is another one), A7 ``at:<point>`` per trajectory point and A8
 ``stage:<stage>`` per stage of the diffusion schedule (chapter 03); B1 ``attn_input`` / ``residual``
 (chapter 04); B2 ``<site>/<definition>`` of the ablation (chapter 05); B3 ``fixed`` / ``ks``
 (chapter 06); B4 ``<task>:<metric>`` for every task evaluated (chapter 07); B7 ``max_abs`` /

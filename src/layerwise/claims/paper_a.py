@@ -269,30 +269,35 @@ def token_similarity_metrics(per_sequence_recency: Mapping[str, np.ndarray], fam
 # ---------------------------------------------------------------------------------------------
 
 
-def closest_to_fraction(curve: pd.DataFrame, target_fraction: float) -> pd.DataFrame:
-    """Per (model, strategy): the row whose skipped share ``k / layers`` is closest to ``target_fraction``.
+def closest_to_fraction(curve: pd.DataFrame, target_fraction: float, *, by: str = "layers") -> pd.DataFrame:
+    """Per (model, strategy): the row whose skipped share is closest to ``target_fraction``.
 
-    ``curve`` has one row per (model, strategy, k) with columns ``k`` and ``layers`` (ties: smaller k).
+    ``by="layers"``: the share of blocks ``k / layers`` (paper A's 6 of 32); ``by="flops"``: the share
+    of FLOPs removed (``flops_reduction``), which differs from the block share where the embeddings and
+    the head are a large part of a small model. ``curve`` has one row per (model, strategy, k) with
+    columns ``k`` and ``layers`` (and ``flops_reduction`` for ``by="flops"``); ties: smaller k.
     """
-    rows = [d.iloc[(d.k / d.layers - target_fraction).abs().argmin()]
+    if by not in ("layers", "flops"):
+        raise LayerwiseError(f"by={by!r}: use 'layers' (share of blocks) or 'flops' (share of FLOPs removed)")
+    rows = [d.iloc[((d.k / d.layers if by == "layers" else d.flops_reduction) - target_fraction).abs().argmin()]
             for _, d in curve.groupby(["model", "strategy"])]
     return pd.DataFrame(rows).reset_index(drop=True).infer_objects()
 
 
 def retention_at_target(curve: pd.DataFrame, model: str, *, strategy: str, target_fraction: float,
-                        what: str = "") -> ClaimMetric:
+                        what: str = "", by: str = "layers") -> ClaimMetric:
     """A3: retention of ``model`` with ``strategy`` at the configuration closest to ``target_fraction``.
 
     ``curve`` holds one task's retention per (model, strategy, k): columns ``retention``, ``ci_low``,
     ``ci_high``, ``meaningful``, ``k``, ``layers``, ``flops_reduction`` (paper A: > 0.9 for the
     diffusion model, < 0.9 for AR at 6 of 32 blocks). Not meaningful when the unmodified model is not
-    above chance. ``what`` describes the task and items in the note.
+    above chance. ``what`` describes the task and items in the note; ``by``: as :func:`closest_to_fraction`.
     """
     d = curve[(curve.model == model) & (curve.strategy == strategy)]
     if d.empty:
         raise LayerwiseError(f"no retention rows for model {model!r} and strategy {strategy!r}: "
                              "evaluate that strategy or pick another headline strategy")
-    row = closest_to_fraction(d, target_fraction).iloc[0]
+    row = closest_to_fraction(d, target_fraction, by=by).iloc[0]
     note = (f"{what + ', ' if what else ''}strategy {strategy}, {row.k} of {row.layers} blocks skipped "
             f"({100 * row.flops_reduction:.1f}% of FLOPs)"
             + ("" if row.meaningful else "; baseline not above chance: retention meaningless"))
@@ -317,7 +322,9 @@ def layer_skipping_metrics(curve: pd.DataFrame, families: Mapping[str, Any], *, 
     Every pre-registered definition of a family's retention is written under
     ``definition(name, "<strategy>:<task>")``: each of ``definition_strategies`` on each generation
     task of ``definitions`` (rows like ``curve``'s with a ``label`` column ``"<task> <metric>"``;
-    default: ``curve`` itself).
+    default: ``curve`` itself). Where the configuration nearest the target share of FLOPs is another
+    one than the nearest share of blocks (a small model, whose embeddings and head weigh), it is
+    written too, under ``"<strategy>:<task>:flops"``.
     """
     out: dict[str, ClaimMetric] = {}
     ordered = _representatives_first(families, "A", pairs)
@@ -338,6 +345,11 @@ def layer_skipping_metrics(curve: pd.DataFrame, families: Mapping[str, Any], *, 
                     m = retention_at_target(d, name, strategy=strat, target_fraction=target_fraction,
                                             what=str(label))
                     out[definition(RETENTION_AT_TARGET.of(fam), f"{strat}:{task}")] = m
+                    if "flops_reduction" in d:
+                        f = retention_at_target(d, name, strategy=strat, target_fraction=target_fraction,
+                                                what=str(label), by="flops")
+                        if f.extra["k"] != m.extra["k"]:
+                            out[definition(RETENTION_AT_TARGET.of(fam), f"{strat}:{task}:flops")] = f
     return out
 
 
