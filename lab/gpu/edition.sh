@@ -18,6 +18,8 @@
 # ar 324 s, dlm 272 s, ar2dlm 89 s, ar2dlm_b25 367 s beside the chapters (203 s alone); 02 37 s, 04 36 s,
 # 06 49 s, 09 32 s, 01 38 s; 03, 05 and 07 did not finish by the deadline (07's evaluations alone took
 # 480 s), so the gpu profile was cut (notebooks/profiles/gpu.yaml says what and why).
+# The second (MINUTES=26): data 86 s, ar 309 s, dlm 255 s, ar2dlm 88 s, b25 401 s; 02 33 s, 04 36 s, 06 56 s,
+# 09 27 s, 03 403 s; 05 still generating at 6.7 min (now batched across conditions); lost before its end.
 # Every chapter's timeout ends it by the deadline in runs/logs/deadline (epoch seconds, 26 min after the start
 # unless a later call writes another) less 90 s kept for the ledger.
 # Everything it writes is git-ignored (runs/, _build/, .cache/).
