@@ -425,7 +425,7 @@ def apply_conditions_by_row(lm: LoadedModel, conditions: Sequence[Condition], *,
         raise LayerwiseError(f"mode={mode!r}: use 'zero' or 'mean'")
     d, b = hidden_size(lm), len(conditions)
     blocks = lm.adapter.get_blocks(lm.model)
-    plan: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (site, layer) -> mask, values
+    plan: dict[tuple[Where, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (site, layer) -> mask, values
     for j, cond in enumerate(conditions):
         if cond.kind == "none":
             continue
@@ -457,8 +457,8 @@ def apply_conditions_by_row(lm: LoadedModel, conditions: Sequence[Condition], *,
 
     handles = []
     try:
-        for (site, i), (m, v) in plan.items():
-            handles.append(_hook_module(lm, blocks[i], site).register_forward_hook(make_hook(m, v)))  # type: ignore[arg-type]
+        for (at, i), (m, v) in plan.items():
+            handles.append(_hook_module(lm, blocks[i], at).register_forward_hook(make_hook(m, v)))
         yield
     finally:
         for h in handles:
