@@ -270,7 +270,10 @@ def test_mixed_batches_give_the_one_condition_at_a_time_generations(lm, mode):
     from layerwise.ablation import Condition
     from layerwise.sampling import diffusion_generate
 
+    calls = []
+
     def gen(lm, prompts, batch_size=8, max_new_tokens=6):
+        calls.append(len(prompts))
         x = torch.tensor([[int(t) for t in p.split()] for p in prompts])
         if lm.family.is_diffusion:
             new = diffusion_generate(lm, x, gen_length=max_new_tokens, steps=max_new_tokens, block_length=3)
@@ -289,8 +292,11 @@ def test_mixed_batches_give_the_one_condition_at_a_time_generations(lm, mode):
     means = {s: channel_means(lm, ids(4, 8, seed=5), where=s) for s in ("attn_input", "residual")} \
         if mode == "mean" else None
     one = run_conditions(lm, conds, prompts, gen, mode=mode, means=means, progress=False, batch_size=3)
+    assert calls == [3, 3, 3, 3]  # one call per condition
+    calls.clear()
     mixed = run_conditions(lm, conds, prompts, gen, mode=mode, means=means, progress=False, batch_size=5,
                            mixed_batches=True)  # 12 rows in batches of 5, 5 and 2: conditions mixed in each
+    assert calls == [5, 5, 2]
     assert mixed.text.tolist() == one.text.tolist()
     assert mixed[["condition", "prompt_id", "site"]].equals(one[["condition", "prompt_id", "site"]])
     # the ablations change generations (so equality above is not trivially the baseline's)
