@@ -175,3 +175,16 @@ def test_every_part_documents_its_margin():
             assert (p.bound > p.null) == (p.side == ">"), (c.cid, p.metric)  # the bound lies on the paper's side
             if p.paper_value is not None:  # the paper's own number passes its own margin
                 assert part_verdict(p, metric(p.paper_value, (p.paper_value, p.paper_value))) == "reproduced"
+
+
+def test_part_sentence_names_the_no_effect_value_an_interval_reaches():
+    from layerwise.ledger import PartResult, _part_sentence
+
+    keep = Part("c", "m", ">", 0.9, null=0.5, label="DLM retention")
+    e = metric(0.32, (0.16, 0.55))
+    r = PartResult(keep, e, part_verdict(keep, e), [])
+    assert _part_sentence(r).endswith("the whole interval short of the margin, and it includes 0.5, "
+                                      "this part's no-effect value")
+    e = metric(0.7, (0.6, 0.8))  # in the paper's direction from 0.5, short of 0.9
+    assert _part_sentence(PartResult(keep, e, part_verdict(keep, e), [])).endswith(
+        "in the paper's direction but the whole interval short of the margin")
