@@ -128,6 +128,28 @@ def _layer_values(means: torch.Tensor | dict[int, torch.Tensor] | None, layers: 
     return vals
 
 
+def _replace_hook(mask: torch.Tensor, values: torch.Tensor,
+                  rows: int | None = None) -> Callable[[nn.Module, Any, Any], Any]:
+    """A forward hook that puts ``values`` where ``mask`` is set in the hooked hidden state: ``[d]`` for
+    every row, or ``[rows, d]`` per row of a batch that must have ``rows`` rows. Mask and values move
+    to the hidden state's device and dtype once per pair."""
+    cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+    per_row = (lambda t: t[:, None, :]) if rows is not None else (lambda t: t)
+
+    def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
+        h = LayerAdapter.hidden_from_output(out)
+        if rows is not None and h.shape[0] != rows:
+            raise LayerwiseError(f"a batch of {h.shape[0]} rows under conditions for {rows} rows: generate "
+                                 f"the rows of apply_conditions_by_row in one batch (batch_size={rows})")
+        key = (h.device, h.dtype)
+        if key not in cache:
+            cache[key] = (per_row(mask.to(h.device)), per_row(values.to(device=h.device, dtype=h.dtype)))
+        m, v = cache[key]
+        return _replace_hidden(out, torch.where(m, v, h))
+
+    return hook
+
+
 @contextlib.contextmanager
 def ablate_channels(lm: LoadedModel, channels: int | Sequence[int], layers: Layers = "all",
                     mode: Mode = "zero", where: Where = "attn_input",
@@ -152,24 +174,11 @@ def ablate_channels(lm: LoadedModel, channels: int | Sequence[int], layers: Laye
     mask = torch.zeros(d, dtype=torch.bool)
     mask[chans] = True
 
-    def make_hook(layer: int) -> Callable[[nn.Module, Any, Any], Any]:
-        cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
-            h = LayerAdapter.hidden_from_output(out)
-            key = (h.device, h.dtype)
-            if key not in cache:  # move the mask / values once per device and dtype
-                v = vals[layer] if mode == "mean" else torch.zeros(d)
-                cache[key] = (mask.to(h.device), v.to(device=h.device, dtype=h.dtype))
-            m, v = cache[key]
-            return _replace_hidden(out, torch.where(m, v, h))
-
-        return hook
-
     handles = []
     try:
         for i in idx:
-            handles.append(_hook_module(lm, blocks[i], where).register_forward_hook(make_hook(i)))
+            hook = _replace_hook(mask, vals[i] if mode == "mean" else torch.zeros(d))
+            handles.append(_hook_module(lm, blocks[i], where).register_forward_hook(hook))
         yield idx
     finally:
         for h in handles:
@@ -439,26 +448,10 @@ def apply_conditions_by_row(lm: LoadedModel, conditions: Sequence[Condition], *,
             if mode == "mean":
                 v[j] = vals[i].float()
 
-    def make_hook(mask: torch.Tensor, values: torch.Tensor) -> Callable[[nn.Module, Any, Any], Any]:
-        cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
-            h = LayerAdapter.hidden_from_output(out)
-            if h.shape[0] != b:
-                raise LayerwiseError(f"a batch of {h.shape[0]} rows under conditions for {b} rows: generate "
-                                     f"the rows of apply_conditions_by_row in one batch (batch_size={b})")
-            key = (h.device, h.dtype)
-            if key not in cache:
-                cache[key] = (mask.to(h.device)[:, None, :], values.to(device=h.device, dtype=h.dtype)[:, None, :])
-            m, v = cache[key]
-            return _replace_hidden(out, torch.where(m, v, h))
-
-        return hook
-
     handles = []
     try:
         for (at, i), (m, v) in plan.items():
-            handles.append(_hook_module(lm, blocks[i], at).register_forward_hook(make_hook(m, v)))
+            handles.append(_hook_module(lm, blocks[i], at).register_forward_hook(_replace_hook(m, v, rows=b)))
         yield
     finally:
         for h in handles:

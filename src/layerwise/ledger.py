@@ -456,10 +456,11 @@ def _part_sentence(r: PartResult) -> str:
     if head_v == "reproduced":
         s += ": the whole interval beyond the margin"
     elif head_v == "not reproduced":
+        lim = p.limits(e)
         s += (": the whole interval in the opposite direction" if n and n[2] <= 0 else
               ": in the paper's direction but the whole interval short of the margin" if n and n[1] > 0 else
-              ": the whole interval short of the margin" + (
-                  f", and it includes {_num(lim[1])}, this part's no-effect value" if (lim := p.limits(e)) else ""))
+              ": the whole interval short of the margin"
+              + (f", and it includes {_num(lim[1])}, this part's no-effect value" if lim else ""))
     else:
         s += f": inconclusive ({why})" if why else ": the interval straddles the bound"
     return s
