@@ -113,6 +113,7 @@ from layerwise.ablation_design import (
     plan_ablations,
     run_screened,
     subset,
+    with_groups,
 )
 from layerwise.data import arithmetic_heldout, eval_sequences
 from layerwise.probes import channel_stats
@@ -205,8 +206,7 @@ for n, s in selections.items():
 # NBVAL_CHECK_OUTPUT
 cols = ["rep_2", "rep_3", "distinct_2", "loop_frac", "looping"]
 table = condition_means(text_df, selections, cols)
-acc = (arith_df.assign(label=np.where(arith_df.kind == "none", "-", arith_df.site + "/" + arith_df.definition),
-                       group=arith_df.kind + np.where(arith_df.scope == "", "", "/" + arith_df.scope))
+acc = (with_groups(arith_df)
        .groupby(["model", "label", "group"]).correct.mean().rename("accuracy").reset_index())
 table = table.merge(acc, on=["model", "label", "group"], how="left")
 print(table.set_index(["model", "label", "group"]).round(3).to_string())
@@ -219,7 +219,7 @@ for ax, lab in zip(axes[0], labels):
     width = 0.8 / len(subjects)
     for j, name in enumerate(subjects):
         sel = text_df[(text_df.model == name) & text_df.prompt_id.isin(selections[name].prompt_ids)]
-        d = subset(sel, *lab.split("/")).assign(group=lambda x: x.kind + np.where(x.scope == "", "", "/" + x.scope))
+        d = with_groups(subset(sel, *lab.split("/")))
         per_cond = d.groupby(["group", "condition"])[headline_metric].mean().reset_index()
         xs = np.arange(len(groups)) + (j - (len(subjects) - 1) / 2) * width
         ax.bar(xs, [per_cond[per_cond.group == g][headline_metric].mean() for g in groups], width=width,

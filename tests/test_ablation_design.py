@@ -23,6 +23,7 @@ from layerwise.ablation_design import (
     run_screened,
     select_prompts,
     subset,
+    with_groups,
 )
 from layerwise.config import LayerwiseError
 from layerwise.models import wrap
@@ -183,6 +184,16 @@ def test_condition_means_on_the_selected_prompts():
     capped = select_prompts(df, threshold=0.2, min_prompts=3, max_prompts=2)
     assert capped.prompt_ids == (0, 1) and capped.qualifying == 4 and not capped.testable
     assert "only 4 of 8" in capped.reason
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]", "string[python]"])
+def test_with_groups_labels_rows_for_every_string_dtype(dtype):
+    df = pd.DataFrame({"kind": ["none", "outlier", "control"], "scope": ["", "early", "all"],
+                       "site": ["", "residual", "residual"], "definition": ["", "attn_input", "residual"]},
+                      dtype=dtype)
+    g = with_groups(df)
+    assert list(g.label) == ["-", "residual/attn_input", "residual/residual"]
+    assert list(g.group) == ["none", "outlier/early", "control/all"]
 
 
 def tiny_lm():

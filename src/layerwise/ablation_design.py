@@ -217,6 +217,16 @@ def mark_loops(df: pd.DataFrame, *, measure: str = "rep_2", threshold: float = 0
     return df.assign(looping=np.where(v.isna(), np.nan, (v >= threshold).astype(float)))
 
 
+def with_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``label`` (``site/definition``, ``-`` for the unmodified model) and ``group`` (``kind`` or
+    ``kind/scope``) to a table of ablation rows."""
+    # Row by row: pandas 3 with Arrow-backed strings refuses to add a string column to an object array.
+    lab = ["-" if k == "none" else f"{s}/{d}" for k, s, d in zip(df.kind, df.site, df.definition)]
+    grp = [str(k) if sc == "" else f"{k}/{sc}" for k, sc in zip(df.kind, df.scope)]
+    return df.assign(label=pd.Series(lab, index=df.index, dtype=object),
+                     group=pd.Series(grp, index=df.index, dtype=object))
+
+
 def condition_means(df: pd.DataFrame, selections: Mapping[str, Selection], columns: Sequence[str]) -> pd.DataFrame:
     """Mean of ``columns`` per model, ablation label and condition group on each model's selected
     prompts (the only prompts every condition ran on). ``df`` has a ``model`` column."""
@@ -225,8 +235,7 @@ def condition_means(df: pd.DataFrame, selections: Mapping[str, Selection], colum
         g = g[g.prompt_id.isin(selections[str(model)].prompt_ids)]
         if g.empty:
             continue
-        g = g.assign(label=np.where(g.kind == "none", "-", g.site + "/" + g.definition),
-                     group=g.kind + np.where(g.scope == "", "", "/" + g.scope))
+        g = with_groups(g)
         m = g.groupby(["label", "group"], sort=False)[list(columns)].mean().reset_index()
         rows.append(m.assign(model=model, n_prompts=g.prompt_id.nunique()))
     if not rows:
