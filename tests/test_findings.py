@@ -227,3 +227,40 @@ def test_edition_note_names_a_stale_preset_configuration():
     assert "config 01234567, trained 2026-11-23" in note and f"now config {current[:8]}" in note
     res["00_pretraining"]["data"]["preset"] = "no-such-preset"  # a triplet the library does not know: no claim
     assert F.edition_note(res) == ""
+
+
+def _competence_row(run: str, em: float, lo: float, hi: float, branch: float | None = None) -> dict:
+    return {"run": run, "final": True, "branch_frac": branch,
+            "sampler": "greedy" if run == "ar" else "masked diffusion",
+            "exact_match": em, "em_ci_low": lo, "em_ci_high": hi, "chance": 0.03, "x_chance": em / 0.03,
+            "arith_items": 200, "bits_per_byte": 1.5, "bpb_kind": "exact", "tokens_seen": 600_000_000,
+            "params": 14_815_488, "params_nonembedding": 10_621_184, "tokens_per_param": 56.49}
+
+
+def test_edition_summary_states_each_models_competence_against_the_bar():
+    from layerwise.training import get_preset
+
+    rows = [_competence_row("ar", 1.0, 0.98, 1.0), _competence_row("dlm", 0.35, 0.287, 0.418),
+            _competence_row("ar2dlm", 0.10, 0.06, 0.15, branch=0.75),
+            {**_competence_row("dlm", 0.9, 0.8, 0.95), "final": False}]  # a snapshot: not the edition's model
+    res = {"00_pretraining": {"profile": "gpu", "device": "NVIDIA H200", "created": "2026-12-02T22:44:22+00:00",
+                              "data": {"preset": "gpu", "config_hash": get_preset("gpu").config_hash(),
+                                       "competence": rows}}}
+    text = F.edition_summary(res)
+    assert "one NVIDIA H200 (2026-12-02)" in text and f"$d={get_preset('gpu').d_model}$" in text
+    assert "14.8M parameters (10.6M outside the embeddings)" in text and "56.5 tokens per non-embedding" in text
+    assert "`ar2dlm` continue `ar` with the diffusion objective from 75%" in text
+    assert "| `dlm` | masked diffusion | 35.0% [28.7%, 41.8%] | 11.7 |" in text and "90.0%" not in text
+    assert "`dlm` clears it (35.0%) but its interval reaches down to 28.7%" in text
+    assert "`ar2dlm` is below the bar (10.0%)" in text
+    res["00_pretraining"]["data"]["config_hash"] = "0123456789abcdef"  # an older configuration: named, not described
+    assert "the `gpu` preset of config 01234567" in F.edition_summary(res)
+    assert F.edition_summary({}) == ""
+
+
+def test_the_book_intro_is_generated_from_the_committed_results(tmp_path: Path) -> None:
+    """Regenerating the intro's summary and edition blocks from book/results/gpu changes nothing."""
+    intro = tmp_path / "intro.md"
+    intro.write_text((REPO / "book" / "intro.md").read_text())
+    assert F.EDITION_START in intro.read_text()
+    assert not F.update_intro(intro, REPO / "book" / "results" / "gpu"), "run python -m layerwise.findings"

@@ -387,17 +387,7 @@ def results_summary(ledger: pd.DataFrame) -> str:
 def write_intro_summary(intro: str | os.PathLike, summary: str) -> bool:
     """Put ``summary`` between :data:`SUMMARY_START` and :data:`SUMMARY_END` in the ``intro`` file
     (replacing what was there); returns whether the file changed."""
-    path = Path(intro)
-    text = path.read_text()
-    pattern = re.compile(re.escape(SUMMARY_START) + r".*?" + re.escape(SUMMARY_END), re.S)
-    if not pattern.search(text):
-        raise LayerwiseError(f"{path} has no {SUMMARY_START} ... {SUMMARY_END} markers: add both lines where the "
-                             "summary of results goes")
-    new = pattern.sub(lambda _: f"{SUMMARY_START}\n{summary.strip()}\n{SUMMARY_END}", text, count=1)
-    if new == text:
-        return False
-    path.write_text(new)
-    return True
+    return _write_block(Path(intro), SUMMARY_START, SUMMARY_END, summary)
 
 
 def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bool:
@@ -413,7 +403,11 @@ def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bo
     results = load_results(folder.name, results_dir=folder)
     summary = results_summary(build_ledger(results))
     note = edition_note(results)
-    return write_intro_summary(intro, summary + (f"\n{note}\n" if note else ""))
+    changed = write_intro_summary(intro, summary + (f"\n{note}\n" if note else ""))
+    text = Path(intro).read_text()
+    if EDITION_START in text:  # the generated "This edition" block, where the intro has one
+        changed = _write_block(Path(intro), EDITION_START, EDITION_END, edition_summary(results)) or changed
+    return changed
 
 
 def edition_note(results: Mapping[str, Any]) -> str:
@@ -435,6 +429,77 @@ def edition_note(results: Mapping[str, Any]) -> str:
     return (f"*These results come from an earlier configuration of the `{name}` preset (config {have[:8]}"
             + (f", trained {when}" if when else "") + f"); the registered preset is now config {want[:8]}, "
             "which a re-run of the profile trains: its numbers will differ from these.*")
+
+
+EDITION_START = "<!-- edition:start -->"
+EDITION_END = "<!-- edition:end -->"
+#: The exact match this book asks of a model before it reads retention on it (and 5x chance).
+COMPETENCE_BAR = 0.30
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def edition_summary(results: Mapping[str, Any]) -> str:
+    """Markdown paragraph on the triplet behind ``results`` (chapter 00's result file): device and date,
+    architecture, tokens per non-embedding parameter, and each model's held-out exact match (own sampler,
+    Wilson 95%) against chance and the competence bar, with its bits per byte ("" without chapter 00)."""
+    from .training import PRESETS
+
+    pre = results.get("00_pretraining")
+    if not isinstance(pre, Mapping):
+        return ""
+    data = pre.get("data", {})
+    final = [r for r in data.get("competence", []) if r.get("final")]
+    if not final:
+        return ""
+    name = data.get("preset")
+    preset = PRESETS.get(name) if isinstance(name, str) else None
+    current = preset is not None and preset.config_hash() == data.get("config_hash")
+    first = final[0]
+    arch = (f"{preset.n_layers} layers, $d={preset.d_model}$, a {preset.data.vocab_size:,}-token vocabulary, "
+            f"{preset.data.arith_frac:.0%} of the training rows given to the synthetic arithmetic task"
+            if current and preset is not None else f"the `{name}` preset of config {str(data.get('config_hash'))[:8]}")
+    branched = [r for r in final if r.get("branch_frac") is not None]
+    tokens = max(int(r.get("tokens_seen") or 0) for r in final)
+    head = (f"The chapters here ran on the `{pre.get('profile', name)}` profile on one {pre.get('device', 'GPU')} "
+            f"({str(pre.get('created', ''))[:10]}), with the triplet trained from scratch in the same hold: "
+            f"{arch}; {int(first['params']) / 1e6:.1f}M parameters ({int(first['params_nonembedding']) / 1e6:.1f}M "
+            f"outside the embeddings). Each model saw {tokens / 1e6:,.0f}M tokens of Project Gutenberg text and "
+            f"arithmetic, {float(first['tokens_per_param']):.1f} tokens per non-embedding parameter; "
+            + (" and ".join(f"`{r['run']}`" for r in branched) + " continue `ar` with the diffusion objective from "
+               + " and ".join(f"{float(r['branch_frac']):.0%}" for r in branched)
+               + " of the budget" if branched else "all three trained from scratch") + ".")
+    lines = [head, "", f"Held-out arithmetic ({int(first['arith_items'])} items; exact match, each model "
+             "decoded with its own sampler, Wilson 95%) and bits per byte on held-out Gutenberg text:", "",
+             "| model | sampler | exact match | × chance | bits per byte | bits per byte from |",
+             "|---|---|---|---|---|---|"]
+    weak = []
+    for r in final:
+        em, lo, hi = float(r["exact_match"]), float(r["em_ci_low"]), float(r["em_ci_high"])
+        lines.append(f"| `{r['run']}` | {r['sampler']} | {_pct(em)} [{_pct(lo)}, {_pct(hi)}] | "
+                     f"{float(r['x_chance']):.1f} | {_num(r['bits_per_byte'])} | {r['bpb_kind']} |")
+        if em < COMPETENCE_BAR or float(r["x_chance"]) < 5:
+            weak.append(f"`{r['run']}` is below the bar ({_pct(em)})")
+        elif lo < COMPETENCE_BAR:
+            weak.append(f"`{r['run']}` clears it ({_pct(em)}) but its interval reaches down to {_pct(lo)}")
+    lines += ["", f"Chance is {_pct(float(first['chance']))}. The book reads retention only on a model at "
+              f"{COMPETENCE_BAR:.0%} exact match or more and 5x chance: "
+              + ("; ".join(weak) + "." if weak else "every model clears it.")]
+    return "\n".join(lines)
+
+
+def _write_block(path: Path, start: str, end: str, body: str) -> bool:
+    text = path.read_text()
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise LayerwiseError(f"{path} has no {start} ... {end} markers: add both lines where the block goes")
+    new = pattern.sub(lambda _: f"{start}\n{body.strip()}\n{end}", text, count=1)
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
