@@ -461,6 +461,9 @@ def test_chapter_metric_names_match_the_published_ones(chapter_metrics):
         pytest.skip("no published result files in this checkout")
     for chapter, ms in chapter_metrics.items():
         names = set(json.loads((published / f"{chapter}.json").read_text())["metrics"])
+        # alternative definitions (``name::label``) follow the profile's choices and the model's size (tasks,
+        # ablation sites, a FLOPs-matched configuration where it differs): only the headline names are fixed
+        names = {n for n in names if "::" not in n}
         assert names <= set(ms), (chapter, names - set(ms))
 
 

@@ -30,7 +30,9 @@ Benchmark names (keys of :func:`load_benchmarks`) and what one row is:
 - ``mc_se``: one (model, task, configuration) of the Monte-Carlo standard-error benchmark (``bench_mc_se.py``);
 - ``paper_profile``: one (chapter, model, unit of work) of the paper profile's cost (``bench_paper_profile.py``);
 - ``multi_gpu``: one measure (part, name, value) of data-parallel evaluation and a local sweep on several
-  GPUs (``bench_multi_gpu.py``).
+  GPUs (``bench_multi_gpu.py``);
+- ``sampler_step``: one batch size of the diffusion sampler's step, unmasking choice row by row against
+  batched (``bench_sampler_step.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ RESULT_FILES: dict[str, tuple[str, str, str, str]] = {
     "paper_profile": ("paper_profile", "paper_profile_tiny", "paper_profile", "bench_paper_profile.py"),
     # one process against one per GPU on chapter 03's generation task, and a submitit sweep one GPU per job
     "multi_gpu": ("multi_gpu", "multi_gpu_tiny", "multi_gpu", "bench_multi_gpu.py"),
+    # the diffusion sampler's unmasking choice, row by row (generate.py) against one topk per equal k
+    "sampler_step": ("sampler_step", "sampler_step_tiny", "sampler_step", "bench_sampler_step.py"),
 }
 
 #: columns of :func:`targets_table`
