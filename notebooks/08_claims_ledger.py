@@ -56,7 +56,9 @@
 # - **not run**: the chapter did not produce the metric in this profile.
 #
 # A claim with several parts (e.g. "the diffusion model keeps > 90% *and* the AR model collapses") is
-# reproduced only when every part is, and not reproduced when any part is.
+# reproduced only when every part is, and not reproduced when any part is. A claim about *every* member
+# of a family (A8: every stage of the diffusion schedule) reads its members as components, not as
+# alternative definitions: one stage on the other side of the bound makes it not reproduced.
 #
 # Scale matters: the papers study 7-8B models trained on trillions of tokens; the published book's
 # subjects are the controlled triplet (same architecture, data order, tokenizer and initial weights,

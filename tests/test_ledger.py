@@ -106,6 +106,25 @@ def test_a_headline_saved_only_under_its_plain_name_counts_as_its_definition():
     assert evaluate_part(part, looping).verdict == "not testable"
 
 
+def test_a_claim_about_every_stage_fails_on_one_stage():
+    """A8 reads its stages as components: the late stage alone on the other side decides, while the same
+    numbers read as alternative definitions would leave the part inconclusive."""
+    stages = {"m": metric(0.19, (0.06, 0.36)),  # the headline: the lowest stage
+              claims.definition("m", "stage:early"): metric(0.86, (0.75, 0.97)),
+              claims.definition("m", "stage:middle"): metric(0.97, (0.80, 1.17)),
+              claims.definition("m", "stage:late"): metric(0.19, (0.06, 0.36))}
+    every = Part("c", "m", ">", 0.9, null=0.5, definitions=("stage:*",), components=True)
+    assert evaluate_part(every, stages).verdict == "not reproduced"
+    assert evaluate_part(Part("c", "m", ">", 0.9, null=0.5, definitions=("stage:*",)), stages).verdict == \
+        "inconclusive"
+    held = {k: metric(0.97, (0.93, 0.99)) for k in stages}
+    assert evaluate_part(every, held).verdict == "reproduced"
+    held[claims.definition("m", "stage:middle")] = metric(0.92, (0.85, 0.99))
+    assert evaluate_part(every, held).verdict == "inconclusive"
+    a8 = next(c for c in CLAIMS if c.cid == "A8").parts[0]
+    assert a8.components and a8.definitions == ("stage:*",)
+
+
 def test_combine_parts():
     assert combine(["reproduced", "reproduced"]) == "reproduced"
     assert combine(["reproduced", "not reproduced"]) == "not reproduced"

@@ -33,6 +33,11 @@ none is testable, **inconclusive** otherwise; **not run** when the headline metr
 claim is **reproduced** when every part is; **not reproduced** when any part is; then **depends on
 definition**, **not testable**, **inconclusive** in that order; **not run** when any part is.
 
+**Components.** Where a claim holds for *every* member of a family (A8: every stage of the diffusion
+schedule), the members are components, not alternative readings (``Part.components``): the part is
+**not reproduced** when any component is, **reproduced** when every component is, **not testable**
+when none is testable, and **inconclusive** otherwise.
+
 The module is longer than most (~550 lines) because :data:`CLAIMS` (every part's margin with its
 derivation, ~170 lines of data) belongs beside the rule that reads it.
 """
@@ -64,7 +69,9 @@ class Part:
     ``null`` is the value of no effect; the margin is ``|bound - null|``. With ``scaled``, ``bound``
     and ``null`` are multiples of the entry's ``margin_scale``. ``paper_value``: the paper's number in
     the metric's units (None when the paper gives none). ``definitions``: the pre-registered
-    definitions (labels or glob patterns). ``computed_by`` names the :mod:`layerwise.claims` function.
+    definitions (labels or glob patterns); with ``components``, the members of a claim that must hold for
+    each of them (every one on the paper's side), not alternative readings. ``computed_by`` names the
+    :mod:`layerwise.claims` function.
     """
 
     chapter: str
@@ -78,6 +85,7 @@ class Part:
     definitions: tuple[str, ...] = ()
     label: str = ""
     computed_by: str = ""
+    components: bool = False
 
     def limits(self, entry: Mapping[str, Any] | None) -> tuple[float, float] | None:
         """``(bound, null)`` in the metric's units for this entry (None when its scale is missing)."""
@@ -165,7 +173,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("A8", "A", "The skipping tolerance holds at every stage of the diffusion schedule",
           "the referees' check of A3: > 90% kept with the skip mask in the early, middle or late third of the steps",
           (Part(C.LAYER_SKIPPING, C.STAGE_RETENTION.of("dlm"), ">", 0.90, null=0.5,
-                label="DLM retention, lowest stage", definitions=("stage:*",), computed_by="stage_retention_min",
+                label="DLM retention, lowest stage", definitions=("stage:*",), components=True,
+                computed_by="stage_retention_min",
                 margin_why="A3's bound at every stage: the lowest stage's retention >= 0.90; 0.5 (the collapse "
                            "level) is the no-effect end"),)),
     Claim("B1", "B", "A super-outlier channel dominates early diffusion-model layers, beyond what the AR model has",
@@ -384,6 +393,16 @@ def _vote(verdicts: Sequence[Verdict]) -> Verdict:
     return "inconclusive"
 
 
+def _every(verdicts: Sequence[Verdict]) -> Verdict:
+    """A part whose definitions are components: it holds only if it holds for each of them."""
+    testable = [v for v in verdicts if v not in ("not testable", "not run")]
+    if "not reproduced" in testable:
+        return "not reproduced"
+    if not testable:
+        return "not testable" if "not testable" in verdicts else "not run"
+    return "reproduced" if all(v == "reproduced" for v in verdicts if v != "not run") else "inconclusive"
+
+
 def evaluate_part(part: Part, metrics: Mapping[str, Any]) -> PartResult:
     """The part's headline entry, each pre-registered definition's entry and verdict, and the part's verdict."""
     entry = resolve_entry(metrics, part.metric)
@@ -403,7 +422,8 @@ def evaluate_part(part: Part, metrics: Mapping[str, Any]) -> PartResult:
             defs.append(DefinitionResult(label, saved[label], e, v, why))
     if entry is None:
         return PartResult(part, None, "not run", defs)
-    verdict = _vote([definition_verdict(part, entry)[0], *(d.verdict for d in defs if d.verdict != "not run")])
+    rule = _every if part.components else _vote
+    verdict = rule([definition_verdict(part, entry)[0], *(d.verdict for d in defs if d.verdict != "not run")])
     return PartResult(part, entry, verdict, defs)
 
 
