@@ -109,8 +109,9 @@ print(f"result files found for profile {profile!r}: {sorted(results)}")
 
 # %%
 def _link(chapters: str) -> str:
-    """Link the chapters that ran in this profile; name the others (their pages are not in this build)."""
-    return ", ".join(f"[{c}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
+    """Link the chapters that ran in this profile by their number (a narrow column); name the others (their
+    pages are not in this build)."""
+    return ", ".join(f"[{c[:2]}]({c}.ipynb)" if c in results else f"{c} (not run)" for c in chapters.split(", "))
 
 
 columns = ["claim", "verdict", "statement", "ours (95% CI)", "margin (paper's side)", "paper's number", "chapter"]
