@@ -23,7 +23,7 @@
 # The third (MINUTES=26, commit 3a2496c): data 68 s, ar 297 s, dlm 242 s, ar2dlm 85 s (triplet at 11:47), b25
 # 389 s; 02 30 s, 04 32 s, 06 54 s, 09 21 s, 03 248 s, 07 401 s, 00 56 s, 01 25 s, 08 15 s: all done at
 # 19:55. 05 stopped at its figure cell after 54 s (pandas 3.0) and was re-run after the fix (33 s, cached
-# generations). bench_sampler hit its 120 s timeout under the four lanes, and wrote inside runs/snap.
+# generations). bench_sampler hit its 120 s timeout under the four lanes (now 300 s), so it wrote nothing.
 # Every chapter's timeout ends it by the deadline in runs/logs/deadline (epoch seconds, 26 min after the start
 # unless a later call writes another) less 90 s kept for the ledger.
 # Everything it writes is git-ignored (runs/, _build/, .cache/).
@@ -61,9 +61,8 @@ BRANCHES=${BRANCHES-ar2dlm_b25}
 ( chapter 05 ) & lane_d=$!
 ( for c in ${LANE_C:-02 04 06 09}; do chapter "$c"; done
   # the batched unmasking choice on CUDA: same tokens as row by row (ties included), and its time per step
-  # (into the folder poll.sh packs: runs/results of the checkout, which is ../results seen from runs/snap)
   [ "$PROFILE" = gpu ] && step bench_sampler 300 python3 benchmarks/bench_sampler_step.py --device cuda \
-    --batches 8 64 256 --out "$([ "$(basename "$PWD")" = snap ] && echo ../results || echo runs/results)/sampler_step"
+    --batches 8 64 256 --out runs/results/sampler_step
   while kill -0 $branch_pid 2>/dev/null; do sleep 3; done  # 00 and 01 read ar2dlm_b25
   for c in ${AFTER_BRANCH:-00 01}; do chapter "$c"; done ) & lane_c=$!
 wait $lane_a $lane_b $lane_c $lane_d $branch_pid
