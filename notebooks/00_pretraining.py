@@ -378,7 +378,7 @@ if paths:
 # ## Run it yourself
 #
 # ```bash
-# # the published (gpu) triplet, on one H100; reads corpus/ from $LAYERWISE_DATA_DIR (layerwise-book data fetch)
+# # the published (gpu) triplet, on one GPU (about 11 min on an H200); reads corpus/ from $LAYERWISE_DATA_DIR (layerwise-book data fetch)
 # python -m layerwise.training --preset gpu --objective all
 # # a candidate design: train it with a 25% branch point and score every snapshot (benchmarks/results/)
 # python benchmarks/bench_triplet_design.py --preset gpu --set d_model=256 --set n_layers=8 --set n_heads=4 \
