@@ -83,5 +83,11 @@ step ch_08 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 
 mkdir -p runs/results/robustness
 cp -r "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/." runs/results/robustness/ 2>/dev/null
 cp "$BUILD/notebooks/10_robustness.ipynb" "$BUILD/notebooks/08_claims_ledger.ipynb" runs/results/robustness/ 2>/dev/null
+# Optional, in the hold's spare minutes after the ledger: seed 0's dlm trained to EXTRA_DLM_TOKENS tokens with
+# its snapshots scored (its competence curve past the preset's budget: is the dlm's competence then robust?)
+if [ -n "${EXTRA_DLM_TOKENS:-}" ]; then
+  step extra_dlm "${EXTRA_TIMEOUT:-480}" python3 benchmarks/bench_triplet_design.py --preset "$PROFILE" \
+    --set "tokens=$EXTRA_DLM_TOKENS" --runs dlm --seeds 0 --out "runs/results/dlm_tokens_$EXTRA_DLM_TOKENS"
+fi
 echo "=== robustness done $(date -u +%T) total $(( $(date +%s) - start )) s"
 echo "=== all done $(date -u +%T)"
