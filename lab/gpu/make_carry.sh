@@ -6,6 +6,7 @@
 #   .carry/trainA|B  the training corpus in two parts (one device call carries at most 64 MiB)
 #   .carry/snap.tgz  the committed code (git archive HEAD): edition.sh runs it while later calls re-sync
 #   .carry/remote_code  the genuine LLaDA / Dream modeling code (the 8B-shaped benchmarks build from it)
+#   .carry/results/gpu  the published result files (book/results/gpu), for the robustness hold's ledger
 # Usage: bash lab/gpu/make_carry.sh   (SHARED=<folder of the offline data> to read another copy)
 set -e
 cd "$(dirname "$0")/../.."
@@ -27,6 +28,8 @@ cp "$SHARED/corpus/gutenberg-heldout-10MB.txt.xz" .carry/data/corpus/
 split -b 26M "$SHARED/corpus/gutenberg-train-200MB.txt.xz" .carry/train_part_
 mv .carry/train_part_aa .carry/trainA/ && mv .carry/train_part_ab .carry/trainB/
 rm -rf .carry/remote_code && cp -r "${REMOTE:-$(dirname "$SHARED")/remote_code}" .carry/remote_code
+# the published result files (seed 0 and any seed replicates): the robustness hold's ledger combines them
+rm -rf .carry/results && mkdir -p .carry/results/gpu && cp book/results/gpu/*.json .carry/results/gpu/
 git archive --format=tar.gz HEAD -o .carry/snap.tgz
 du -sh .whl .carry/data .carry/trainA .carry/trainB .carry/snap.tgz
 echo "snapshot of $(git rev-parse --short HEAD): start the hold with LAYERWISE_COMMIT=$(git rev-parse --short HEAD)"
