@@ -433,7 +433,8 @@ def edition_note(results: Mapping[str, Any]) -> str:
 
 EDITION_START = "<!-- edition:start -->"
 EDITION_END = "<!-- edition:end -->"
-#: The exact match this book asks of a model before it reads retention on it (and 5x chance).
+#: The exact match (and 5x chance) the published triplet is designed to reach, so that retention on the task
+#: tests the papers' claims; the chapters flag retention as meaningless only at chance.
 COMPETENCE_BAR = 0.30
 
 
@@ -484,9 +485,10 @@ def edition_summary(results: Mapping[str, Any]) -> str:
             weak.append(f"`{r['run']}` is below the bar ({_pct(em)})")
         elif lo < COMPETENCE_BAR:
             weak.append(f"`{r['run']}` clears it ({_pct(em)}) but its interval reaches down to {_pct(lo)}")
-    lines += ["", f"Chance is {_pct(float(first['chance']))}. The book reads retention only on a model at "
-              f"{COMPETENCE_BAR:.0%} exact match or more and 5x chance: "
-              + ("; ".join(weak) + "." if weak else "every model clears it.")]
+    lines += ["", f"Chance is {_pct(float(first['chance']))}. The triplet is designed so that every model "
+              f"reaches {COMPETENCE_BAR:.0%} exact match and 5x chance, enough for retention to test the papers' "
+              "claims (the chapters flag retention as meaningless only for a model at chance): "
+              + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
     return "\n".join(lines)
 
 
