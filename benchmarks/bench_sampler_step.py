@@ -34,16 +34,20 @@ def per_row(conf: torch.Tensor, ks: list[int]) -> torch.Tensor:
     return out
 
 
-def run(lm, ids: torch.Tensor, gen: int, block: int, select) -> tuple[torch.Tensor, float, int]:
-    """Tokens, seconds per step and operations per step of one sampler run with ``select``."""
+def run(lm, ids: torch.Tensor, gen: int, block: int, select, repeats: int = 1) -> tuple[torch.Tensor, float, int]:
+    """Tokens, seconds per step (median of ``repeats`` timed runs) and operations per step of the sampler
+    with ``select``."""
     sync = torch.cuda.synchronize if ids.device.type == "cuda" else (lambda: None)
     with mock.patch.object(DS, "transfer_mask", select):
         DS.diffusion_generate(lm, ids, gen_length=gen, steps=gen, block_length=block)  # warm-up
-        sync()
-        t = time.perf_counter()
-        out = DS.diffusion_generate(lm, ids, gen_length=gen, steps=gen, block_length=block)
-        sync()
-        secs = (time.perf_counter() - t) / gen
+        times = []
+        for _ in range(max(1, repeats)):
+            sync()
+            t = time.perf_counter()
+            out = DS.diffusion_generate(lm, ids, gen_length=gen, steps=gen, block_length=block)
+            sync()
+            times.append(time.perf_counter() - t)
+        secs = float(sorted(times)[len(times) // 2]) / gen
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ids.device.type == "cuda" else [])
         with profile(activities=acts) as prof:
             DS.diffusion_generate(lm, ids, gen_length=gen, steps=gen, block_length=block)
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--block", type=int, default=16)
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (the median is kept)")
     ap.add_argument("--out", default="benchmarks/results/sampler_step_tiny")
     a = ap.parse_args(argv)
     torch.set_num_threads(1) if a.device == "cpu" else None
@@ -69,8 +74,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for b in a.batches:
         ids = torch.randint(0, a.vocab - 1, (b, a.prompt), generator=torch.Generator().manual_seed(b)).to(a.device)
-        ref, s_ref, n_ref = run(lm, ids, a.gen, a.block, per_row)
-        new, s_new, n_new = run(lm, ids, a.gen, a.block, DS.transfer_mask)
+        ref, s_ref, n_ref = run(lm, ids, a.gen, a.block, per_row, a.repeats)
+        new, s_new, n_new = run(lm, ids, a.gen, a.block, DS.transfer_mask, a.repeats)
         rows.append({"batch": b, "row_by_row_ms_per_step": 1e3 * s_ref, "batched_ms_per_step": 1e3 * s_new,
                      "speedup": s_ref / s_new, "row_by_row_ops_per_step": n_ref, "batched_ops_per_step": n_new,
                      "same_tokens": bool(torch.equal(ref, new))})
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     dev = torch.cuda.get_device_name() if a.device == "cuda" else "CPU, 1 thread"
     md = (f"# LLaDA sampler step: unmasking choice row by row vs batched\n\nDevice: {dev}. Model: random-weight "
           f"bidirectional Llama, d {a.d}, {a.layers} layers, vocab {a.vocab}. Prompt {a.prompt}, gen_length "
-          f"{a.gen}, steps {a.gen}, block_length {a.block}. ops = aten operations per step (torch.profiler).\n\n"
+          f"{a.gen}, steps {a.gen}, block_length {a.block}. ms per step: median of {a.repeats} timed run(s) after a "
+          f"warm-up. ops = aten operations per step (torch.profiler).\n\n"
           f"{df.round(3).to_markdown(index=False)}\n\nCommand: `python benchmarks/bench_sampler_step.py "
           f"{' '.join(argv if argv is not None else __import__('sys').argv[1:])}`\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ BRANCHES=${BRANCHES-ar2dlm_b25}
 ( for c in ${LANE_C:-02 04 06 09}; do chapter "$c"; done
   # the batched unmasking choice on CUDA: same tokens as row by row (ties included), and its time per step
   [ "$PROFILE" = gpu ] && step bench_sampler 300 python3 benchmarks/bench_sampler_step.py --device cuda \
-    --batches 8 64 256 --out runs/results/sampler_step
+    --batches 8 64 256 --repeats 5 --out runs/results/sampler_step
   while kill -0 $branch_pid 2>/dev/null; do sleep 3; done  # 00 and 01 read ar2dlm_b25
   for c in ${AFTER_BRANCH:-00 01}; do chapter "$c"; done ) & lane_c=$!
 wait $lane_a $lane_b $lane_c $lane_d $branch_pid
