@@ -465,7 +465,7 @@ def edition_summary(results: Mapping[str, Any]) -> str:
     branched = [r for r in final if r.get("branch_frac") is not None]
     tokens = max(int(r.get("tokens_seen") or 0) for r in final)
     head = (f"The chapters here ran on the `{pre.get('profile', name)}` profile on one {pre.get('device', 'GPU')} "
-            f"({str(pre.get('created', ''))[:10]}), with the triplet trained from scratch in the same hold: "
+            f"({str(pre.get('created', ''))[:10]}), with the triplet trained from scratch in the same GPU session: "
             f"{arch}; {int(first['params']) / 1e6:.1f}M parameters ({int(first['params_nonembedding']) / 1e6:.1f}M "
             f"outside the embeddings). Each model saw {tokens / 1e6:,.0f}M tokens of Project Gutenberg text and "
             f"arithmetic, {float(first['tokens_per_param']):.1f} tokens per non-embedding parameter; "
