@@ -142,6 +142,14 @@ if applies and 0 not in paths:  # seed 0 from chapter 00's result file, when its
     if len(seed0):
         report = pd.concat([seed0.assign(seed=0), report], ignore_index=True)
         print(f"seed 0: {len(seed0)} final models from chapter 00's result file")
+# seeds this run did not train (another GPU session trained and scored them): their rows from this chapter's
+# earlier result file, when it is of the same preset configuration
+earlier = (competence.earlier_seed_rows(load_results(profile, cache=cache_dir or None), config_hash=base.config_hash(),
+                                        runs=runs, skip_seeds=[0, *paths]) if applies else pd.DataFrame())
+if len(earlier):
+    report = pd.concat([report, earlier], ignore_index=True).sort_values(["seed"], kind="stable", ignore_index=True)
+    print(f"seeds {sorted(earlier.seed.unique().tolist())}: {len(earlier)} final models from this chapter's earlier "
+          "result file (scored by an earlier run, e.g. in another GPU session)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -278,10 +286,26 @@ if applies:
     out = save_result(
         "10_robustness", profile=profile, cache=cache_dir or None, metrics={},
         models={f"{r}@seed{k}": str(paths[k][r]) for k in paths for r in paths[k]},
-        data={"preset": base.name, "seeds": seeds, "runs": runs, "rerun": rerun,
+        data={"preset": base.name, "config_hash": base.config_hash(),
+              "seeds": sorted({*seeds, *(int(k) for k in report.get("seed", []))}), "runs": runs, "rerun": rerun,
               "competence": report.drop(columns=[c for c in ("path", "reused") if c in report]).to_dict("records"),
               "replicates": reps.to_dict("records")})
     print(out)
+
+# %% [markdown]
+# ## Findings
+#
+# Generated from the result file above (`layerwise.findings.robustness`): each run's competence per
+# training seed, and per claim part how far the seeds spread against one seed's item interval.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if applies:
+    import json
+
+    from layerwise import findings
+
+    display(Markdown(findings.robustness(json.loads(out.read_text()))))
 
 # %% [markdown]
 # ## Run it yourself

@@ -206,6 +206,16 @@ def test_unchanged_chapter_is_skipped_without_running(dummy_notebooks, tmp_path)
     assert changed.fingerprint != plan.fingerprint and not book.is_up_to_date(changed)
 
 
+def test_kernels_find_the_running_books_chapters_wherever_the_notebooks_go(dummy_notebooks, tmp_path, monkeypatch):
+    # chapter 10 runs other chapters from inside its kernel: with --out outside the clone it cannot find
+    # them by walking up from its working directory, so the runner names the chapters folder for it
+    monkeypatch.delenv(book.NOTEBOOKS_ENV, raising=False)
+    (plan,) = _plan(dummy_notebooks, tmp_path)
+    assert plan.output.is_relative_to(tmp_path / "out")
+    assert plan.env[book.NOTEBOOKS_ENV] == str(book.locate(dummy_notebooks).notebooks)
+    assert book.find_notebooks(plan.env[book.NOTEBOOKS_ENV]) == book.locate(dummy_notebooks).notebooks
+
+
 # ---------------------------------------------------------------------------------------------
 # table of contents
 # ---------------------------------------------------------------------------------------------

@@ -154,3 +154,19 @@ def test_design_run_writes_its_tables_and_resumes(tmp_path: Path) -> None:
     assert tl2[tl2.phase != "data"].cached.all()
     pd.testing.assert_series_equal(second.exact_match, first.exact_match)
     pd.testing.assert_series_equal(second.bits_per_byte, first.bits_per_byte)
+
+
+def test_earlier_seed_rows_only_from_the_same_preset_configuration() -> None:
+    from layerwise.training.competence import earlier_seed_rows
+
+    rows = [{"run": r, "seed": k, "final": True, "exact_match": 0.5} for k in (1, 2) for r in ("ar", "dlm")]
+    rows.append({"run": "dlm", "seed": 1, "final": False, "exact_match": 0.1})  # a snapshot: not a final model
+    results = {"10_robustness": {"data": {"config_hash": "abc", "competence": rows}}}
+    got = earlier_seed_rows(results, config_hash="abc", runs=["ar", "dlm"], skip_seeds=[0, 2])
+    assert sorted(zip(got.run, got.seed)) == [("ar", 1), ("dlm", 1)]  # seed 2 is scored by this run
+    assert earlier_seed_rows(results, config_hash="other", runs=["ar"], skip_seeds=[0]).empty
+    assert earlier_seed_rows({}, config_hash="abc", runs=["ar"], skip_seeds=[0]).empty
+    # a file that recorded no configuration counts when chapter 00's result in the same folder is of this one
+    legacy = {"10_robustness": {"data": {"competence": rows}}, "00_pretraining": {"data": {"config_hash": "abc"}}}
+    assert len(earlier_seed_rows(legacy, config_hash="abc", runs=["dlm"], skip_seeds=[0])) == 2
+    assert earlier_seed_rows(legacy, config_hash="new", runs=["dlm"], skip_seeds=[0]).empty

@@ -258,9 +258,48 @@ def test_edition_summary_states_each_models_competence_against_the_bar():
     assert F.edition_summary({}) == ""
 
 
+
+def test_edition_summary_adds_the_further_training_seeds_from_the_robustness_chapter():
+    from layerwise.training import get_preset
+
+    seed0 = [_competence_row("ar", 1.0, 0.98, 1.0), _competence_row("dlm", 0.35, 0.287, 0.418)]
+    res = {"00_pretraining": {"profile": "gpu", "device": "NVIDIA H200", "created": "2026-12-02T22:44:22+00:00",
+                              "data": {"preset": "gpu", "config_hash": get_preset("gpu").config_hash(),
+                                       "competence": seed0}}}
+    assert "Further training seeds" not in F.edition_summary(res)
+    later = [{**r, "seed": 0} for r in seed0] + [{**_competence_row("dlm", 0.47, 0.402, 0.539), "seed": 1},
+                                                  {**_competence_row("dlm", 0.2, 0.15, 0.26), "seed": 2}]
+    res["10_robustness"] = {"created": "2026-12-03T04:18:20+00:00", "data": {"competence": later}}
+    text = F.edition_summary(res)
+    assert "(the robustness chapter; last run 2026-12-03)" in text
+    assert "seed 1: `dlm` 47.0% [40.2%, 53.9%]; seed 2: `dlm` 20.0% [15.0%, 26.0%]" in text
+    assert "Below the bar: `dlm` (seed 2)." in text and "seed 0:" not in text  # seed 0 is the table above
+
 def test_the_book_intro_is_generated_from_the_committed_results(tmp_path: Path) -> None:
     """Regenerating the intro's summary and edition blocks from book/results/gpu changes nothing."""
     intro = tmp_path / "intro.md"
     intro.write_text((REPO / "book" / "intro.md").read_text())
     assert F.EDITION_START in intro.read_text()
     assert not F.update_intro(intro, REPO / "book" / "results" / "gpu"), "run python -m layerwise.findings"
+
+
+def test_robustness_names_the_seed_spread_against_the_item_interval_and_the_competence_bar() -> None:
+    def rep(cid: str, part: str, k: int, v: float, half: float) -> dict:
+        return {"claim": cid, "part": part, "train_seed": k, "value": v, "ci_low": v - half, "ci_high": v + half}
+
+    comp = [{"run": "dlm", "seed": k, "final": True, "exact_match": em, "em_ci_low": em - 0.05,
+             "em_ci_high": em + 0.05, "x_chance": em / 0.03, "bits_per_byte": 1.9 + k / 100}
+            for k, em in ((0, 0.35), (1, 0.25))]
+    reps = [rep("A2", "recency, DLM - AR", 0, 0.035, 0.002), rep("A2", "recency, DLM - AR", 1, -0.007, 0.002),
+            rep("B3", "early alpha-Hill, DLM - AR", 0, -0.47, 0.1),
+            rep("B3", "early alpha-Hill, DLM - AR", 1, -0.46, 0.1),
+            rep("A3", "DLM retention", 0, 0.2, 0.1)]  # one seed only: not counted
+    text = F.robustness({"data": {"competence": comp, "replicates": reps}})
+    assert "seed 0 35.0% [30.0, 40.0], seed 1 25.0% [20.0, 30.0]" in text
+    assert "1 of 2 seeds below the competence bar (exact match >= 30% and >= 5x chance)" in text
+    assert "Of the 2 claim parts measured on more than one training seed, 1 spread" in text
+    assert "A2 recency, DLM - AR (seed SD 0.0297, 15x the one-seed half-width 0.00200)" in text
+    assert "B3" not in text.split("spread between seeds")[1].split("For these")[0]  # within its item interval
+    assert "both sides of the no-effect value for 1: A2 recency, DLM - AR (0.0350, -0.00700 about 0)" in text
+    assert F.for_chapter("10_robustness", {"data": {"competence": comp, "replicates": reps[:1]}}).count(
+        "No claim part has been measured on more than one training seed") == 1

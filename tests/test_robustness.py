@@ -145,3 +145,26 @@ def test_own_file_is_seed_zero_only_beside_seed_replicates(tmp_path: Path, monke
     assert (tmp_path / f"{CHAPTER}@model-x__train_seed-3.json").is_file()
     metrics = load_results("t", results_dir=tmp_path)[CHAPTER]["metrics"]
     assert f"{A1}@train_seed-0" not in metrics
+
+
+def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -> None:
+    # inside a kernel sys.stderr has no descriptor while a child process inherits descriptor 2: the
+    # child's launch log must land in the log file, not on descriptor 2 (which the kernel shows in the page)
+    import subprocess
+    import sys
+
+    script = (
+        "import io, subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from layerwise.book.chapters import _stderr_to\n"
+        "sys.stderr = io.StringIO()\n"  # a kernel's stream: no fileno()
+        f"with _stderr_to(Path({str(tmp_path / 'kernels.log')!r})):\n"
+        "    subprocess.run([sys.executable, '-c', \"import sys; sys.stderr.write('child notice')\"], check=True)\n"
+        "subprocess.run([sys.executable, '-c', \"import sys; sys.stderr.write('after')\"], check=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert (tmp_path / "kernels.log").read_text() == "child notice"
+    assert done.stderr == "after"  # descriptor 2 is restored afterwards
+    # on a terminal (sys.stderr is descriptor 2) nothing is redirected: progress and errors stay visible
+    plain = script.replace("sys.stderr = io.StringIO()\n", "")
+    done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, check=True)
+    assert done.stderr == "child noticeafter"

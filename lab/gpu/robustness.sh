@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The robustness hold on one H200: train training seed(s) $SEEDS (default 1) of the gpu triplet, run chapter 10
-# (competence per seed; chapters 01, 02, 04 and 06 re-run on each seed as seed replicates), then the
+# (competence per seed; the profile's chapters, or $RERUN, re-run on each seed as seed replicates), then the
 # ledger (08) again so that it combines seed 0 with every seed whose result files are present.
 #
 # Seed 0 is the published edition's: its result files must be in $LAYERWISE_CACHE_DIR/results/gpu/
@@ -9,14 +9,17 @@
 # another preset configuration than the current gpu preset's (chapter 00's config_hash) are moved aside,
 # and the ledger then combines seeds 1 and 2 only (book/results/gpu/ of 2026-11-23 is such a file set).
 #
-# Timeline, from the measured single runs (the 2026-12-02 edition hold: ar 324 s, dlm 272 s, ar2dlm 89 s,
-# data 105 s). Per seed, one lane trains ar then ar2dlm and another dlm, on the one GPU; whether two
-# trainings at once gain anything over one after the other is measured here (the training logs'
-# tokens/s), not assumed, so plan on the sum: ~11.5 min of training per seed. Hence ONE seed per hold:
-#   0:00  data ~1.75 min; 0:02 training seed k ~11.5 min; 0:14 chapter 10 (competence of the seed's
-#   models, chapters 01, 02, 04, 06 re-run on it: ~4 min); 0:18 chapter 08, forced; done by ~0:19.
+# Timeline, measured in the first robustness hold (2026-12-03, seed 1; lab/logs/robustness_2026-12-03/): data 87 s;
+# ar and dlm trained at once (two lanes) took 543 s of wall clock, where alone (seed 0, the edition hold) their
+# training took 282 s + 223 s = 505 s: lanes gain nothing on this GPU, so the runs now go one after the other
+# (ar 282 s, ar2dlm 68 s, dlm 223 s: ~9.5 min); chapter 10 with 01, 02, 04, 06 re-run 106 s; 08 15 s. From
+# the third edition hold (four lanes at once, so upper bounds): 03 248 s, 05 ~60 s, 07 401 s.
+# RERUN (a YAML list) replaces the profile's chapters re-run per seed: with 03, 05 and 07 too, a seed takes
+#   data ~1.5 min + training ~9.5 min + chapter 10 ~14 min (at most) + 08: ~26 min, inside one 30-minute hold.
+# BRANCH=1 also trains the ar2dlm_b25 run of the seed (~3 min more) and scores it (claim A6).
 # SEEDS=1 in one hold, SEEDS=2 in the next, each carrying every earlier hold's result files (seed 0's
-# and seed 1's) as .carry/results/gpu/: the ledger combines every seed whose files are present.
+# and seed 1's) as .carry/results/gpu/: the ledger combines every seed whose files are present, and chapter
+# 10 keeps the competence rows of the seeds an earlier hold scored.
 # Calls: as edition.sh's (1: .carry/snap.tgz .carry/data .carry/trainA .carry/results, started in runs/snap;
 # 2: .carry/trainB; 3: .whl + bash lab/gpu/install_wheels.sh), then lab/gpu/poll.sh 560 runs/logs/robustness.log.
 # Start (call 1): (cd runs/snap && LAYERWISE_COMMIT=<hash> SEEDS=1 setsid nohup bash lab/gpu/robustness.sh \
@@ -69,16 +72,15 @@ train() {  # seed run...: the runs one after the other (ar2dlm reads ar's branch
     echo "=== train seed $k $r rc=$? end $(date -u +%T)"
   done
 }
-for k in $SEEDS; do
-  train "$k" ar ar2dlm ${BRANCH:+ar2dlm_b25} &
-  train "$k" dlm &
+for k in $SEEDS; do  # one run after the other: two lanes on the one GPU were slower than the sum (see above)
+  train "$k" ar ar2dlm dlm ${BRANCH:+ar2dlm_b25}
 done
-wait
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
 [ "$PROFILE" = gpu ] && wait_for_packages
 branch=${BRANCH:+-p branch_runs=true}
 seeds_yaml="[$(echo $SEEDS | tr ' ' ',')]"
-step ch_10 900 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress -p "train_seeds=$seeds_yaml" $branch
+step ch_10 1200 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
+  -p "train_seeds=$seeds_yaml" $branch ${RERUN:+-p "rerun=$RERUN"}
 step ch_08 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --out "$BUILD" --force --no-progress
 mkdir -p runs/results/robustness
 cp -r "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/." runs/results/robustness/ 2>/dev/null

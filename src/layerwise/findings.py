@@ -2,7 +2,7 @@
 
 One function per chapter (:func:`pretraining`, :func:`layer_similarity`, :func:`token_similarity`,
 :func:`layer_skipping`, :func:`super_outlier`, :func:`outlier_ablation`, :func:`alpha_hill`,
-:func:`compression`; :func:`for_chapter` picks by chapter name). Each takes the metrics the chapter
+:func:`compression`, :func:`robustness`; :func:`for_chapter` picks by chapter name). Each takes the metrics the chapter
 saves (``{name: ClaimMetric}`` of :mod:`layerwise.claims`, or the ``metrics`` of its result file, or
 the whole result payload) and returns Markdown: the chapter's numbers with their 95% intervals, then,
 for every claim of the ledger measured in the chapter, what the numbers mean for it:
@@ -38,7 +38,7 @@ from .config import LayerwiseError
 __all__ = [
     "VERDICT_WORDS", "entries", "chapter_ledger", "claim_findings", "pretraining", "layer_similarity",
     "token_similarity", "layer_skipping", "super_outlier", "outlier_ablation", "alpha_hill", "compression",
-    "for_chapter",
+    "robustness", "for_chapter", "seeds_summary",
     "results_summary", "write_intro_summary", "update_intro", "SUMMARY_START", "SUMMARY_END",
 ]
 
@@ -338,10 +338,70 @@ def compression(metrics: Mapping[str, Any]) -> str:
     return _paragraph("What this chapter found.", facts, C.COMPRESSION, e)
 
 
+def robustness(payload: Mapping[str, Any], *, min_exact_match: float = 0.30, min_x_chance: float = 5.0) -> str:
+    """Chapter 10: competence per training seed, and per claim part how far the seeds spread against the
+    one-seed item interval and whether they agree on the effect's sign. ``payload`` is the chapter's result
+    file (its ``data`` holds ``competence`` and ``replicates``) or that ``data`` itself."""
+    data = payload.get("data", payload)
+    comp = [r for r in data.get("competence", []) if r.get("final", True)]
+    reps = list(data.get("replicates", []))
+    facts = []
+    bar = f"exact match >= {min_exact_match:.0%} and >= {min_x_chance:g}x chance"
+    for run in dict.fromkeys(r.get("run") for r in comp):
+        rows = sorted((r for r in comp if r.get("run") == run), key=lambda r: int(r.get("seed") or 0))
+        ems = ", ".join(f"seed {int(r.get('seed') or 0)} {_num(100 * r['exact_match'])}% "
+                        f"[{_num(100 * r['em_ci_low'])}, {_num(100 * r['em_ci_high'])}]" for r in rows
+                        if all(_finite(r.get(k)) for k in ("exact_match", "em_ci_low", "em_ci_high")))
+        ok = [_finite(r.get("exact_match")) and r["exact_match"] >= min_exact_match
+              and _finite(r.get("x_chance")) and r["x_chance"] >= min_x_chance for r in rows]
+        bpb = [r["bits_per_byte"] for r in rows if _finite(r.get("bits_per_byte"))]
+        facts.append(f"- `{run}`: held-out exact match {ems or 'not measured'}; "
+                     + (f"every seed meets the competence bar ({bar})" if all(ok) else
+                        f"{len(ok) - sum(ok)} of {len(ok)} seeds below the competence bar ({bar})")
+                     + (f"; bits per byte {_num(min(bpb))}-{_num(max(bpb))} over the seeds." if len(bpb) > 1 else "."))
+    from .ledger import CLAIMS
+
+    # each part's no-effect value (a scaled part's null is a multiple of a per-run scale: only 0 is known here)
+    nulls = {(c.cid, p.label or p.metric): (p.null if not p.scaled or p.null == 0 else None)
+             for c in CLAIMS for p in c.parts}
+    wide, flips = [], []
+    parts: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in reps:
+        parts.setdefault((str(r.get("claim")), str(r.get("part"))), []).append(r)
+    for (cid, part), rows in parts.items():
+        vals = [float(r["value"]) for r in rows if _finite(r.get("value"))]
+        halves = [(float(r["ci_high"]) - float(r["ci_low"])) / 2 for r in rows
+                  if _finite(r.get("ci_low")) and _finite(r.get("ci_high"))]
+        if len(vals) < 2:
+            continue
+        sd = float(pd.Series(vals).std())
+        item = float(sum(halves) / len(halves)) if halves else float("nan")
+        if _finite(item) and item > 0 and sd > item:
+            wide.append((sd / item, f"{cid} {part} (seed SD {_num(sd)}, {_num(sd / item, 2)}x the one-seed "
+                                    f"half-width {_num(item)})"))
+        null = nulls.get((cid, part), 0.0)
+        if null is not None and min(vals) < null < max(vals):
+            flips.append(f"{cid} {part} ({', '.join(_num(v) for v in vals)} about {_num(null)})")
+    n_multi = sum(1 for rows in parts.values() if sum(_finite(r.get("value")) for r in rows) > 1)
+    if n_multi:
+        wide.sort(reverse=True)
+        facts.append(f"- Of the {n_multi} claim parts measured on more than one training seed, "
+                     + (f"{len(wide)} spread between seeds by more than one seed's 95% item interval: "
+                        + "; ".join(w for _, w in wide) + ". For these the item interval of one trained model "
+                        "understates the uncertainty, and the ledger's interval over the seeds is the one to read."
+                        if wide else "none spreads between seeds by more than one seed's 95% item interval."))
+        facts.append("- " + (f"The seeds fall on both sides of the no-effect value for {len(flips)}: "
+                             + "; ".join(flips) + "." if flips
+                             else "For every part the seeds fall on the same side of its no-effect value."))
+    else:
+        facts.append("- No claim part has been measured on more than one training seed yet.")
+    return "\n".join(["**What this chapter found.**", "", *facts]) + "\n"
+
+
 _BY_CHAPTER: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "00_pretraining": pretraining, C.LAYER_SIMILARITY: layer_similarity, C.TOKEN_SIMILARITY: token_similarity,
     C.LAYER_SKIPPING: layer_skipping, C.SUPER_OUTLIER: super_outlier, C.OUTLIER_ABLATION: outlier_ablation,
-    C.ALPHA_HILL: alpha_hill, C.COMPRESSION: compression,
+    C.ALPHA_HILL: alpha_hill, C.COMPRESSION: compression, "10_robustness": robustness,
 }
 
 
@@ -489,7 +549,32 @@ def edition_summary(results: Mapping[str, Any]) -> str:
               f"reaches {COMPETENCE_BAR:.0%} exact match and 5x chance, enough for retention to test the papers' "
               "claims (the chapters flag retention as meaningless only for a model at chance): "
               + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
-    return "\n".join(lines)
+    seeds = seeds_summary(results)
+    return "\n".join(lines + (["", seeds] if seeds else []))
+
+
+def seeds_summary(results: Mapping[str, Any]) -> str:
+    """A paragraph on the training seeds beyond seed 0 that the robustness chapter's result file scored
+    (each run's held-out exact match per seed), or "" when there are none."""
+    rob = results.get("10_robustness")
+    if not isinstance(rob, Mapping):
+        return ""
+    rows = [r for r in rob.get("data", {}).get("competence", []) if r.get("final") and int(r.get("seed") or 0) > 0]
+    if not rows:
+        return ""
+    per_seed = []
+    for k in sorted({int(r["seed"]) for r in rows}):
+        got = ", ".join(f"`{r['run']}` {_pct(float(r['exact_match']))} [{_pct(float(r['em_ci_low']))}, "
+                        f"{_pct(float(r['em_ci_high']))}]" for r in rows if int(r["seed"]) == k)
+        per_seed.append(f"seed {k}: {got}")
+    below = sorted({f"`{r['run']}` (seed {int(r['seed'])})" for r in rows
+                    if float(r["exact_match"]) < COMPETENCE_BAR or float(r.get("x_chance") or 0) < 5})
+    return (f"Further training seeds of the same configuration, trained and scored in GPU sessions of their own "
+            f"(the robustness chapter; last run {str(rob.get('created', ''))[:10]}), on the same held-out "
+            f"arithmetic: {'; '.join(per_seed)}. "
+            + (f"Below the bar: {', '.join(below)}. " if below else "Every one of them clears the bar. ")
+            + "The claims ledger combines the seeds of every claim part whose chapter ran on them; the summary "
+            "below says how many seeds each part rests on.")
 
 
 def _write_block(path: Path, start: str, end: str, body: str) -> bool:

@@ -9,8 +9,10 @@ not declare are an error), then ``-p NAME=VALUE``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +191,33 @@ def run_seed_replicates(profile: str, chapters: Sequence[str], seeds: Sequence[i
         raise LayerwiseError("training seed 0 is the profile's own run (layerwise-book run): give seeds >= 1")
     status = {}
     for k in seeds:
-        with training_seed(k):
-            status[k] = run(profile, chapters=list(chapters), out=Path(out) / TRAIN_SEED_KEY.format(k),
-                            notebooks_dir=notebooks_dir, profiles_dir=profiles_dir, cache=cache, force=force,
-                            progress=progress)
+        seed_out = Path(out) / TRAIN_SEED_KEY.format(k)
+        seed_out.mkdir(parents=True, exist_ok=True)
+        with training_seed(k), _stderr_to(seed_out / "kernels.log"):
+            status[k] = run(profile, chapters=list(chapters), out=seed_out, notebooks_dir=notebooks_dir,
+                            profiles_dir=profiles_dir, cache=cache, force=force, progress=progress)
     return status
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 to ``path`` while the nested runs start their kernels: a kernel inherits the
+    descriptor, and inside a notebook (whose kernel captures descriptor-level output) its launch log
+    would otherwise land in the page. Python's own ``sys.stderr`` is left alone; on a terminal (where
+    ``sys.stderr`` is descriptor 2 itself) nothing is redirected."""
+    try:
+        on_terminal = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a kernel's stream has no descriptor
+        on_terminal = False
+    if on_terminal:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

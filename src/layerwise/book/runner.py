@@ -36,7 +36,7 @@ from ..params import validate
 from .chapters import discover_chapters, load_profile, read_chapter, resolve_parameters, schema, select_chapters
 from .estimate import describe_estimate, one_line, plans_estimate
 from .origin import device_text
-from .paths import BookLayout, locate
+from .paths import NOTEBOOKS_ENV, BookLayout, locate
 from .progress import strip_progress, strip_progress_file
 
 #: cell tags: nbval skips these cells (banner and provenance differ on every run)
@@ -155,7 +155,8 @@ def plan_run(profile: str, *, chapters: Sequence[str] | None = None, overrides: 
         params, dropped = resolve_parameters(profile, sections, ch, d,
                                              {k: v for k, v in overrides.items() if k in d})
         params = validate(ch, d, params)
-        env = {CACHE_DIR_ENV: cache_dir}
+        # the kernel finds this book's chapters (chapter 10 runs others) wherever --out puts the notebooks
+        env = {CACHE_DIR_ENV: cache_dir, NOTEBOOKS_ENV: str(layout.notebooks)}
         # artefacts are shared through the cache only: every chapter gets the same absolute cache dir
         if "cache_dir" in d:
             params["cache_dir"] = str(resolve_cache_dir(params.get("cache_dir") or cache_dir))

@@ -30,7 +30,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +242,25 @@ def meets_targets(report: Any, min_exact_match: float = 0.30, min_x_chance: floa
         tokens_ok=fin["tokens_per_param"] >= min_tokens_per_param,
     )[["run", "seed", "exact_match", "em_ci_low", "x_chance", "tokens_per_param", "bits_per_byte",
        "em_ok", "x_chance_ok", "tokens_ok"]]
+
+
+def earlier_seed_rows(results: Mapping[str, Any], *, config_hash: str, runs: Iterable[str],
+                      skip_seeds: Iterable[int], chapter: str = "10_robustness") -> Any:
+    """The final-model competence rows of training seeds that an earlier run of ``chapter`` scored and
+    this run does not (their triplets trained in another GPU session, whose weights are gone while
+    their result files stay): a ``pandas.DataFrame``, empty when there are none.
+
+    ``results`` is the profile's result files (:func:`layerwise.results.load_results`). Rows count
+    only when they come from the same preset configuration: the earlier file's ``config_hash``, or,
+    for a file that did not record one, chapter 00's ``config_hash`` in the same results, must equal
+    ``config_hash`` (:meth:`~layerwise.training.presets.Preset.config_hash` of the seed-0 preset)."""
+    import pandas as pd
+
+    data = results.get(chapter, {}).get("data", {})
+    recorded = data.get("config_hash") or results.get("00_pretraining", {}).get("data", {}).get("config_hash")
+    if not data or recorded != config_hash:
+        return pd.DataFrame()
+    wanted, skip = set(runs), {int(k) for k in skip_seeds}
+    rows = [r for r in data.get("competence", []) if r.get("final") and r.get("run") in wanted
+            and int(r.get("seed") or 0) not in skip]
+    return pd.DataFrame(rows)
