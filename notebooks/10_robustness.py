@@ -136,16 +136,17 @@ if paths:
                                           data_dir=data_dir or None, cache_dir=cache_dir or None)
     report = report.assign(seed=report.seed.fillna(0).astype(int))
     print(f"competence report: {len(report)} models in {time.perf_counter() - t0:.1f} s")
+earlier_results = load_results(profile, cache=cache_dir or None) if applies else {}
 if applies and 0 not in paths:  # seed 0 from chapter 00's result file, when its triplet is not in this cache
-    rows = load_results(profile, cache=cache_dir or None).get("00_pretraining", {}).get("data", {}).get("competence", [])
+    rows = earlier_results.get("00_pretraining", {}).get("data", {}).get("competence", [])
     seed0 = pd.DataFrame([r for r in rows if r.get("final") and r.get("run") in runs])
     if len(seed0):
         report = pd.concat([seed0.assign(seed=0), report], ignore_index=True)
         print(f"seed 0: {len(seed0)} final models from chapter 00's result file")
 # seeds this run did not train (another GPU session trained and scored them): their rows from this chapter's
 # earlier result file, when it is of the same preset configuration
-earlier = (competence.earlier_seed_rows(load_results(profile, cache=cache_dir or None), config_hash=base.config_hash(),
-                                        runs=runs, skip_seeds=[0, *paths]) if applies else pd.DataFrame())
+earlier = competence.earlier_seed_rows(earlier_results, config_hash=base.config_hash(), runs=runs,
+                                       skip_seeds=[0, *paths])
 if len(earlier):
     report = pd.concat([report, earlier], ignore_index=True).sort_values(["seed"], kind="stable", ignore_index=True)
     print(f"seeds {sorted(earlier.seed.unique().tolist())}: {len(earlier)} final models from this chapter's earlier "

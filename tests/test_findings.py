@@ -258,7 +258,6 @@ def test_edition_summary_states_each_models_competence_against_the_bar():
     assert F.edition_summary({}) == ""
 
 
-
 def test_edition_summary_adds_the_further_training_seeds_from_the_robustness_chapter():
     from layerwise.training import get_preset
 
@@ -274,6 +273,7 @@ def test_edition_summary_adds_the_further_training_seeds_from_the_robustness_cha
     assert "(the robustness chapter; last run 2026-12-03)" in text
     assert "seed 1: `dlm` 47.0% [40.2%, 53.9%]; seed 2: `dlm` 20.0% [15.0%, 26.0%]" in text
     assert "Below the bar: `dlm` (seed 2)." in text and "seed 0:" not in text  # seed 0 is the table above
+
 
 def test_the_book_intro_is_generated_from_the_committed_results(tmp_path: Path) -> None:
     """Regenerating the intro's summary and edition blocks from book/results/gpu changes nothing."""

@@ -53,6 +53,10 @@ VERDICT_WORDS = {
 }
 
 _SEP = "::"  #: metric name :: definition label (layerwise.claims' pre-registered definitions)
+#: The exact match and multiple of chance the published triplet is designed to reach, so that retention on
+#: the task tests the papers' claims; the chapters flag retention as meaningless only at chance.
+COMPETENCE_BAR = 0.30
+COMPETENCE_X_CHANCE = 5.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +342,8 @@ def compression(metrics: Mapping[str, Any]) -> str:
     return _paragraph("What this chapter found.", facts, C.COMPRESSION, e)
 
 
-def robustness(payload: Mapping[str, Any], *, min_exact_match: float = 0.30, min_x_chance: float = 5.0) -> str:
+def robustness(payload: Mapping[str, Any], *, min_exact_match: float = COMPETENCE_BAR,
+               min_x_chance: float = COMPETENCE_X_CHANCE) -> str:
     """Chapter 10: competence per training seed, and per claim part how far the seeds spread against the
     one-seed item interval and whether they agree on the effect's sign. ``payload`` is the chapter's result
     file (its ``data`` holds ``competence`` and ``replicates``) or that ``data`` itself."""
@@ -493,9 +498,6 @@ def edition_note(results: Mapping[str, Any]) -> str:
 
 EDITION_START = "<!-- edition:start -->"
 EDITION_END = "<!-- edition:end -->"
-#: The exact match (and 5x chance) the published triplet is designed to reach, so that retention on the task
-#: tests the papers' claims; the chapters flag retention as meaningless only at chance.
-COMPETENCE_BAR = 0.30
 
 
 def _pct(x: float) -> str:
@@ -541,12 +543,13 @@ def edition_summary(results: Mapping[str, Any]) -> str:
         em, lo, hi = float(r["exact_match"]), float(r["em_ci_low"]), float(r["em_ci_high"])
         lines.append(f"| `{r['run']}` | {r['sampler']} | {_pct(em)} [{_pct(lo)}, {_pct(hi)}] | "
                      f"{float(r['x_chance']):.1f} | {_num(r['bits_per_byte'])} | {r['bpb_kind']} |")
-        if em < COMPETENCE_BAR or float(r["x_chance"]) < 5:
+        if em < COMPETENCE_BAR or float(r["x_chance"]) < COMPETENCE_X_CHANCE:
             weak.append(f"`{r['run']}` is below the bar ({_pct(em)})")
         elif lo < COMPETENCE_BAR:
             weak.append(f"`{r['run']}` clears it ({_pct(em)}) but its interval reaches down to {_pct(lo)}")
     lines += ["", f"Chance is {_pct(float(first['chance']))}. The triplet is designed so that every model "
-              f"reaches {COMPETENCE_BAR:.0%} exact match and 5x chance, enough for retention to test the papers' "
+              f"reaches {COMPETENCE_BAR:.0%} exact match and {COMPETENCE_X_CHANCE:g}x chance, enough for retention "
+              "to test the papers' "
               "claims (the chapters flag retention as meaningless only for a model at chance): "
               + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
     seeds = seeds_summary(results)
@@ -568,7 +571,8 @@ def seeds_summary(results: Mapping[str, Any]) -> str:
                         f"{_pct(float(r['em_ci_high']))}]" for r in rows if int(r["seed"]) == k)
         per_seed.append(f"seed {k}: {got}")
     below = sorted({f"`{r['run']}` (seed {int(r['seed'])})" for r in rows
-                    if float(r["exact_match"]) < COMPETENCE_BAR or float(r.get("x_chance") or 0) < 5})
+                    if float(r["exact_match"]) < COMPETENCE_BAR
+                    or float(r.get("x_chance") or 0) < COMPETENCE_X_CHANCE})
     return (f"Further training seeds of the same configuration, trained and scored in GPU sessions of their own "
             f"(the robustness chapter; last run {str(rob.get('created', ''))[:10]}), on the same held-out "
             f"arithmetic: {'; '.join(per_seed)}. "
