@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The published (gpu) edition in one hold on the lent H200: data, the triplet's training, every chapter,
 # the ledger. Started in the background by the first device call; the other calls bring what it waits for:
-#   call 1 (carry .carry/snap.tgz .carry/data .carry/trainA):
+#   call 1 (carry .carry/snap.tgz .carry/data):
 #     mkdir -p runs/snap && tar xzf .carry/snap.tgz -C runs/snap && cd runs/snap &&
 #     LAYERWISE_COMMIT=<hash> setsid nohup bash lab/gpu/edition.sh > ../logs/edition.log 2>&1 < /dev/null &
-#   call 2 (carry .carry/trainB): the second half of the training corpus (`split -b 26M` of the .xz)
-#   call 3 (carry .whl): the chapters' packages (lm-eval, papermill, ...): bash lab/gpu/install_wheels.sh
+#   calls 2 and 3 (carry .carry/trainA, then .carry/trainB): the training corpus (`split -b 26M` of the .xz)
+#   call 4 (carry .whl): the chapters' packages (lm-eval, papermill, ...): bash lab/gpu/install_wheels.sh
+#   (make_carry.sh prints each call's size: a call carries at most 64 MiB with the working tree)
 #   then: bash lab/gpu/poll.sh 590 runs/logs/edition.log   (packs logs, results and notebooks into $OUT)
 # It runs from the snapshot of HEAD (runs/snap: later calls re-sync the working tree, the snapshot stays).
 #

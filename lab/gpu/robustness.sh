@@ -20,8 +20,8 @@
 # SEEDS=1 in one hold, SEEDS=2 in the next, each carrying every earlier hold's result files (seed 0's
 # and seed 1's) as .carry/results/gpu/: the ledger combines every seed whose files are present, and chapter
 # 10 keeps the competence rows of the seeds an earlier hold scored.
-# Calls: as edition.sh's (1: .carry/snap.tgz .carry/data .carry/trainA .carry/results, started in runs/snap;
-# 2: .carry/trainB; 3: .whl + bash lab/gpu/install_wheels.sh), then lab/gpu/poll.sh 560 runs/logs/robustness.log.
+# Calls: as edition.sh's (1: .carry/snap.tgz .carry/data .carry/results, started in runs/snap; 2: .carry/trainA;
+# 3: .carry/trainB; 4: .whl + bash lab/gpu/install_wheels.sh), then lab/gpu/poll.sh 540 runs/logs/robustness.log.
 # Start (call 1): (cd runs/snap && LAYERWISE_COMMIT=<hash> SEEDS=1 setsid nohup bash lab/gpu/robustness.sh \
 #   > ../logs/robustness.log 2>&1 < /dev/null &)
 # CPU check at tiny sizes (tiny preset and profile, a few minutes): TINY=1 BUILD=/tmp/build bash lab/gpu/robustness.sh
