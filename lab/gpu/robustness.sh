@@ -16,7 +16,8 @@
 # the third edition hold (four lanes at once, so upper bounds): 03 248 s, 05 ~60 s, 07 401 s.
 # RERUN (a YAML list) replaces the profile's chapters re-run per seed: with 03, 05 and 07 too, a seed takes
 #   data ~1.5 min + training ~9.5 min + chapter 10 ~14 min (at most) + 08: ~26 min, inside one 30-minute hold.
-# BRANCH=1 also trains the ar2dlm_b25 run of the seed (~3 min more) and scores it (claim A6).
+# BRANCH=1 also trains the ar2dlm_b25 run of the seed after the ledger (~3.5 min), scores it and re-runs 01 on it
+# (claim A6), then the ledger again.
 # SEEDS=1 in one hold, SEEDS=2 in the next, each carrying every earlier hold's result files (seed 0's
 # and seed 1's) as .carry/results/gpu/: the ledger combines every seed whose files are present, and chapter
 # 10 keeps the competence rows of the seeds an earlier hold scored.
@@ -73,18 +74,37 @@ train() {  # seed run...: the runs one after the other (ar2dlm reads ar's branch
   done
 }
 for k in $SEEDS; do  # one run after the other: two lanes on the one GPU were slower than the sum (see above)
-  train "$k" ar ar2dlm dlm ${BRANCH:+ar2dlm_b25}
+  train "$k" ar ar2dlm dlm
 done
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
 [ "$PROFILE" = gpu ] && wait_for_packages
-branch=${BRANCH:+-p branch_runs=true}
 seeds_yaml="[$(echo $SEEDS | tr ' ' ',')]"
+keep() {  # the seed pages and the two chapters' notebooks, where poll.sh packs them
+  mkdir -p runs/results/robustness
+  cp -r "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/." runs/results/robustness/ 2>/dev/null
+  cp "$BUILD/notebooks/10_robustness.ipynb" "$BUILD/notebooks/08_claims_ledger.ipynb" runs/results/robustness/ 2>/dev/null
+}
 step ch_10 1200 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
-  -p "train_seeds=$seeds_yaml" $branch ${RERUN:+-p "rerun=$RERUN"}
+  -p "train_seeds=$seeds_yaml" ${RERUN:+-p "rerun=$RERUN"}
 step ch_08 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --out "$BUILD" --force --no-progress
-mkdir -p runs/results/robustness
-cp -r "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/." runs/results/robustness/ 2>/dev/null
-cp "$BUILD/notebooks/10_robustness.ipynb" "$BUILD/notebooks/08_claims_ledger.ipynb" runs/results/robustness/ 2>/dev/null
+keep
+# BRANCH=1: then each seed's branch runs (gpu: ar2dlm_b25, claim A6, ~3.5 min of training), chapter 10 again with
+# the branch runs (it scores them; chapter 01, whose seed page is removed, re-runs with them; the other chapters
+# are up to date and skipped) and the ledger again. Last, so that a hold ending during it keeps everything above.
+if [ -n "${BRANCH:-}" ]; then
+  branches=$(python3 -c "from layerwise.training import run_names
+print(' '.join(run_names('$PROFILE')[3:]))")
+  echo "=== branch runs of preset $PROFILE: ${branches:-none}"
+  for k in $SEEDS; do
+    # shellcheck disable=SC2086
+    [ -n "$branches" ] && train "$k" $branches
+    rm -f "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/train_seed-$k/notebooks/01_layer_similarity.ipynb"
+  done
+  step ch_10b 600 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
+    -p "train_seeds=$seeds_yaml" -p branch_runs=true ${RERUN:+-p "rerun=$RERUN"}
+  step ch_08b 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --out "$BUILD" --force --no-progress
+  keep
+fi
 # Optional, in the hold's spare minutes after the ledger: seed 0's dlm trained to EXTRA_DLM_TOKENS tokens with
 # its snapshots scored (its competence curve past the preset's budget: is the dlm's competence then robust?)
 if [ -n "${EXTRA_DLM_TOKENS:-}" ]; then
