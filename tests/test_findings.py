@@ -275,6 +275,38 @@ def test_edition_summary_adds_the_further_training_seeds_from_the_robustness_cha
     assert "Below the bar: `dlm` (seed 2)." in text and "seed 0:" not in text  # seed 0 is the table above
 
 
+def test_edition_summary_sets_other_trainings_of_the_same_configuration_beside_the_editions(tmp_path: Path) -> None:
+    """A benchmark table's final models of the edition's configuration hash and seed are compared with the
+    edition's; snapshots, other configurations, other seeds and tables without the columns are left out."""
+    import pandas as pd
+
+    from layerwise.training import get_preset
+
+    want = get_preset("gpu").config_hash()
+    seed0 = [{**_competence_row("ar", 1.0, 0.98, 1.0), "seed": 0},
+             {**_competence_row("dlm", 0.35, 0.287, 0.418), "seed": 0}]
+    res = {"00_pretraining": {"profile": "gpu", "device": "NVIDIA H200", "created": "2026-12-02T22:44:22+00:00",
+                              "data": {"preset": "gpu", "config_hash": want, "competence": seed0}},
+           "10_robustness": {"created": "2026-12-03T04:18:20+00:00",
+                             "data": {"competence": seed0 + [{**_competence_row("dlm", 0.47, 0.40, 0.54), "seed": 1}]}}}
+    row = {"config_hash": want, "seed": 0, "final": True, "em_ci_low": 0.9, "em_ci_high": 1.0}
+    pd.DataFrame([{**row, "run": "dlm", "exact_match": 0.99}, {**row, "run": "ar", "exact_match": 0.97},
+                  {**row, "run": "dlm", "exact_match": 0.10, "final": False},          # a snapshot
+                  {**row, "run": "dlm", "exact_match": 0.20, "config_hash": "0" * 16},  # another configuration
+                  {**row, "run": "dlm", "exact_match": 0.30, "seed": 5}]                # a seed the book lacks
+                 ).to_csv(tmp_path / "design.csv", index=False)
+    pd.DataFrame([{"run": "dlm", "exact_match": 0.5}]).to_csv(tmp_path / "other.csv", index=False)
+    text = F.retrainings_summary(res, tmp_path)
+    assert "`design.csv`, seed 0: `dlm` 99.0% [90.0%, 100.0%] (this edition: 35.0%), `ar` 97.0%" in text
+    assert "10.0%" not in text and "20.0%" not in text and "30.0%" not in text and "other.csv" not in text
+    assert "The largest gap between two trainings of one seed is `dlm`'s, 64.0 points (seed 0)" in text
+    assert "`dlm` spans 12.0 points (2 seeds): retraining one seed moved it further" in text
+    assert text in F.edition_summary(res, tmp_path) and "Other trainings" not in F.edition_summary(res)
+    assert F.retrainings_summary(res, tmp_path / "missing") == ""
+    (tmp_path / "design.csv").unlink()
+    assert F.retrainings_summary(res, tmp_path) == ""
+
+
 def test_the_book_intro_is_generated_from_the_committed_results(tmp_path: Path) -> None:
     """Regenerating the intro's summary and edition blocks from book/results/gpu changes nothing."""
     intro = tmp_path / "intro.md"

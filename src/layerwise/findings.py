@@ -38,7 +38,7 @@ from .config import LayerwiseError
 __all__ = [
     "VERDICT_WORDS", "entries", "chapter_ledger", "claim_findings", "pretraining", "layer_similarity",
     "token_similarity", "layer_skipping", "super_outlier", "outlier_ablation", "alpha_hill", "compression",
-    "robustness", "for_chapter", "seeds_summary",
+    "robustness", "for_chapter", "seeds_summary", "retrainings_summary",
     "results_summary", "write_intro_summary", "update_intro", "SUMMARY_START", "SUMMARY_END",
 ]
 
@@ -455,9 +455,12 @@ def write_intro_summary(intro: str | os.PathLike, summary: str) -> bool:
     return _write_block(Path(intro), SUMMARY_START, SUMMARY_END, summary)
 
 
-def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bool:
+def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike,
+                 benchmarks: str | os.PathLike | None = None) -> bool:
     """Rebuild the ledger from the result files in ``results_dir`` (e.g. ``book/results/gpu``) and write
-    its summary into ``intro`` between the markers; returns whether the file changed."""
+    its summary into ``intro`` between the markers; returns whether the file changed. ``benchmarks``: the
+    folder of benchmark tables the edition block reads other trainings from (default: ``benchmarks/results``
+    of the repository that holds ``results_dir`` as ``book/results/<profile>``, where it exists)."""
     from .ledger import build_ledger
     from .results import load_results
 
@@ -471,7 +474,11 @@ def update_intro(intro: str | os.PathLike, results_dir: str | os.PathLike) -> bo
     changed = write_intro_summary(intro, summary + (f"\n{note}\n" if note else ""))
     text = Path(intro).read_text()
     if EDITION_START in text:  # the generated "This edition" block, where the intro has one
-        changed = _write_block(Path(intro), EDITION_START, EDITION_END, edition_summary(results)) or changed
+        if benchmarks is None:
+            up = folder.resolve().parents  # <root>/book/results/<profile> -> <root>/benchmarks/results
+            beside = up[2] / "benchmarks" / "results" if len(up) > 2 else None
+            benchmarks = beside if beside is not None and beside.is_dir() else None
+        changed = _write_block(Path(intro), EDITION_START, EDITION_END, edition_summary(results, benchmarks)) or changed
     return changed
 
 
@@ -504,10 +511,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def edition_summary(results: Mapping[str, Any]) -> str:
+def edition_summary(results: Mapping[str, Any], benchmarks: str | os.PathLike | None = None) -> str:
     """Markdown paragraph on the triplet behind ``results`` (chapter 00's result file): device and date,
     architecture, tokens per non-embedding parameter, and each model's held-out exact match (own sampler,
-    Wilson 95%) against chance and the competence bar, with its bits per byte ("" without chapter 00)."""
+    Wilson 95%) against chance and the competence bar, with its bits per byte ("" without chapter 00);
+    then the further seeds (:func:`seeds_summary`) and, with ``benchmarks`` (a folder of benchmark
+    tables), other trainings of the same configuration (:func:`retrainings_summary`)."""
     from .training import PRESETS
 
     pre = results.get("00_pretraining")
@@ -552,8 +561,8 @@ def edition_summary(results: Mapping[str, Any]) -> str:
               "to test the papers' "
               "claims (the chapters flag retention as meaningless only for a model at chance): "
               + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
-    seeds = seeds_summary(results)
-    return "\n".join(lines + (["", seeds] if seeds else []))
+    extra = [t for t in (seeds_summary(results), retrainings_summary(results, benchmarks)) if t]
+    return "\n".join(lines + [x for t in extra for x in ("", t)])
 
 
 def seeds_summary(results: Mapping[str, Any]) -> str:
@@ -581,6 +590,73 @@ def seeds_summary(results: Mapping[str, Any]) -> str:
             "below says how many seeds each part rests on.")
 
 
+def _final_competence(results: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
+    """``{(training seed, run): row}`` of the final models' competence rows: seed 0 from chapter 00's
+    result file, the further seeds from the robustness chapter's."""
+    out: dict[tuple[int, str], Mapping[str, Any]] = {}
+    for chapter in ("10_robustness", "00_pretraining"):  # chapter 00's rows win for seed 0
+        payload = results.get(chapter)
+        if isinstance(payload, Mapping):
+            for r in payload.get("data", {}).get("competence", []):
+                if r.get("final") and r.get("run"):
+                    out[(int(r.get("seed") or 0), str(r["run"]))] = r
+    return out
+
+
+def retrainings_summary(results: Mapping[str, Any], benchmarks: str | os.PathLike | None) -> str:
+    """A paragraph on other trainings of the edition's preset configuration and seeds that a committed
+    benchmark table holds (``<benchmarks>/*.csv`` rows with chapter 00's ``config_hash``, e.g. the design
+    run of ``bench_triplet_design.py``): each final model's exact match beside the edition's, and the
+    largest gap between two trainings of one seed against the largest gap between seeds. GPU training is
+    not bit-reproducible, so a second training of one seed is another model. "" when there is none."""
+    pre = results.get("00_pretraining")
+    want = pre.get("data", {}).get("config_hash") if isinstance(pre, Mapping) else None
+    folder = Path(benchmarks) if benchmarks else None
+    if not want or folder is None or not folder.is_dir():
+        return ""
+    ours = _final_competence(results)
+    need = {"config_hash", "run", "seed", "final", "exact_match", "em_ci_low", "em_ci_high"}
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    for csv in sorted(folder.glob("*.csv")):
+        try:
+            table = pd.read_csv(csv)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            continue
+        if not need <= set(table.columns):
+            continue
+        final = table["final"].astype(str).str.lower() == "true"
+        for r in table[final & (table["config_hash"].astype(str) == str(want))].to_dict("records"):
+            if (int(r["seed"]), str(r["run"])) in ours:
+                found.append((csv.name, r))
+    if not found:
+        return ""
+    parts, gaps = [], []
+    for name in dict.fromkeys(n for n, _ in found):
+        rows = [r for n, r in found if n == name]
+        for k in sorted({int(r["seed"]) for r in rows}):
+            got = []
+            for r in (r for r in rows if int(r["seed"]) == k):
+                here = float(ours[(k, str(r["run"]))]["exact_match"])
+                em = float(r["exact_match"])
+                lo, hi = _pct(float(r["em_ci_low"])), _pct(float(r["em_ci_high"]))
+                got.append(f"`{r['run']}` {_pct(em)} [{lo}, {hi}] (this edition: {_pct(here)})")
+                gaps.append((abs(em - here), str(r["run"]), k))
+            parts.append(f"`{name}`, seed {k}: " + ", ".join(got))
+    gap, run, k = max(gaps)
+    seeds = [float(r["exact_match"]) for (_, name), r in ours.items() if name == run]
+    text = (f"Other trainings of this preset configuration (the same configuration hash) and seed in the committed "
+            f"benchmark tables (`benchmarks/results/`): {'; '.join(parts)}. A second training of one seed is "
+            f"another model: GPU training is not bit-reproducible, and a benchmark may have run an earlier commit "
+            f"of the training code. The largest gap between two trainings of one seed is `{run}`'s, "
+            f"{100 * gap:.1f} points (seed {k})")
+    if len(seeds) > 1:
+        span = max(seeds) - min(seeds)
+        text += (f"; between the training seeds of this edition `{run}` spans {100 * span:.1f} points "
+                 f"({len(seeds)} seeds)" + (": retraining one seed moved it further than changing the seed did"
+                                             if gap > span else ""))
+    return text + "."
+
+
 def _write_block(path: Path, start: str, end: str, body: str) -> bool:
     text = path.read_text()
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -601,8 +677,11 @@ def main(argv: list[str] | None = None) -> int:
                                  description="write the claims ledger's summary into the book's intro")
     ap.add_argument("--intro", default="book/intro.md")
     ap.add_argument("--results", default="book/results/gpu", help="folder of a profile's result files")
+    ap.add_argument("--benchmarks", default=None,
+                    help="folder of benchmark tables with other trainings of the edition's configuration "
+                    "(default: benchmarks/results beside book/)")
     a = ap.parse_args(argv)
-    changed = update_intro(a.intro, a.results)
+    changed = update_intro(a.intro, a.results, a.benchmarks)
     print(f"{a.intro}: {'summary updated' if changed else 'unchanged'}")
     return 0
 
