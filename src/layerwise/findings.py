@@ -571,7 +571,7 @@ def seeds_summary(results: Mapping[str, Any]) -> str:
     rob = results.get("10_robustness")
     if not isinstance(rob, Mapping):
         return ""
-    rows = [r for r in rob.get("data", {}).get("competence", []) if r.get("final") and int(r.get("seed") or 0) > 0]
+    rows = [r for (k, _), r in _final_competence(results).items() if k > 0]
     if not rows:
         return ""
     per_seed = []
