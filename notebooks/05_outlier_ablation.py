@@ -274,7 +274,8 @@ for name in subjects:
 ledger_metrics = claims.testable_ablation_metrics(
     text_df, arith_df, {n: lm.family for n, lm in subjects.items()}, selections=selections,
     repetition_measure=headline_metric, headline_scope=headline_scope, scopes=("early", "all"),
-    headline=headline_label, targets={n: p.targets for n, p in plans.items()}, n_boot=n_boot, seed=seed)
+    headline=headline_label, targets={n: p.targets for n, p in plans.items()},
+    same_channel={n: p.same_channel for n, p in plans.items()}, n_boot=n_boot, seed=seed)
 effects = claims.metrics_table(ledger_metrics)
 effects = effects[effects.kind.isin(["repetition", "onset", "accuracy"])]
 print(effects[["model", "label", "scope", "kind", "value", "ci_low", "ci_high", "meaningful", "n_prompts"]]

@@ -126,6 +126,26 @@ def test_testable_metrics_use_the_non_looping_prompts_against_the_control():
     assert everything.value == pytest.approx(0.05)
 
 
+def test_a_definition_that_picks_the_same_channel_is_written_under_its_own_label_too():
+    """When the residual-stream definition picks the attention-input definition's channel, the chapter
+    ablates once, and the file still holds the residual definition's labels (so that seeds on which
+    the two definitions differ combine with this one)."""
+    df = _two_labels()
+    sel = select_prompts(df, threshold=0.2, min_prompts=3)
+    m = claims.testable_ablation_metrics(df, df, {"m": "dlm"}, selections={"m": sel}, scopes=("early",),
+                                         n_boot=200, same_channel={"m": {"residual": "attn_input"}})
+    rep = claims.REPETITION_INCREASE
+    alias = m[claims.definition(rep.of("dlm"), "attn_input/residual")]
+    assert alias is m[rep.of("dlm")] and alias.value == pytest.approx(0.5)
+    assert alias.extra["label"] == "attn_input/attn_input"  # the ablation that ran
+    resid = m[claims.definition(rep.per_model("m", "early"), "residual/residual")]
+    assert resid is m[claims.definition(rep.per_model("m", "early"), "residual/attn_input")]
+    assert resid.value == pytest.approx(0.0)
+    plain = claims.testable_ablation_metrics(df, df, {"m": "dlm"}, selections={"m": sel}, scopes=("early",), n_boot=200)
+    assert claims.definition(rep.of("dlm"), "attn_input/residual") not in plain
+    assert len(claims.metrics_table(m)) == len(claims.metrics_table(plain))  # tables show each ablation once
+
+
 def test_too_few_non_looping_prompts_make_the_text_metrics_not_testable():
     df = _two_labels()
     sel = select_prompts(df, threshold=0.2, min_prompts=6)

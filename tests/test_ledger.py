@@ -21,7 +21,7 @@ from layerwise.ledger import (
     seed_table,
     sensitivity_table,
 )
-from layerwise.results import RESULT_KEY_ENV, load_results, metric, save_result
+from layerwise.results import RESULT_KEY_ENV, TRAIN_SEED_ENV, load_results, metric, save_result
 from layerwise.stats import seed_item_interval
 
 
@@ -159,6 +159,38 @@ def test_training_seeds_widen_the_interval(tmp_path, monkeypatch):
     # one seed alone would pass the margin; over both seeds the interval straddles it
     assert part_verdict(CLAIMS[2].parts[0], per_seed[0].to_metric()) == "reproduced"
     assert part_verdict(CLAIMS[2].parts[0], e) == "inconclusive" and e["ci"][0] < 0.9 < e["ci"][1]
+
+
+def test_a_seed_the_design_cannot_test_is_left_out_of_the_seed_combination(tmp_path, monkeypatch):
+    """B2 on three seeds, the first of which loops before any ablation: the two testable seeds decide;
+    with no testable seed the part is not testable."""
+    name = claims.REPETITION_INCREASE.of("dlm")
+    looping = claims.ClaimMetric(-0.05, (-0.2, 0.1), meaningful=False, reason="only 1 of 128 prompts do not loop")
+    testable = {1: claims.ClaimMetric(0.55, (0.45, 0.65)), 2: claims.ClaimMetric(0.60, (0.50, 0.70))}
+    save_result(claims.OUTLIER_ABLATION, profile="t", results_dir=tmp_path, metrics={name: looping})
+    for k, m in testable.items():
+        monkeypatch.setenv(TRAIN_SEED_ENV, str(k))
+        save_result(claims.OUTLIER_ABLATION, profile="t", results_dir=tmp_path, metrics={name: m})
+    monkeypatch.delenv(TRAIN_SEED_ENV)
+    results = load_results("t", results_dir=tmp_path)
+    e = resolve_entry(results[claims.OUTLIER_ABLATION]["metrics"], name)
+    expected = seed_item_interval([0.55, 0.60], [(0.45, 0.65), (0.50, 0.70)])
+    assert e["meaningful"] and e["n_seeds"] == 2 and e["seeds_excluded"] == [0] and e["seed_ids"] == [1, 2]
+    assert e["value"] == pytest.approx(0.575) and e["ci"] == pytest.approx(list(expected.interval))
+    row = build_ledger(results).set_index("claim").loc["B2"]
+    assert "2 seeds testable of 3; seed 0 left out as not testable" in row["summary"]
+    assert "left out as not testable" in seed_table(results).set_index("claim").loc["B2", "note"]
+    # one testable seed: its own item interval, no seed variance
+    (tmp_path / f"{claims.OUTLIER_ABLATION}@train_seed-2.json").unlink()
+    e = resolve_entry(load_results("t", results_dir=tmp_path)[claims.OUTLIER_ABLATION]["metrics"], name)
+    assert e["n_seeds"] == 1 and e["ci"] == pytest.approx([0.45, 0.65]) and e["seeds_excluded"] == [0]
+    # no testable seed: not testable, with the chapter's reason
+    monkeypatch.setenv(TRAIN_SEED_ENV, "1")
+    save_result(claims.OUTLIER_ABLATION, profile="t", results_dir=tmp_path, metrics={name: looping})
+    monkeypatch.delenv(TRAIN_SEED_ENV)
+    e = resolve_entry(load_results("t", results_dir=tmp_path)[claims.OUTLIER_ABLATION]["metrics"], name)
+    assert e["meaningful"] is False and "do not loop" in e["reason"] and "seeds_excluded" not in e
+    assert part_verdict(next(c for c in CLAIMS if c.cid == "B2").parts[0], e) == "not testable"
 
 
 def test_build_ledger_from_result_files(tmp_path):

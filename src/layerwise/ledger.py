@@ -12,7 +12,9 @@ similarity profile between blocks); the chapter saves that scale with the metric
 result file holds the metric for several training seeds (``"seeds"`` in the entry, see
 :func:`layerwise.claims.over_seeds`, or sweep jobs keyed by training seed), the seeds are combined with
 :func:`layerwise.stats.seed_item_interval`; with one seed the item interval stands and the ledger says
-that seed variance was not measured.
+that seed variance was not measured. A seed on which the chapter flagged its design unable to show the
+effect (``meaningful`` false: e.g. a model that loops before any ablation) carries no information and
+is left out of the combination, and the ledger names it; the part is not testable only when no seed is.
 
 **Definitions.** Each part lists pre-registered alternative definitions (labels, or glob patterns
 over labels, read under ``definition(metric, label)``): e.g. A1 with and without block 0. The verdict
@@ -247,12 +249,6 @@ CLAIMS: tuple[Claim, ...] = (
 _TRAIN_SEED = re.compile(r"^(?:train_seed-(?P<k>\d+)|preset-(?P<base>.+?)(?:-seed(?P<pk>\d+))?)$")
 
 
-def _seed_jobs(metrics: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
-    """The sweep-job entries ``name@<key>`` that differ only in their training seed (empty unless
-    exactly one such group has at least two jobs), in seed order."""
-    return [v for _, v in seed_entries(metrics, name)]
-
-
 def seed_entries(metrics: Mapping[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
     """``(training seed, entry)`` of the jobs ``name@<key>`` that differ only in their training seed
     (empty unless exactly one such group has at least two jobs), in seed order."""
@@ -282,25 +278,39 @@ def resolve_entry(metrics: Mapping[str, Any], name: str) -> dict[str, Any] | Non
     Seeds come from the entry's ``seeds`` list (:func:`layerwise.claims.over_seeds`, already combined:
     kept as is) or from sweep jobs whose keys differ only in the training seed (``train_seed-<k>``,
     or ``preset-<name>-seed<k>`` beside ``preset-<name>``), combined here with
-    :func:`layerwise.stats.seed_item_interval`. A job key ``seed-<k>`` is the chapter's evaluation
+    :func:`layerwise.stats.seed_item_interval` over the seeds whose entry is testable (the others are
+    listed under ``seeds_excluded`` with ``excluded_reason``). A job key ``seed-<k>`` is the chapter's evaluation
     seed, not a training seed: it is not combined. The result carries ``n_seeds`` and ``seed_values``.
     """
     entry = metrics.get(name)
-    jobs = _seed_jobs(metrics, name)
+    pairs = seed_entries(metrics, name)
     if entry is not None and entry.get("seeds"):
         seeds = [s for s in entry["seeds"] if _has_number(s)]
         return {**entry, "n_seeds": len(entry["seeds"]), "seed_values": [s["value"] for s in seeds]}
-    if len(jobs) >= 2:
-        ok = [j for j in jobs if _has_number(j)]
-        base = dict(entry or jobs[0])
-        meaningful = all(j.get("meaningful", True) is not False for j in jobs)
-        reason = next((j["reason"] for j in jobs if j.get("reason")), base.get("reason", ""))
+    if len(pairs) >= 2:
+        # a seed whose chapter flagged the design unable to show the effect (e.g. a model already
+        # looping before the ablation) carries no information: the testable seeds decide, and the
+        # entry names the excluded ones; with none testable the entry is not testable
+        testable = [(k, j) for k, j in pairs if j.get("meaningful", True) is not False]
+        excluded = [k for k, j in pairs if j.get("meaningful", True) is False]
+        why_excluded = next((str(j.get("reason") or j.get("note") or "") for k, j in pairs
+                             if j.get("meaningful", True) is False), "")
+        jobs = [j for _, j in (testable or pairs)]
+        ok = [(k, j) for k, j in (testable or pairs) if _has_number(j)]
+        base = dict(testable[0][1] if testable else (entry or pairs[0][1]))
+        meaningful = bool(testable)
+        reason = "" if testable else next((j["reason"] for j in jobs if j.get("reason")), base.get("reason", ""))
+        extra = ({"seeds_excluded": excluded, "excluded_reason": why_excluded} if testable and excluded else {})
         if not ok:
-            return {**base, "meaningful": meaningful, "reason": reason, "n_seeds": len(jobs), "seed_values": []}
-        c = seed_item_interval([j["value"] for j in ok], [tuple(j["ci"]) for j in ok])
-        scales = [j["margin_scale"] for j in ok if j.get("margin_scale") is not None]
-        out = {**base, "value": c.value, "ci": list(c.interval), "meaningful": meaningful, "reason": reason,
-               "n_seeds": c.n_seeds, "seed_values": list(c.seed_values), "seed_note": c.note}
+            return {**base, **extra, "meaningful": meaningful, "reason": reason, "n_seeds": len(jobs),
+                    "seed_values": []}
+        c = seed_item_interval([j["value"] for _, j in ok], [tuple(j["ci"]) for _, j in ok])
+        scales = [j["margin_scale"] for _, j in ok if j.get("margin_scale") is not None]
+        note = c.note + (f"; training seed{'s' if len(excluded) > 1 else ''} {', '.join(map(str, excluded))} "
+                         f"not testable, left out" if extra else "")
+        out = {**base, **extra, "value": c.value, "ci": list(c.interval), "meaningful": meaningful,
+               "reason": reason, "n_seeds": c.n_seeds, "seed_values": list(c.seed_values), "seed_note": note,
+               "seed_ids": [k for k, _ in ok]}
         if scales:
             out["margin_scale"] = sum(scales) / len(scales)
         return out
@@ -459,8 +469,13 @@ def _fmt(metric: Mapping[str, Any] | None) -> str:
 
 
 def _seeds_text(entry: Mapping[str, Any] | None) -> str:
-    n = int((entry or {}).get("n_seeds", 1))
-    return f"{n} seeds" if n > 1 else "1 seed"
+    e = entry or {}
+    n = int(e.get("n_seeds", 1))
+    text = f"{n} seeds" if n > 1 else "1 seed"
+    if e.get("seeds_excluded"):
+        left = ", ".join(str(k) for k in e["seeds_excluded"])
+        text += f" testable of {n + len(e['seeds_excluded'])}; seed {left} left out as not testable"
+    return text
 
 
 def _part_sentence(r: PartResult) -> str:
@@ -558,14 +573,16 @@ def sensitivity_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Cl
         for r in parts:
             for d in r.definitions:
                 rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "definition": d.label,
-                             "ours (95% CI)": _fmt(d.entry), "verdict": d.verdict,
-                             "direction": direction(r.part, d.entry) or d.reason})
-    long = pd.DataFrame(rows, columns=["claim", "part", "definition", "ours (95% CI)", "verdict", "direction"])
+                             "ours (95% CI)": _fmt(d.entry), "seeds": _seeds_text(d.entry) if d.entry else "–",
+                             "verdict": d.verdict, "direction": direction(r.part, d.entry) or d.reason})
+    long = pd.DataFrame(rows, columns=["claim", "part", "definition", "ours (95% CI)", "seeds", "verdict",
+                                       "direction"])
     if not wide:
         return long
     cells: dict[str, list[str]] = {}
     for _, row in long.iterrows():
-        cells.setdefault(row.claim, []).append(f"{row.part} / {row.definition}: {row['ours (95% CI)']} -> "
+        cells.setdefault(row.claim, []).append(f"{row.part} / {row.definition}: {row['ours (95% CI)']} "
+                                               f"({row.seeds}) -> "
                                                f"{row.verdict}" + (f" ({row.direction})" if row.direction else ""))
     width = max((len(v) for v in cells.values()), default=0)
     return pd.DataFrame([{"claim": k, **{f"definition {i + 1}": (v[i] if i < len(v) else "") for i in range(width)}}
@@ -583,7 +600,9 @@ def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ..
             rows.append({"claim": c.cid, "part": r.part.label or r.part.metric, "seeds": int(e.get("n_seeds", 0)),
                          "seed values": ", ".join(_num(v) for v in vals) or "–", "seed SD": sd,
                          "note": ("not run" if not e else "seed variance not measured" if len(vals) < 2
-                                  else "interval: seed t-interval widened by the item variance")})
+                                  else "interval: seed t-interval widened by the item variance")
+                         + (f"; seed {', '.join(map(str, e['seeds_excluded']))} left out as not testable"
+                            if e.get("seeds_excluded") else "")})
     return pd.DataFrame(rows)
 
 

@@ -412,7 +412,8 @@ def testable_ablation_metrics(text: pd.DataFrame, arithmetic: pd.DataFrame, fami
                               selections: Mapping[str, Any], repetition_measure: str = "rep_2",
                               headline_scope: str = "early", scopes: Sequence[str] = ("early", "all"),
                               headline: str = "attn_input/attn_input",
-                              targets: Mapping[str, Mapping[str, int]] | None = None, n_boot: int = 1000,
+                              targets: Mapping[str, Mapping[str, int]] | None = None,
+                              same_channel: Mapping[str, Mapping[str, str]] | None = None, n_boot: int = 1000,
                               seed: int = 0, pairs: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
     """B2 as a test that can fail: the ablation's effects on the prompts each model does NOT loop on.
 
@@ -426,7 +427,11 @@ def testable_ablation_metrics(text: pd.DataFrame, arithmetic: pd.DataFrame, fami
     prompts and draws (:func:`ablation_difference`). The ``headline`` label is written under the
     metric names of :func:`outlier_ablation_metrics` (the ledger's), every other label under
     ``definition(name, label)``. Text metrics of a model with fewer selected prompts than its
-    selection's ``min_prompts`` are not meaningful, with the selection's reason.
+    selection's ``min_prompts`` are not meaningful, with the selection's reason. ``same_channel``: per
+    model, the outlier definitions whose channel another definition already picked (``{"residual":
+    "attn_input"}``, :class:`layerwise.ablation_design.AblationPlan`): their labels are written too,
+    with the other definition's entry (whose ``label`` names the ablation that ran), so that every
+    seed's file holds every definition.
     """
     families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
@@ -468,10 +473,12 @@ def testable_ablation_metrics(text: pd.DataFrame, arithmetic: pd.DataFrame, fami
                     names = [TESTABLE_ABLATION_KINDS[kind].per_model(name, scope)]
                     if scope == headline_scope:
                         names.append(TESTABLE_ABLATION_KINDS[kind].of(_fam(fam)))
-                    for i, n in enumerate(names):
-                        key = n if lab == headline else definition(n, lab)
-                        if i == 0:
-                            out[key] = m
-                        else:
-                            out.setdefault(key, m)
+                    aliases = [f"{site}/{a}" for a, t in (same_channel or {}).get(name, {}).items() if t == d]
+                    for write in (lab, *aliases):
+                        for i, n in enumerate(names):
+                            key = n if write == headline else definition(n, write)
+                            if i == 0:
+                                out[key] = m
+                            else:
+                                out.setdefault(key, m)
     return out
