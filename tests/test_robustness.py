@@ -147,6 +147,22 @@ def test_own_file_is_seed_zero_only_beside_seed_replicates(tmp_path: Path, monke
     assert f"{A1}@train_seed-0" not in metrics
 
 
+def test_a_metric_only_a_later_seed_measured_is_not_filed_as_seed_zero(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 0's file lacks a definition that seed 2's file holds (e.g. an ablation site added since):
+    the definition rests on seed 2 alone, not on seed 2 counted twice."""
+    only_later = claims.definition(A1, "new_definition")
+    save_result(CHAPTER, profile="t", results_dir=tmp_path, metrics={A1: claims.ClaimMetric(0.5, (0.4, 0.6))})
+    monkeypatch.setenv(TRAIN_SEED_ENV, "2")
+    save_result(CHAPTER, profile="t", results_dir=tmp_path, metrics={
+        A1: claims.ClaimMetric(0.7, (0.6, 0.8)), only_later: claims.ClaimMetric(0.3, (0.2, 0.4))})
+    metrics = load_results("t", results_dir=tmp_path)[CHAPTER]["metrics"]
+    assert f"{only_later}@train_seed-0" not in metrics and f"{A1}@train_seed-0" in metrics
+    e = resolve_entry(metrics, only_later)
+    assert e["n_seeds"] == 1 and e["value"] == pytest.approx(0.3) and e["ci"] == pytest.approx([0.2, 0.4])
+    assert resolve_entry(metrics, A1)["n_seeds"] == 2
+
+
 def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -> None:
     # inside a kernel sys.stderr has no descriptor while a child process inherits descriptor 2: the
     # child's launch log must land in the log file, not on descriptor 2 (which the kernel shows in the page)
