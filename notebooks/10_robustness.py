@@ -221,8 +221,12 @@ if len(reps):
     wide = reps.pivot_table(index=["claim", "part"], columns="train_seed", values="value", sort=False)
     wide.columns = [f"seed {c}" for c in wide.columns]
     grouped = reps.groupby(["claim", "part"], sort=False)
+    testable = reps[reps.testable].groupby(["claim", "part"], sort=False)  # the seeds the ledger combines
     summary = wide.assign(
-        **{"seed SD": grouped.value.std(), "range": grouped.value.max() - grouped.value.min(),
+        **{"not testable": grouped.apply(lambda g: ", ".join(f"seed {k}" for k in g.train_seed[~g.testable]) or "–",
+                                         include_groups=False),
+           "seed SD": testable.value.std(),
+           "range": (testable.value.max() - testable.value.min()).where(testable.value.count() > 1),
            "over seeds (95% CI)": grouped.apply(lambda g: f"{g.combined.iloc[0]:.3g} [{g.combined_low.iloc[0]:.3g}, "
                                                            f"{g.combined_high.iloc[0]:.3g}]", include_groups=False)})
 
@@ -230,8 +234,9 @@ if len(reps):
 # NBVAL_CHECK_OUTPUT
 if len(reps):
     display(Markdown(summary.reset_index().to_markdown(index=False, floatfmt=".3g")))
-    display(Markdown("**Table 1.** Per claim part: the headline metric on each training seed, its seed-to-seed "
-                     "standard deviation and range, and the ledger's estimate over the seeds."))
+    display(Markdown("**Table 1.** Per claim part: the headline metric on each training seed, the seeds on which "
+                     "the chapter flagged its design unable to show the effect (left out by the ledger), the "
+                     "seed-to-seed standard deviation and range of the others, and the ledger's estimate over them."))
 else:
     print("no claim metrics: " + ("not applicable to hub models" if not applies else
                                   "run the chapters in `rerun` first (seed 0: layerwise-book run)"))
@@ -247,7 +252,11 @@ if len(reps):
         g = reps[(reps.claim == key[0]) & (reps.part == key[1])].sort_values("train_seed")
         x = g.train_seed.astype(int).to_numpy()
         lo, hi = g.ci_low.to_numpy(dtype=float), g.ci_high.to_numpy(dtype=float)
-        ax.errorbar(x, g.value, yerr=[g.value - lo, hi - g.value], fmt="o", color="k", capsize=3)
+        ok = g.testable.to_numpy(dtype=bool)
+        for sel, style in ((ok, {"fmt": "o", "color": "k"}), (~ok, {"fmt": "x", "color": "grey", "alpha": 0.6})):
+            if sel.any():
+                ax.errorbar(x[sel], g.value[sel], yerr=[(g.value - lo)[sel], (hi - g.value)[sel]], capsize=3,
+                            label=None if sel is ok else "not testable (left out)", **style)
         first = g.iloc[0]
         if first.n_seeds > 1 and pd.notna(first.combined_low):
             ax.axhspan(first.combined_low, first.combined_high, color="C0", alpha=0.15, label="over seeds, 95% CI")
@@ -261,10 +270,12 @@ if len(reps):
         ax.set_ylabel("metric (its own units)")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles = {lab: h for a in axes.flat for h, lab in zip(*a.get_legend_handles_labels())}  # every panel's labels
+    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
     fig.tight_layout()
     plt.show()
     display(Markdown("**Figure 2.** Each claim part's headline metric per training seed (95% item intervals); "
+                     "grey crosses: seeds the chapter flagged not testable, which the ledger leaves out; "
                      "shaded: the ledger's 95% interval over the seeds around their mean; dashed: the bound "
                      "on the paper's side (chapter 08 derives each one). A spread between seeds as wide as the "
                      "distance to the bound makes one seed's verdict fragile."))

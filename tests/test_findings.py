@@ -335,3 +335,12 @@ def test_robustness_names_the_seed_spread_against_the_item_interval_and_the_comp
     assert "both sides of the no-effect value for 1: A2 recency, DLM - AR (0.0350, -0.00700 about 0)" in text
     assert F.for_chapter("10_robustness", {"data": {"competence": comp, "replicates": reps[:1]}}).count(
         "No claim part has been measured on more than one training seed") == 1
+    # a seed the chapter flagged not testable is left out of the spread and the sign count, and named
+    looped = [{**rep("B2", "DLM repetition increase", 0, -0.05, 0.1), "testable": False},
+              rep("B2", "DLM repetition increase", 2, 0.16, 0.15), rep("B2", "DLM repetition increase", 3, 0.30, 0.1)]
+    text = F.robustness({"data": {"competence": comp, "replicates": reps + looped}})
+    assert "Left out as not testable on a seed" in text and "B2 DLM repetition increase (seed 0)" in text
+    assert "Of the 3 claim parts measured on more than one training seed" in text
+    assert "B2 DLM repetition increase (-0.05" not in text  # seed 0's value is not among the signs
+    two = F.robustness({"data": {"competence": comp, "replicates": reps + looped[:2]}})
+    assert "Of the 2 claim parts measured on more than one training seed" in two

@@ -373,7 +373,12 @@ def robustness(payload: Mapping[str, Any], *, min_exact_match: float = COMPETENC
     parts: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in reps:
         parts.setdefault((str(r.get("claim")), str(r.get("part"))), []).append(r)
-    for (cid, part), rows in parts.items():
+    untestable = []
+    for (cid, part), all_rows in parts.items():
+        rows = [r for r in all_rows if r.get("testable", True) is not False]  # as the ledger: left out
+        if len(rows) < len(all_rows):
+            untestable.append(f"{cid} {part} (seed " + ", ".join(str(int(r.get("train_seed") or 0)) for r in all_rows
+                                                            if r.get("testable", True) is False) + ")")
         vals = [float(r["value"]) for r in rows if _finite(r.get("value"))]
         halves = [(float(r["ci_high"]) - float(r["ci_low"])) / 2 for r in rows
                   if _finite(r.get("ci_low")) and _finite(r.get("ci_high"))]
@@ -387,7 +392,11 @@ def robustness(payload: Mapping[str, Any], *, min_exact_match: float = COMPETENC
         null = nulls.get((cid, part), 0.0)
         if null is not None and min(vals) < null < max(vals):
             flips.append(f"{cid} {part} ({', '.join(_num(v) for v in vals)} about {_num(null)})")
-    n_multi = sum(1 for rows in parts.values() if sum(_finite(r.get("value")) for r in rows) > 1)
+    n_multi = sum(1 for rows in parts.values()
+                  if sum(_finite(r.get("value")) and r.get("testable", True) is not False for r in rows) > 1)
+    if untestable:
+        facts.append("- Left out as not testable on a seed (the chapter flagged its design unable to show the effect "
+                     "there; the ledger leaves these seeds out too): " + "; ".join(untestable) + ".")
     if n_multi:
         wide.sort(reverse=True)
         facts.append(f"- Of the {n_multi} claim parts measured on more than one training seed, "

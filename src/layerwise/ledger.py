@@ -608,8 +608,10 @@ def seed_table(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ..
 
 def seed_replicates(results: Mapping[str, Mapping[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
     """Every claim part's headline per training seed: one row per (claim, part, seed) with the seed's
-    value and item interval, and the ledger's interval over the seeds (:func:`resolve_entry`) beside
-    it. A part measured on one seed has one row (its seed from the result file, 0 by default)."""
+    value and item interval, whether the chapter flagged that seed's design able to show the effect
+    (``testable``; the ledger leaves the others out), and the ledger's interval over the seeds
+    (:func:`resolve_entry`) beside it. A part measured on one seed has one row (its seed from the result
+    file, 0 by default)."""
     rows = []
     for c in claims:
         for p in c.parts:
@@ -628,10 +630,11 @@ def seed_replicates(results: Mapping[str, Mapping[str, Any]], claims: tuple[Clai
                 ci_k = e.get("ci") or [None, None]
                 rows.append({"claim": c.cid, "part": p.label or p.metric, "chapter": p.chapter, "metric": p.metric,
                              "train_seed": k, "value": e.get("value"), "ci_low": ci_k[0], "ci_high": ci_k[1],
+                             "testable": e.get("meaningful", True) is not False,
                              "n_seeds": int(combined.get("n_seeds", 1)), "combined": combined.get("value"),
                              "combined_low": ci[0], "combined_high": ci[1]})
-    cols = ["claim", "part", "chapter", "metric", "train_seed", "value", "ci_low", "ci_high", "n_seeds", "combined",
-            "combined_low", "combined_high"]
+    cols = ["claim", "part", "chapter", "metric", "train_seed", "value", "ci_low", "ci_high", "testable", "n_seeds",
+            "combined", "combined_low", "combined_high"]
     return pd.DataFrame(rows, columns=cols)
 
 
