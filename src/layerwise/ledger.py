@@ -647,7 +647,7 @@ def margins_table(claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
                           "no effect": _num(p.null) + (" x scale" if p.scaled and p.null else ""),
                           "derived from": p.margin_why,
                           "paper's value": _num(p.paper_value) if p.paper_value is not None else "–",
-                          "definitions": ", ".join(p.definitions) or "headline only"}
+                          "definitions": ", ".join(f"`{d}`" for d in p.definitions) or "headline only"}
                          for c in claims for p in c.parts])
 
 
