@@ -275,6 +275,25 @@ def test_edition_summary_adds_the_further_training_seeds_from_the_robustness_cha
     assert "Below the bar: `dlm` (seed 2)." in text and "seed 0:" not in text  # seed 0 is the table above
 
 
+def test_retention_per_seed_is_set_beside_the_same_seeds_competence(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerwise.results import TRAIN_SEED_ENV, load_results, save_result
+
+    name = C.RETENTION_AT_TARGET.of("dlm")
+    for k, v in ((0, 0.16), (2, 0.91)):
+        monkeypatch.setenv(TRAIN_SEED_ENV, str(k))
+        save_result(C.LAYER_SKIPPING, profile="t", results_dir=tmp_path,
+                    metrics={name: ClaimMetric(v, (v - 0.1, v + 0.1), model="dlm")})
+    monkeypatch.delenv(TRAIN_SEED_ENV)
+    results = load_results("t", results_dir=tmp_path)
+    assert F.retention_by_seed(results) == ""  # no competence rows: nothing to set beside
+    results["00_pretraining"] = {"data": {"competence": [{**_competence_row("dlm", 0.35, 0.29, 0.42), "seed": 0}]}}
+    results["10_robustness"] = {"data": {"competence": [{**_competence_row("dlm", 0.985, 0.96, 1.0), "seed": 2}]}}
+    text = F.retention_by_seed(results)
+    assert "A3 DLM retention: seed 0 0.160 (`dlm` 35.0%), seed 2 0.910 (`dlm` 98.5%)." in text
+    assert "AR retention" not in text  # not measured
+
+
 def test_edition_summary_sets_other_trainings_of_the_same_configuration_beside_the_editions(tmp_path: Path) -> None:
     """A benchmark table's final models of the edition's configuration hash and seed are compared with the
     edition's; snapshots, other configurations, other seeds and tables without the columns are left out."""

@@ -38,7 +38,7 @@ from .config import LayerwiseError
 __all__ = [
     "VERDICT_WORDS", "entries", "chapter_ledger", "claim_findings", "pretraining", "layer_similarity",
     "token_similarity", "layer_skipping", "super_outlier", "outlier_ablation", "alpha_hill", "compression",
-    "robustness", "for_chapter", "seeds_summary", "retrainings_summary",
+    "robustness", "for_chapter", "seeds_summary", "retention_by_seed", "retrainings_summary",
     "results_summary", "write_intro_summary", "update_intro", "SUMMARY_START", "SUMMARY_END",
 ]
 
@@ -570,7 +570,8 @@ def edition_summary(results: Mapping[str, Any], benchmarks: str | os.PathLike | 
               "to test the papers' "
               "claims (the chapters flag retention as meaningless only for a model at chance): "
               + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
-    extra = [t for t in (seeds_summary(results), retrainings_summary(results, benchmarks)) if t]
+    extra = [t for t in (seeds_summary(results), retention_by_seed(results), retrainings_summary(results, benchmarks))
+             if t]
     return "\n".join(lines + [x for t in extra for x in ("", t)])
 
 
@@ -597,6 +598,32 @@ def seeds_summary(results: Mapping[str, Any]) -> str:
             + (f"Below the bar: {', '.join(below)}. " if below else "Every one of them clears the bar. ")
             + "The claims ledger combines the seeds of every claim part whose chapter ran on them; the summary "
             "below says how many seeds each part rests on.")
+
+
+def retention_by_seed(results: Mapping[str, Any]) -> str:
+    """A sentence setting each retention claim part's value per training seed (A3, A5, A8: the ledger's
+    :func:`layerwise.ledger.seed_replicates`) beside the same seed's final model's held-out exact match,
+    the score a retention divides; "" unless some part has two seeds with both numbers."""
+    from .ledger import seed_replicates
+
+    reps = seed_replicates(results)
+    comp = _final_competence(results)
+    reps = reps[reps.metric.str.contains("retention")]
+    items = []
+    for (cid, part), g in reps.groupby(["claim", "part"], sort=False):
+        per_seed = []
+        for r in g.sort_values("train_seed").itertuples():
+            c = comp.get((int(r.train_seed), str(r.model)))
+            if c is not None and _finite(r.value) and _finite(c.get("exact_match")):
+                em = _pct(float(c["exact_match"]))
+                per_seed.append(f"seed {int(r.train_seed)} {_num(r.value)} (`{r.model}` {em})")
+        if len(per_seed) >= 2:
+            items.append(f"{cid} {part}: " + ", ".join(per_seed))
+    if not items:
+        return ""
+    return ("A retention divides the skipped model's score by the unmodified model's, so it moves with that "
+            "model's competence; each retention claim part per training seed, beside the same seed's final "
+            "model's held-out exact match above: " + "; ".join(items) + ".")
 
 
 def _final_competence(results: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:

@@ -630,11 +630,12 @@ def seed_replicates(results: Mapping[str, Mapping[str, Any]], claims: tuple[Clai
                 ci_k = e.get("ci") or [None, None]
                 rows.append({"claim": c.cid, "part": p.label or p.metric, "chapter": p.chapter, "metric": p.metric,
                              "train_seed": k, "value": e.get("value"), "ci_low": ci_k[0], "ci_high": ci_k[1],
+                             "model": e.get("model") or combined.get("model") or "",
                              "testable": e.get("meaningful", True) is not False,
                              "n_seeds": int(combined.get("n_seeds", 1)), "combined": combined.get("value"),
                              "combined_low": ci[0], "combined_high": ci[1]})
-    cols = ["claim", "part", "chapter", "metric", "train_seed", "value", "ci_low", "ci_high", "testable", "n_seeds",
-            "combined", "combined_low", "combined_high"]
+    cols = ["claim", "part", "chapter", "metric", "train_seed", "value", "ci_low", "ci_high", "model", "testable",
+            "n_seeds", "combined", "combined_low", "combined_high"]
     return pd.DataFrame(rows, columns=cols)
 
 
