@@ -86,7 +86,11 @@ keep() {  # the seed pages and the two chapters' notebooks, where poll.sh packs 
 }
 step ch_10 1200 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
   -p "train_seeds=$seeds_yaml" ${RERUN:+-p "rerun=$RERUN"}
-step ch_08 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --out "$BUILD" --force --no-progress
+# LEDGER=0 skips the ledger here (~20 s per run): it reads only the result files, and publish_robustness.sh runs
+# it on the CPU when no ledger notebook came back
+ledger() { [ "${LEDGER:-1}" = 0 ] || step "$1" 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 \
+  --out "$BUILD" --force --no-progress; }
+ledger ch_08
 keep
 # BRANCH=1: then each seed's branch runs (gpu: ar2dlm_b25, claim A6, ~3.5 min of training), chapter 10 again with
 # the branch runs (it scores them; chapter 01, whose seed page is removed, re-runs with them; the other chapters
@@ -102,7 +106,7 @@ print(' '.join(run_names('$PROFILE')[3:]))")
   done
   step ch_10b 600 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
     -p "train_seeds=$seeds_yaml" -p branch_runs=true ${RERUN:+-p "rerun=$RERUN"}
-  step ch_08b 300 python3 -m layerwise.book run --profile "$PROFILE" --chapters 08 --out "$BUILD" --force --no-progress
+  ledger ch_08b
   keep
 fi
 # Optional, in the hold's spare minutes after the ledger: seed 0's dlm trained to EXTRA_DLM_TOKENS tokens with
