@@ -161,6 +161,10 @@ def test_a_metric_only_a_later_seed_measured_is_not_filed_as_seed_zero(tmp_path:
     e = resolve_entry(metrics, only_later)
     assert e["n_seeds"] == 1 and e["value"] == pytest.approx(0.3) and e["ci"] == pytest.approx([0.2, 0.4])
     assert resolve_entry(metrics, A1)["n_seeds"] == 2
+    merged = load_results("t", results_dir=tmp_path)[CHAPTER]
+    assert set(merged["data"]["jobs"]) == {"train_seed-0", "train_seed-2"}
+    assert "jobs" not in merged["data"]["jobs"]["train_seed-0"]  # seed 0's data as its file holds it
+    json.dumps(merged)  # no circular reference
 
 
 def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -> None:

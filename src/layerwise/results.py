@@ -185,7 +185,9 @@ def load_results(profile: str, results_dir: str | os.PathLike | None = None,
             keyed.setdefault(chapter, []).append((key, payload))
         else:
             merged[chapter] = payload
-            own_files[chapter] = {**payload, "metrics": dict(payload.get("metrics", {}))}  # before the jobs merge in
+            # as read, before the jobs merge into the chapter's entry
+            own_files[chapter] = {**payload, "metrics": dict(payload.get("metrics", {})),
+                                  "data": dict(payload.get("data", {}))}
     for chapter, jobs in keyed.items():
         entry = merged.setdefault(chapter, {**jobs[0][1], "metrics": {}, "models": {}, "data": {}})
         entry["jobs"] = [key for key, _ in jobs]
