@@ -35,6 +35,10 @@
 # and then shows, per claim metric, the value of every seed, the seed-to-seed spread (standard
 # deviation and range) and the ledger's interval over the seeds.
 #
+# With `train_seeds: []` it trains and re-runs nothing: it gathers every seed whose result files are
+# present (seeds trained in other GPU sessions or cluster jobs, and the competence rows this chapter's
+# earlier runs scored) and draws this page from them, on any machine.
+#
 # The chapter applies to the controlled triplet only: the papers' 8B models were each trained once
 # (one seed), so with hub models (`models` not empty, the `paper` profile) it says so and stops.
 
@@ -93,8 +97,9 @@ seeds = sorted({0, *train_seeds}) if applies else []
 base = get_preset(preset)
 runs = [o.value for o in OBJECTIVES] + ([r for r in run_names(base) if r not in {o.value for o in OBJECTIVES}]
                                         if branch_runs else [])
-print(f"preset {base.name}: training seeds {seeds}; runs {', '.join(runs)}; chapters re-run per seed: "
-      f"{', '.join(rerun) or 'none'}")
+print(f"preset {base.name}: training seeds trained or loaded here {seeds}; runs {', '.join(runs)}; chapters "
+      + (f"re-run per seed: {', '.join(rerun) or 'none'}" if train_seeds else
+         f"read from the seeds' result files: {', '.join(rerun) or 'none'}"))
 
 # %% [markdown]
 # ## Train the triplet of each seed
