@@ -269,6 +269,17 @@ if len(reps):
         lim = parts[key].limits(results[parts[key].chapter]["metrics"].get(parts[key].metric))
         if lim is not None:
             ax.axhline(lim[0], color="C3", ls="--", lw=1, label="paper's bound")
+        # the axis fits the seeds, their item intervals, the mean and the bound: with two or three seeds the
+        # t-interval over seeds can be many times wider, and would flatten the seeds' differences
+        ys = np.array([*lo, *hi, *g.value, first.combined, lim[0] if lim is not None else np.nan], dtype=float)
+        ys = ys[np.isfinite(ys)]
+        if ys.size:
+            pad = 0.12 * ((ys.max() - ys.min()) or abs(ys.max()) or 1.0)
+            y0, y1 = ys.min() - pad, ys.max() + pad
+            ax.set_ylim(y0, y1)
+            if first.n_seeds > 1 and (first.combined_low < y0 or first.combined_high > y1):
+                ax.text(0.02, 0.03, f"over seeds: [{first.combined_low:.3g}, {first.combined_high:.3g}], beyond the axis",
+                        transform=ax.transAxes, fontsize=6, color="C0")
         ax.set_title(f"{key[0]}: {key[1]}", fontsize=9)
         ax.set_xticks(x)
         ax.set_xlabel("training seed")
@@ -281,7 +292,8 @@ if len(reps):
     plt.show()
     display(Markdown("**Figure 2.** Each claim part's headline metric per training seed (95% item intervals); "
                      "grey crosses: seeds the chapter flagged not testable, which the ledger leaves out; "
-                     "shaded: the ledger's 95% interval over the seeds around their mean; dashed: the bound "
+                     "shaded: the ledger's 95% interval over the seeds around their mean (where it reaches beyond the axis, "
+                     "its ends are printed in the panel); dashed: the bound "
                      "on the paper's side (chapter 08 derives each one). A spread between seeds as wide as the "
                      "distance to the bound makes one seed's verdict fragile."))
 
