@@ -167,6 +167,42 @@ def test_a_metric_only_a_later_seed_measured_is_not_filed_as_seed_zero(tmp_path:
     json.dumps(merged)  # no circular reference
 
 
+def test_chapter_10_gathers_the_seeds_result_files_without_training(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train_seeds: []`: the chapter trains and re-runs nothing; it draws its page from the seeds' result
+    files and the competence rows of chapter 00 and of its own earlier run (seeds scored elsewhere)."""
+    from layerwise import book
+    from layerwise.training import get_preset
+
+    cache = tmp_path / "cache"
+    res = cache / "results" / "tiny"
+    for k, v in ((0, -0.05), (2, -0.01)):
+        monkeypatch.setenv(TRAIN_SEED_ENV, str(k))
+        save_result(CHAPTER, profile="tiny", results_dir=res, metrics={A1: claims.ClaimMetric(v, (v - 0.01, v + 0.01))})
+    monkeypatch.delenv(TRAIN_SEED_ENV)
+
+    def row(run: str, k: int, em: float) -> dict:
+        return {"run": run, "seed": k, "final": True, "exact_match": em, "em_ci_low": em - 0.05,
+                "em_ci_high": min(em + 0.05, 1.0), "chance": 0.03, "x_chance": em / 0.03, "bits_per_byte": 2.0,
+                "text_task": "lw_gutenberg"}
+
+    runs = ["ar", "dlm", "ar2dlm"]
+    h = get_preset("tiny").config_hash()
+    save_result("00_pretraining", profile="tiny", results_dir=res, metrics={},
+                data={"config_hash": h, "competence": [row(r, 0, 0.9) for r in runs]})
+    save_result("10_robustness", profile="tiny", results_dir=res, metrics={},
+                data={"config_hash": h, "competence": [row(r, 2, 0.6) for r in runs]})
+    status = book.run("tiny", chapters=["10_robustness"], out=tmp_path / "out", cache=cache, progress=False,
+                      overrides={"train_seeds": [], "rerun": [CHAPTER], "device": "cpu"})
+    assert status == {"10_robustness": "ran"}
+    data = json.loads((res / "10_robustness.json").read_text())["data"]
+    assert sorted((r["seed"], r["run"]) for r in data["competence"]) == sorted((k, r) for k in (0, 2) for r in runs)
+    a1 = [r for r in data["replicates"] if r["metric"] == A1]
+    assert [r["train_seed"] for r in a1] == [0, 2] and [r["value"] for r in a1] == pytest.approx([-0.05, -0.01])
+    assert not (cache / "triplet").exists()  # nothing was trained
+    assert not (cache / "runs" / "tiny" / "10_robustness").exists()  # no chapter re-ran on a seed
+
+
 def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -> None:
     # inside a kernel sys.stderr has no descriptor while a child process inherits descriptor 2: the
     # child's launch log must land in the log file, not on descriptor 2 (which the kernel shows in the page)
