@@ -505,7 +505,8 @@ ledger = claims.compression_metrics(
     head, all_runs, {n: lm.family for n, lm in subjects.items()}, task=headline_task,
     measure=FOLLOW.get(headline_task, "acc"), n_boot=n_boot, seed=seed,
     allocation=f"{allocation_method} at {allocation_average:.0%} average sparsity, epsilon {allocation_epsilon}",
-    definitions=results)  # B4 on every task and metric evaluated: the ledger's alternative definitions
+    definitions=results,  # B4 on every task and metric evaluated: the ledger's alternative definitions
+    measures={t: FOLLOW.get(t, "acc") for t in tasks})  # B5 likewise
 path = save_result(
     "07_compression", profile=profile, metrics=ledger,
     models={n: lm.spec.model_id for n, lm in subjects.items()},

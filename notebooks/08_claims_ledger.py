@@ -41,7 +41,10 @@
 # the `early` and `redundant` skipping strategies on every generation task; B1 on the attention input
 # and on the residual stream; B2 with the super-outlier zeroed at either site; B3 with both
 # alpha-Hill cut-off rules (fixed and KS); B4 on every task and metric evaluated (generation exact
-# match, bits per byte); B7 with the dominant channel by max and by mean $|x|$.
+# match, bits per byte); B7 with the dominant channel by max and by mean $|x|$. B5 on every task and
+# metric evaluated too, added after the first results were read (chapter 07 had measured bits per byte
+# beside exact match and the two disagreed): result files written before carry only its headline, and
+# the sentences below name the definitions that did not run.
 #
 # **Verdicts** (per definition, then per part, then per claim):
 #

@@ -206,12 +206,41 @@ def _mean(xs):
 _mean.__name__ = "mean"
 
 
-def _run(items: list[float], task: str = "lw_x") -> dict:
-    """A layerwise.evals.evaluate-like output with one accuracy metric."""
-    key = "acc,none"
+def _run(items: list[float], task: str = "lw_x", measure: str = "acc", higher_is_better: bool = True) -> dict:
+    """A layerwise.evals.evaluate-like output with one metric (default: an accuracy)."""
+    key = f"{measure},none"
     return {"metrics": {task: {key: _mean(items)}}, "items": {task: {key: items}},
-            "higher_is_better": {task: {key: True}}, "chance": {task: {key: None}}, "n": {task: len(items)},
-            "aggregation": {task: {key: _mean}}}
+            "higher_is_better": {task: {key: higher_is_better}}, "chance": {task: {key: None}},
+            "n": {task: len(items)}, "aggregation": {task: {key: _mean}}}
+
+
+def _runs(*parts: dict) -> dict:
+    """Several tasks' :func:`_run` outputs as one evaluation."""
+    return {k: {t: v for p in parts for t, v in p[k].items()} for k in parts[0]}
+
+
+def test_b5_is_written_for_every_task_and_metric_evaluated():
+    """B5's alternative definitions: the allocation effect on each task the chapter evaluated, each in the
+    direction 'early sparser is better' (bits per byte: lower is better)."""
+    early = _runs(_run([0.6, 0.8, 0.7, 0.9], "lw_arithmetic", "exact_match"),
+                  _run([2.2, 2.2, 2.2, 2.2], "lw_gutenberg", "bits_per_byte", higher_is_better=False))
+    late = _runs(_run([0.4, 0.4, 0.5, 0.5], "lw_arithmetic", "exact_match"),
+                 _run([2.0, 2.0, 2.0, 2.0], "lw_gutenberg", "bits_per_byte", higher_is_better=False))
+    no_quant = pd.DataFrame(columns=["model", "kind", "method", "bits", "retention", "ci_low", "ci_high",
+                                     "meaningful", "n"])
+    ms = claims.compression_metrics(no_quant, {"d": {"alloc-earlier_sparser": early, "alloc-deeper_sparser": late}},
+                                    {"d": "dlm"}, task="lw_arithmetic", measure="exact_match", n_boot=50,
+                                    measures={"lw_arithmetic": "exact_match", "lw_gutenberg": "bits_per_byte"})
+    name = claims.EARLY_MINUS_LATE_PCT.of("dlm")
+    gen = ms[claims.definition(name, "lw_arithmetic:exact_match")]
+    bpb = ms[claims.definition(name, "lw_gutenberg:bits_per_byte")]
+    assert gen is ms[name] and gen.value == pytest.approx(100 * (3.0 / 1.8 - 1))
+    assert bpb.value == pytest.approx(100 * (2.0 / 2.2 - 1))  # early sparser: 10% more bits: worse
+    part = next(c for c in CLAIMS if c.cid == "B5").parts[0]
+    r = evaluate_part(part, claims.to_result_metrics(ms))
+    assert {d.label: d.verdict for d in r.definitions} == {"lw_arithmetic:exact_match": "reproduced",
+                                                            "lw_gutenberg:bits_per_byte": "not reproduced"}
+    assert r.verdict == "depends on definition"
 
 
 def test_b5_early_minus_late_is_the_relative_change_in_percent():
@@ -386,8 +415,12 @@ def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
     head = retentions[retentions.label == "lw_x bits_per_byte"]
     traces = {n: {s: np.random.default_rng(i).uniform(0, 1, (5, 3, 8)) for s in claims.PERSISTENCE_STATISTICS}
               for i, n in enumerate(FAMILIES) if n != "ar"}
-    runs = {n: {"alloc-earlier_sparser": _run([0.5, 0.6, 0.7, 0.9]), "alloc-deeper_sparser": _run([0.6, 0.6, 0.7, 0.8])}
-            for n in FAMILIES}
+    def alloc(gen: list[float], bpb: list[float]) -> dict:
+        return _runs(_run(gen), _run(gen, "lw_arithmetic", "exact_match"),
+                     _run(bpb, "lw_gutenberg", "bits_per_byte", higher_is_better=False))
+
+    runs = {n: {"alloc-earlier_sparser": alloc([0.5, 0.6, 0.7, 0.9], [2.0, 2.1, 1.9, 2.2]),
+                "alloc-deeper_sparser": alloc([0.6, 0.6, 0.7, 0.8], [1.9, 2.0, 1.9, 2.1])} for n in FAMILIES}
     gen = curve[curve.label == "lw_arithmetic exact_match"]
     return {
         claims.LAYER_SIMILARITY: claims.layer_similarity_metrics(sims, fams, paired=True, n_boot=20),
@@ -405,8 +438,9 @@ def _chapter_metrics() -> dict[str, dict[str, ClaimMetric]]:
         claims.ALPHA_HILL: {**claims.alpha_hill_metrics(alphas, method="fixed", n_boot=20),
                             **claims.overtraining_metrics(over, FAMILIES, tokens_per_step=64,
                                                           n_params={n: 1000 for n in FAMILIES}, n_boot=20)},
-        claims.COMPRESSION: claims.compression_metrics(head, runs, FAMILIES, task="lw_x", measure="acc", n_boot=20,
-                                                       definitions=retentions),
+        claims.COMPRESSION: claims.compression_metrics(
+            head, runs, FAMILIES, task="lw_x", measure="acc", n_boot=20, definitions=retentions,
+            measures={"lw_arithmetic": "exact_match", "lw_gutenberg": "bits_per_byte"}),
     }
 
 

@@ -294,6 +294,27 @@ def test_retention_per_seed_is_set_beside_the_same_seeds_competence(tmp_path: Pa
     assert "AR retention" not in text  # not measured
 
 
+def test_allocation_by_measure_lists_every_measure_per_seed_and_names_a_sign_that_differs() -> None:
+    def row(model: str, measure: str, v: float, ok: bool = True) -> dict:
+        return {"model": model, "measure": measure, "early_minus_late_pct": v, "ci_low": v - 1, "ci_high": v + 1,
+                "meaningful": ok}
+
+    seed0 = [row("dlm", "exact_match", 200.0, ok=False), row("dlm", "bits_per_byte", -0.6),
+             row("ar", "exact_match", -86.7), row("ar", "bits_per_byte", -3.0)]
+    seed2 = [row("dlm", "exact_match", 61.9), row("dlm", "bits_per_byte", -0.8),
+             row("ar", "exact_match", -96.6), row("ar", "bits_per_byte", -1.8)]
+    res = {C.COMPRESSION: {"data": {"jobs": {"train_seed-0": {"early_minus_late": seed0},
+                                             "train_seed-2": {"early_minus_late": seed2}}}}}
+    text = F.allocation_by_measure(res)
+    assert "`dlm` bits_per_byte: seed 0 -0.600% [-1.60, 0.400], seed 2 -0.800% [-1.80, 0.200]" in text
+    assert "`dlm` exact_match: seed 0 200% [199, 201] (not testable), seed 2 61.9% [60.9, 62.9]" in text
+    assert text.endswith("The sign differs between the measures for `dlm`.")  # ar: negative on both
+    one = {C.COMPRESSION: {"train_seed": 0, "data": {"early_minus_late": seed2[2:]}}}  # no seed jobs: the file's own
+    assert "`ar` exact_match: seed 0 -96.6%" in F.allocation_by_measure(one)
+    assert F.allocation_by_measure(one).endswith("Every measure agrees on the sign.")
+    assert F.allocation_by_measure({}) == ""
+
+
 def test_edition_summary_sets_other_trainings_of_the_same_configuration_beside_the_editions(tmp_path: Path) -> None:
     """A benchmark table's final models of the edition's configuration hash and seed are compared with the
     edition's; snapshots, other configurations, other seeds and tables without the columns are left out."""
@@ -320,6 +341,10 @@ def test_edition_summary_sets_other_trainings_of_the_same_configuration_beside_t
     assert "10.0%" not in text and "20.0%" not in text and "30.0%" not in text and "other.csv" not in text
     assert "The largest gap between two trainings of one seed is `dlm`'s, 64.0 points (seed 0)" in text
     assert "`dlm` spans 12.0 points (2 seeds): retraining one seed moved it further" in text
+    # a third seed as far from the others as the retraining: no longer "further", within the item noise
+    res["10_robustness"]["data"]["competence"].append({**_competence_row("dlm", 0.985, 0.957, 0.995), "seed": 2})
+    text = F.retrainings_summary(res, tmp_path)
+    assert "`dlm` spans 63.5 points (3 seeds): retraining one seed moved it about as far as changing the seed" in text
     assert text in F.edition_summary(res, tmp_path) and "Other trainings" not in F.edition_summary(res)
     assert F.retrainings_summary(res, tmp_path / "missing") == ""
     (tmp_path / "design.csv").unlink()

@@ -38,7 +38,8 @@ from .config import LayerwiseError
 __all__ = [
     "VERDICT_WORDS", "entries", "chapter_ledger", "claim_findings", "pretraining", "layer_similarity",
     "token_similarity", "layer_skipping", "super_outlier", "outlier_ablation", "alpha_hill", "compression",
-    "robustness", "for_chapter", "seeds_summary", "retention_by_seed", "retrainings_summary",
+    "robustness", "for_chapter", "seeds_summary", "retention_by_seed", "allocation_by_measure",
+    "retrainings_summary",
     "results_summary", "write_intro_summary", "update_intro", "SUMMARY_START", "SUMMARY_END",
 ]
 
@@ -570,8 +571,8 @@ def edition_summary(results: Mapping[str, Any], benchmarks: str | os.PathLike | 
               "to test the papers' "
               "claims (the chapters flag retention as meaningless only for a model at chance): "
               + ("; ".join(weak) + "." if weak else "every model clears that bar.")]
-    extra = [t for t in (seeds_summary(results), retention_by_seed(results), retrainings_summary(results, benchmarks))
-             if t]
+    extra = [t for t in (seeds_summary(results), retention_by_seed(results), allocation_by_measure(results),
+                         retrainings_summary(results, benchmarks)) if t]
     return "\n".join(lines + [x for t in extra for x in ("", t)])
 
 
@@ -626,6 +627,38 @@ def retention_by_seed(results: Mapping[str, Any]) -> str:
             "model's held-out exact match above: " + "; ".join(items) + ".")
 
 
+def allocation_by_measure(results: Mapping[str, Any]) -> str:
+    """A sentence with B5's allocation effect (early sparser relative to deeper sparser, %) on every
+    measure chapter 07 evaluated, per model and training seed, from its result files' ``early_minus_late``
+    tables: result files written before B5 had its alternative definitions carry only the headline
+    measure among their metrics. "" without such a table."""
+    payload = results.get(C.COMPRESSION)
+    if not isinstance(payload, Mapping):
+        return ""
+    data = payload.get("data", {})
+    tables = {int(k.rsplit("-", 1)[1]): d.get("early_minus_late", [])
+              for k, d in data.get("jobs", {}).items() if re.fullmatch(r"train_seed-\d+", k)}
+    tables = tables or {int(payload.get("train_seed") or 0): data.get("early_minus_late", [])}
+    cells: dict[tuple[str, str], list[str]] = {}
+    signs: dict[str, set[bool]] = {}  # per model: the sides of 0 its testable values fall on, over measures
+    for k in sorted(tables):
+        for r in tables[k]:
+            if not all(_finite(r.get(c)) for c in ("early_minus_late_pct", "ci_low", "ci_high")):
+                continue
+            if r.get("meaningful", True):
+                signs.setdefault(str(r["model"]), set()).add(float(r["early_minus_late_pct"]) > 0)
+            cells.setdefault((str(r["model"]), str(r["measure"])), []).append(
+                f"seed {k} {_num(r['early_minus_late_pct'])}% [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+                + ("" if r.get("meaningful", True) else " (not testable)"))
+    if not cells:
+        return ""
+    return ("Claim B5 on every measure chapter 07 evaluated (the model pruned harder early relative to pruned harder "
+            "late at the same average sparsity, %; positive = early-sparser better; the ledger reads "
+            "exact match): " + "; ".join(f"`{m}` {meas}: {', '.join(v)}" for (m, meas), v in cells.items()) + ". "
+            + (f"The sign differs between the measures for {', '.join(f'`{m}`' for m in mixed)}."
+               if (mixed := [m for m, v in signs.items() if len(v) > 1]) else "Every measure agrees on the sign."))
+
+
 def _final_competence(results: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
     """``{(training seed, run): row}`` of the final models' competence rows: seed 0 from chapter 00's
     result file, the further seeds from the robustness chapter's."""
@@ -676,9 +709,12 @@ def retrainings_summary(results: Mapping[str, Any], benchmarks: str | os.PathLik
                 em = float(r["exact_match"])
                 lo, hi = _pct(float(r["em_ci_low"])), _pct(float(r["em_ci_high"]))
                 got.append(f"`{r['run']}` {_pct(em)} [{lo}, {hi}] (this edition: {_pct(here)})")
-                gaps.append((abs(em - here), str(r["run"]), k))
+                mine = ours[(k, str(r["run"]))]
+                noise = (float(r["em_ci_high"]) - float(r["em_ci_low"])  # the two scores' interval half-widths
+                         + float(mine["em_ci_high"]) - float(mine["em_ci_low"])) / 2
+                gaps.append((abs(em - here), str(r["run"]), k, noise))
             parts.append(f"`{name}`, seed {k}: " + ", ".join(got))
-    gap, run, k = max(gaps)
+    gap, run, k, noise = max(gaps)
     seeds = [float(r["exact_match"]) for (_, name), r in ours.items() if name == run]
     text = (f"Other trainings of this preset configuration (the same configuration hash) and seed in the committed "
             f"benchmark tables (`benchmarks/results/`): {'; '.join(parts)}. A second training of one seed is "
@@ -687,9 +723,14 @@ def retrainings_summary(results: Mapping[str, Any], benchmarks: str | os.PathLik
             f"{100 * gap:.1f} points (seed {k})")
     if len(seeds) > 1:
         span = max(seeds) - min(seeds)
+        # compared with a margin: the two scores' interval half-widths, so that a few points of item noise
+        # do not decide which moved further
         text += (f"; between the training seeds of this edition `{run}` spans {100 * span:.1f} points "
-                 f"({len(seeds)} seeds)" + (": retraining one seed moved it further than changing the seed did"
-                                             if gap > span else ""))
+                 f"({len(seeds)} seeds): retraining one seed moved it "
+                 + ("further than changing the seed did" if gap - span > noise else
+                    "less far than changing the seed did" if span - gap > noise else
+                    f"about as far as changing the seed did (the difference, {100 * abs(gap - span):.1f} points, is "
+                    f"within the two scores' interval half-widths, {100 * noise:.1f} points)"))
     return text + "."
 
 

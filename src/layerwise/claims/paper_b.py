@@ -325,14 +325,16 @@ def early_minus_late(early_run: Mapping[str, Any], late_run: Mapping[str, Any], 
                      model: str = "", note: str = "", n_boot: int = 1000, seed: int = 0) -> ClaimMetric:
     """B5: the model pruned "earlier is sparser" relative to "deeper is sparser" at the same average
     sparsity, minus 1, in percent (paper B: > 0 for the diffusion model, < 0 for AR)."""
-    return relative_change_pct(late_run, early_run, task=task, measure=measure, model=model, note=note,
-                               n_boot=n_boot, seed=seed)
+    m = relative_change_pct(late_run, early_run, task=task, measure=measure, model=model, note=note,
+                            n_boot=n_boot, seed=seed)
+    return replace(m, extra={**m.extra, "definition": f"{task}:{measure}"})
 
 
 def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]], families: Mapping[str, Any], *,
                         task: str, measure: str, allocation: str = "", n_boot: int = 1000,
                         seed: int = 0, pairs: Mapping[str, str] | None = None,
-                        definitions: pd.DataFrame | None = None) -> dict[str, ClaimMetric]:
+                        definitions: pd.DataFrame | None = None,
+                        measures: Mapping[str, str] | None = None) -> dict[str, ClaimMetric]:
     """Chapter 07's metrics. A family's metric (``of(family)``, and the ``minus_ar`` difference) is
     its paper-B model's where present (``pairs`` overrides), else its first model's.
 
@@ -342,7 +344,9 @@ def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str
     ``alloc-deeper_sparser``); ``allocation`` describes the pruning setting in the note.
     B4's pre-registered definitions, one per task and metric of ``definitions`` (rows like
     ``retentions`` for every task; default ``retentions``), are written under
-    ``definition(minus_ar(family), "<task>:<metric>")`` (e.g. ``...::lw_gsm8k:exact_match``).
+    ``definition(minus_ar(family), "<task>:<metric>")`` (e.g. ``...::lw_gsm8k:exact_match``). B5's, one
+    per task of ``measures`` (task -> its metric; default ``{task: measure}``), likewise under
+    ``definition(EARLY_MINUS_LATE_PCT.of(family), "<task>:<metric>")``.
     """
     families = _representatives_first(families, "B", pairs)
     out: dict[str, ClaimMetric] = {}
@@ -382,6 +386,12 @@ def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str
                                  note=f"{allocation}: earlier-is-sparser relative to deeper-is-sparser, {measure} (%)")
             out[EARLY_MINUS_LATE_PCT.per_model(name)] = m
             out.setdefault(EARLY_MINUS_LATE_PCT.of(_fam(fam)), m)
+            for t, meas in (measures or {task: measure}).items():  # B5's definitions: every task evaluated
+                alt = m if (t, meas) == (task, measure) else early_minus_late(
+                    r["alloc-earlier_sparser"], r["alloc-deeper_sparser"], task=t, measure=meas, model=name,
+                    n_boot=n_boot, seed=seed, note=f"{allocation}: earlier-is-sparser relative to deeper-is-sparser, "
+                                                   f"{meas} (%)")
+                out.setdefault(definition(EARLY_MINUS_LATE_PCT.of(_fam(fam)), f"{t}:{meas}"), alt)
     ar = out.get(GPTQ3_CHANGE_PCT.of("ar"))
     for fam in DIFFUSION_FAMILIES:
         d = out.get(GPTQ3_CHANGE_PCT.of(fam))
