@@ -104,8 +104,10 @@ print(' '.join(run_names('$PROFILE')[3:]))")
     [ -n "$branches" ] && train "$k" $branches
     rm -f "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/train_seed-$k/notebooks/01_layer_similarity.ipynb"
   done
+  # RERUN_BRANCH (default RERUN): the chapters re-run here; chapter 01 alone need run only here, on every run at once
+  RERUN_BRANCH=${RERUN_BRANCH:-$RERUN}
   step ch_10b 600 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
-    -p "train_seeds=$seeds_yaml" -p branch_runs=true ${RERUN:+-p "rerun=$RERUN"}
+    -p "train_seeds=$seeds_yaml" -p branch_runs=true ${RERUN_BRANCH:+-p "rerun=$RERUN_BRANCH"}
   ledger ch_08b
   keep
 fi
