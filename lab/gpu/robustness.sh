@@ -78,6 +78,16 @@ for k in $SEEDS; do  # one run after the other: two lanes on the one GPU were sl
 done
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
 [ "$PROFILE" = gpu ] && wait_for_packages
+# BRANCH=parallel trains the branch runs (below) while chapter 10 evaluates: its chapters leave the GPU mostly idle
+# (small models, sampling loops), so the branch's ~3.5 min of training overlaps them instead of following them
+branches=$( [ -n "${BRANCH:-}" ] && python3 -c "from layerwise.training import run_names
+print(' '.join(run_names('$PROFILE')[3:]))")
+branches=${BRANCHES:-$branches}  # BRANCHES: other runs to train as branch runs (a CPU check of this path on tiny)
+branch_pid=""
+if [ "${BRANCH:-}" = parallel ] && [ -n "$branches" ]; then
+  # shellcheck disable=SC2086
+  (for k in $SEEDS; do train "$k" $branches; done) & branch_pid=$!
+fi
 seeds_yaml="[$(echo $SEEDS | tr ' ' ',')]"
 keep() {  # the seed pages and the two chapters' notebooks, where poll.sh packs them
   mkdir -p runs/results/robustness
@@ -96,12 +106,11 @@ keep
 # the branch runs (it scores them; chapter 01, whose seed page is removed, re-runs with them; the other chapters
 # are up to date and skipped) and the ledger again. Last, so that a hold ending during it keeps everything above.
 if [ -n "${BRANCH:-}" ]; then
-  branches=$(python3 -c "from layerwise.training import run_names
-print(' '.join(run_names('$PROFILE')[3:]))")
   echo "=== branch runs of preset $PROFILE: ${branches:-none}"
+  [ -n "$branch_pid" ] && { wait "$branch_pid"; echo "=== branch runs (beside chapter 10) done $(date -u +%T)"; }
   for k in $SEEDS; do
     # shellcheck disable=SC2086
-    [ -n "$branches" ] && train "$k" $branches
+    [ -n "$branches" ] && [ -z "$branch_pid" ] && train "$k" $branches
     rm -f "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/train_seed-$k/notebooks/01_layer_similarity.ipynb"
   done
   # RERUN_BRANCH (default RERUN): the chapters re-run here; chapter 01 alone need run only here, on every run at once
