@@ -79,7 +79,8 @@ done
 echo "=== training done $(date -u +%T) ($(( $(date +%s) - start )) s)"
 [ "$PROFILE" = gpu ] && wait_for_packages
 # BRANCH=parallel trains the branch runs (below) while chapter 10 evaluates: its chapters leave the GPU mostly idle
-# (small models, sampling loops), so the branch's ~3.5 min of training overlaps them instead of following them
+# (small models, sampling loops), so the branch's ~3.5 min of training may overlap them instead of following them.
+# Not yet measured on the GPU: two processes share it by time slices, which may slow chapter 10's many small kernels.
 branches=$( [ -n "${BRANCH:-}" ] && python3 -c "from layerwise.training import run_names
 print(' '.join(run_names('$PROFILE')[3:]))")
 branches=${BRANCHES:-$branches}  # BRANCHES: other runs to train as branch runs (a CPU check of this path on tiny)
