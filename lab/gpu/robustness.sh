@@ -95,6 +95,10 @@ keep() {  # the seed pages and the two chapters' notebooks, where poll.sh packs 
   cp -r "$LAYERWISE_CACHE_DIR/runs/$PROFILE/10_robustness/." runs/results/robustness/ 2>/dev/null
   cp "$BUILD/notebooks/10_robustness.ipynb" "$BUILD/notebooks/08_claims_ledger.ipynb" runs/results/robustness/ 2>/dev/null
 }
+# COMPETENCE_FIRST=1: chapter 10 first with no chapter re-run (the seeds' competence rows, ~1 min, into its result
+# file), so that a hold ending during the re-runs keeps them; the full run then re-uses the stored scores
+[ -n "${COMPETENCE_FIRST:-}" ] && step ch_10a 600 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 \
+  --out "$BUILD" --no-progress -p "train_seeds=$seeds_yaml" -p "rerun=[]"
 step ch_10 1200 python3 -m layerwise.book run --profile "$PROFILE" --chapters 10 --out "$BUILD" --no-progress \
   -p "train_seeds=$seeds_yaml" ${RERUN:+-p "rerun=$RERUN"}
 # LEDGER=0 skips the ledger here (~20 s per run): it reads only the result files, and publish_robustness.sh runs
