@@ -243,6 +243,52 @@ def test_b5_is_written_for_every_task_and_metric_evaluated():
     assert r.verdict == "depends on definition"
 
 
+def test_b5_definitions_read_back_from_chapter_07s_table_equal_the_ones_it_writes(tmp_path):
+    """A chapter-07 file written before B5's definitions existed (headline only) gets them from its own
+    ``early_minus_late`` table, equal to what compression_metrics writes, once, and says so in the file."""
+    from layerwise.claims.backfill import backfill_definitions, main
+
+    early = _runs(_run([0.6, 0.8, 0.7, 0.9], "lw_arithmetic", "exact_match"),
+                  _run([2.2, 2.2, 2.2, 2.3], "lw_gutenberg", "bits_per_byte", higher_is_better=False))
+    late = _runs(_run([0.4, 0.4, 0.5, 0.5], "lw_arithmetic", "exact_match"),
+                 _run([2.0, 2.1, 2.0, 2.0], "lw_gutenberg", "bits_per_byte", higher_is_better=False))
+    runs = {"d": {"alloc-earlier_sparser": early, "alloc-deeper_sparser": late}}
+    measures = {"lw_arithmetic": "exact_match", "lw_gutenberg": "bits_per_byte"}
+    no_quant = pd.DataFrame(columns=["model", "kind", "method", "bits", "retention", "ci_low", "ci_high",
+                                     "meaningful", "n"])
+    written = claims.to_result_metrics(claims.compression_metrics(
+        no_quant, runs, {"d": "dlm"}, task="lw_arithmetic", measure="exact_match", n_boot=50, seed=3,
+        measures=measures))
+    effects = claims.metrics_table({f"d {t}": claims.early_minus_late(early, late, task=t, measure=m, model="d",
+                                                                      n_boot=50, seed=3)
+                                    for t, m in measures.items()})  # as chapter 07 builds its table
+    effects = effects.rename(columns={"value": "early_minus_late_pct"}).drop(columns=["metric"])
+    old = {k: v for k, v in written.items() if "::" not in k}  # what the chapter wrote before
+    path = save_result("07_compression", profile="test", results_dir=tmp_path, metrics=old,
+                       data={"early_minus_late": effects.to_dict(orient="records")})
+    added = backfill_definitions(path)
+    name = claims.EARLY_MINUS_LATE_PCT.of("dlm")
+    assert sorted(added) == sorted(k for k in written if k.startswith(name + "::"))
+    got = json.loads(path.read_text())
+    for k in added:
+        assert got["metrics"][k]["value"] == pytest.approx(written[k]["value"])
+        assert got["metrics"][k]["ci"] == pytest.approx(list(written[k]["ci"]))
+    assert got["metrics"][name] == json.loads(json.dumps(old[name]))  # the headline is untouched
+    assert got["derived"][0]["metrics"] == added and got["derived"][0]["from"] == "data.early_minus_late"
+    assert backfill_definitions(path) == []  # nothing twice
+    r = evaluate_part(next(c for c in CLAIMS if c.cid == "B5").parts[0],
+                      load_results("test", results_dir=tmp_path)["07_compression"]["metrics"])
+    assert r.verdict == "depends on definition"
+    # a table whose row for the headline differs from it is not read
+    bad = dict(old, **{name: dict(old[name], value=old[name]["value"] + 1)})
+    other = save_result("07_compression", profile="bad", results_dir=tmp_path / "bad", metrics=bad,
+                        data={"early_minus_late": effects.to_dict(orient="records")})
+    with pytest.raises(LayerwiseError, match="re-run chapter 07"):
+        backfill_definitions(other)
+    with pytest.raises(SystemExit, match="no result file"):
+        main([str(tmp_path / "missing.json")])
+
+
 def test_b5_early_minus_late_is_the_relative_change_in_percent():
     late = [0.2, 0.4, 0.5, 0.6, 0.8, 0.3, 0.7, 0.9]
     early = [1.1 * x for x in late]  # every item 10% better with early sparsity

@@ -32,7 +32,8 @@ and B6 ``with_block0`` / ``without_block0`` (chapter 01); A3 and A5 ``early:<tas
 nearest the target share of FLOPs is another one), A7 ``at:<point>`` per trajectory point and A8
 ``stage:<stage>`` per stage of the diffusion schedule (chapter 03); B1 ``attn_input`` / ``residual``
 (chapter 04); B2 ``<site>/<definition>`` of the ablation (chapter 05); B3 ``fixed`` / ``ks``
-(chapter 06); B4 ``<task>:<metric>`` for every task evaluated (chapter 07); B7 ``max_abs`` /
+(chapter 06); B4 and B5 ``<task>:<metric>`` for every task evaluated (chapter 07; for files written
+before B5's, :mod:`layerwise.claims.backfill` reads them from the file's own table); B7 ``max_abs`` /
 ``mean_abs`` (chapter 04). The chapter functions below write them all.
 
 **Training seeds.** :func:`over_seeds` combines one metric measured on several training seeds

@@ -13,6 +13,7 @@ from ..config import LayerwiseError
 from ..stats import difference_interval, paired_bootstrap
 from .base import (
     ACCURACY_CHANGE,
+    DEFINITION_SEP,
     DIFFUSION_FAMILIES,
     EARLY_ALPHA,
     EARLY_MINUS_LATE_PCT,
@@ -399,6 +400,42 @@ def compression_metrics(retentions: pd.DataFrame, runs: Mapping[str, Mapping[str
         if diff is not None:
             out[GPTQ3_CHANGE_PCT.minus_ar(fam)] = diff
     return out
+
+
+def early_minus_late_definitions(metrics: Mapping[str, Mapping[str, Any]],
+                                 effects: Sequence[Mapping[str, Any]]) -> dict[str, ClaimMetric]:
+    """B5's definitions (``<task>:<metric>``) read from chapter 07's own ``early_minus_late`` table,
+    for a result file the chapter wrote before it wrote them (:func:`compression_metrics` now does).
+
+    ``metrics``: the file's metrics (each family's headline ``early_minus_late_pct_<family>`` names its
+    model); ``effects``: its ``data["early_minus_late"]`` rows (model, task, measure,
+    ``early_minus_late_pct``, ``ci_low``, ``ci_high``, ``meaningful``, ``n``). Those rows are the same
+    :func:`early_minus_late` calls (same items, bootstrap size and seed) as the definitions, so the
+    numbers are the ones the chapter writes; a headline whose own row differs is an error.
+    """
+    out: dict[str, ClaimMetric] = {}
+    prefix = EARLY_MINUS_LATE_PCT.of("")
+    for name, head in metrics.items():
+        if not name.startswith(prefix) or name.startswith(prefix + "_") or DEFINITION_SEP in name:
+            continue  # only the family headlines ``early_minus_late_pct_<family>``
+        rows = [r for r in effects if r.get("model") == head.get("model")]
+        own = [r for r in rows if (r.get("task"), r.get("measure")) == (head.get("task"), head.get("measure"))]
+        if not own or not np.isclose(own[0]["early_minus_late_pct"], head["value"], equal_nan=True):
+            raise LayerwiseError(f"{name}: the early_minus_late table has no row equal to the headline "
+                                 f"({head.get('model')}, {head.get('task')}, {head.get('measure')}): "
+                                 "re-run chapter 07 to write B5's definitions")
+        allocation = str(head.get("note", "")).split(": earlier-is-sparser")[0]
+        for r in rows:
+            label = f"{r['task']}:{r['measure']}"
+            out[definition(name, label)] = ClaimMetric(
+                float(r["early_minus_late_pct"]), (float(r["ci_low"]), float(r["ci_high"])),
+                meaningful=bool(r["meaningful"]), model=str(r["model"]),
+                note=f"{allocation}: earlier-is-sparser relative to deeper-is-sparser, {r['measure']} (%)",
+                extra={"task": r["task"], "measure": r["measure"], "n": int(r["n"]), "definition": label})
+    return out
+
+
+__all__ += ["early_minus_late_definitions"]
 
 
 # ---------------------------------------------------------------------------------------------
