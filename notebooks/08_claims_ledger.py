@@ -43,8 +43,9 @@
 # alpha-Hill cut-off rules (fixed and KS); B4 on every task and metric evaluated (generation exact
 # match, bits per byte); B7 with the dominant channel by max and by mean $|x|$. B5 on every task and
 # metric evaluated too, added after the first results were read (chapter 07 had measured bits per byte
-# beside exact match and the two disagreed): result files written before carry only its headline, and
-# the sentences below name the definitions that did not run.
+# beside exact match and the two disagreed). Result files written before carry only its headline; their
+# definitions are read from the same file's table of the same computation (`layerwise.claims.backfill`).
+# A definition that did not run is named in the sentences below.
 #
 # **Verdicts** (per definition, then per part, then per claim):
 #
