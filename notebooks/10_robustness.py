@@ -317,7 +317,11 @@ if applies:
         models={f"{r}@seed{k}": str(paths[k][r]) for k in paths for r in paths[k]},
         data={"preset": base.name, "config_hash": base.config_hash(),
               "seeds": sorted({*seeds, *(int(k) for k in report.get("seed", []))}), "runs": runs, "rerun": rerun,
-              "competence": report.drop(columns=[c for c in ("path", "reused") if c in report]).to_dict("records"),
+              # with the rows of runs not scored here (an earlier run's branch runs), so that none is dropped
+              "competence": pd.concat([report.drop(columns=[c for c in ("path", "reused") if c in report]),
+                                       competence.rows_of_other_runs(earlier_results, config_hash=base.config_hash(),
+                                                                     runs=runs)],
+                                      ignore_index=True).to_dict("records"),
               "replicates": reps.to_dict("records")})
     print(out)
 

@@ -653,8 +653,8 @@ def allocation_by_measure(results: Mapping[str, Any]) -> str:
     if not cells:
         return ""
     return ("Claim B5 on every measure chapter 07 evaluated (the model pruned harder early relative to pruned harder "
-            "late at the same average sparsity, %; positive = early-sparser better; the ledger reads each as one of B5's "
-            "definitions): " + "; ".join(f"`{m}` {meas}: {', '.join(v)}" for (m, meas), v in cells.items()) + ". "
+            "late at the same average sparsity, %; positive = early-sparser better; the ledger reads each as one of "
+            "B5's definitions): " + "; ".join(f"`{m}` {meas}: {', '.join(v)}" for (m, meas), v in cells.items()) + ". "
             + (f"The sign differs between the measures for {', '.join(f'`{m}`' for m in mixed)}."
                if (mixed := [m for m, v in signs.items() if len(v) > 1]) else "Every measure agrees on the sign."))
 
