@@ -170,10 +170,13 @@ if len(report):
                        capsize=3, label=run, **kw)
         ax_bpb.plot(x, g.bits_per_byte, label=run, **kw)
     ax_em.axhline(report.chance.max(), color="grey", ls="--", lw=1, label="chance (constant guess)")
+    fewer = [f"{r}: {', '.join(map(str, sorted(set(g))))}" for r, g in report.groupby("run", sort=False).seed
+             if set(g) != set(shown_seeds)]  # runs scored on some of the seeds only
     for ax, label in ((ax_em, "held-out exact match (fraction)"),
                       (ax_bpb, f"held-out bits per byte ({report.text_task.iloc[0]})")):
         ax.set_xticks(range(len(runs)), runs)
-        ax.set_xlabel("run (points left to right: training seeds " + ", ".join(map(str, shown_seeds)) + ")")
+        ax.set_xlabel("run (points left to right: training seeds " + ", ".join(map(str, shown_seeds))
+                      + "".join(f"; {f}" for f in fewer) + ")")
         ax.set_ylabel(label)
     ax_em.set_ylim(0, 1)
     ax_em.legend(fontsize=8)
