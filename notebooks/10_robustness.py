@@ -175,11 +175,13 @@ if len(report):
     for ax, label in ((ax_em, "held-out exact match (fraction)"),
                       (ax_bpb, f"held-out bits per byte ({report.text_task.iloc[0]})")):
         ax.set_xticks(range(len(runs)), runs)
-        ax.set_xlabel("run (points left to right: training seeds " + ", ".join(map(str, shown_seeds))
-                      + "".join(f"; {f}" for f in fewer) + ")")
+        ax.set_xlabel("run")
         ax.set_ylabel(label)
     ax_em.set_ylim(0, 1)
     ax_em.legend(fontsize=8)
+    fig.supxlabel("points of a run, left to right: training seeds " + ", ".join(map(str, shown_seeds))
+                  + "".join(f"; {f}" for f in fewer), fontsize=9)
+    fig.tight_layout()
     plt.show()
     display(Markdown(f"**Figure 1.** Competence of each run's final model per training seed. Left: held-out "
                      f"arithmetic exact match ({competence_items} problems, 95% Wilson intervals; dashed: chance). "
