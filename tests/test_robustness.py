@@ -227,24 +227,3 @@ def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, check=True)
     assert done.stderr == "child noticeafter"
 
-
-def test_publishing_a_sessions_competence_rows_keeps_the_rows_earlier_sessions_scored(tmp_path: Path) -> None:
-    """A session that scored seed 3's triplet only (not the branch runs) must not drop seed 2's branch row."""
-    from layerwise.training.competence import keep_earlier_rows
-
-    def row(run: str, k: int) -> dict:
-        return {"run": run, "seed": k, "final": True, "exact_match": 0.5 + 0.1 * k}
-
-    old = save_result("10_robustness", profile="gpu", results_dir=tmp_path / "old", metrics={},
-                      data={"config_hash": "h", "competence": [row(r, k) for k in (1, 2)
-                                                               for r in ("ar", "dlm", "ar2dlm_b25")]})
-    new = save_result("10_robustness", profile="gpu", results_dir=tmp_path / "new", metrics={},
-                      data={"config_hash": "h", "competence": [row(r, k) for k in (1, 3) for r in ("ar", "dlm")]})
-    assert keep_earlier_rows(old, new) == 4  # seed 1's ar2dlm_b25 and seed 2's three rows
-    got = json.loads(new.read_text())["data"]["competence"]
-    assert sorted((r["seed"], r["run"]) for r in got) == sorted(
-        [(1, "ar"), (1, "dlm"), (1, "ar2dlm_b25"), (3, "ar"), (3, "dlm"), (2, "ar"), (2, "dlm"), (2, "ar2dlm_b25")])
-    assert keep_earlier_rows(old, new) == 0  # nothing twice
-    other = save_result("10_robustness", profile="gpu", results_dir=tmp_path / "other", metrics={},
-                        data={"config_hash": "another preset", "competence": []})
-    assert keep_earlier_rows(old, other) == 0  # another preset configuration's rows are not mixed in

@@ -16,9 +16,6 @@ res=$dir/.cache/layerwise/results/gpu
 ls "$res"/*@train_seed-*.json > /dev/null || { echo "no seed replicate came back in $files/results.tgz"; exit 1; }
 mkdir -p "lab/logs/$name"
 cp "$dir"/runs/logs/*.log "$dir"/runs/logs/*.txt "lab/logs/$name/" 2>/dev/null || true
-# the session's chapter-10 file keeps the competence rows earlier sessions scored that it did not re-score
-[ -f "$res/10_robustness.json" ] && $py -c "from layerwise.training.competence import keep_earlier_rows
-print('competence rows kept from the published file:', keep_earlier_rows('book/results/gpu/10_robustness.json', '$res/10_robustness.json'))"
 cp "$res"/*.json book/results/gpu/
 if [ ! -f "$dir/_build/gpu/notebooks/08_claims_ledger.ipynb" ]; then
   echo "no ledger came back: running chapter 08 here on the CPU"

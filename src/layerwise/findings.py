@@ -630,8 +630,8 @@ def retention_by_seed(results: Mapping[str, Any]) -> str:
 def allocation_by_measure(results: Mapping[str, Any]) -> str:
     """A sentence with B5's allocation effect (early sparser relative to deeper sparser, %) on every
     measure chapter 07 evaluated, per model and training seed, from its result files' ``early_minus_late``
-    tables: result files written before B5 had its alternative definitions carry only the headline
-    measure among their metrics. "" without such a table."""
+    tables (the ledger reads the same numbers as B5's definitions, combined over the seeds). "" without
+    such a table."""
     payload = results.get(C.COMPRESSION)
     if not isinstance(payload, Mapping):
         return ""

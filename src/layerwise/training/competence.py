@@ -244,6 +244,16 @@ def meets_targets(report: Any, min_exact_match: float = 0.30, min_x_chance: floa
        "em_ok", "x_chance_ok", "tokens_ok"]]
 
 
+def _earlier_final_rows(results: Mapping[str, Any], config_hash: str, chapter: str) -> list[Mapping[str, Any]]:
+    """The final-model competence rows of ``chapter``'s earlier result file, when it is of the preset
+    configuration ``config_hash`` (its own record, else chapter 00's in the same results); else []."""
+    data = results.get(chapter, {}).get("data", {})
+    recorded = data.get("config_hash") or results.get("00_pretraining", {}).get("data", {}).get("config_hash")
+    if not data or recorded != config_hash:
+        return []
+    return [r for r in data.get("competence", []) if r.get("final")]
+
+
 def earlier_seed_rows(results: Mapping[str, Any], *, config_hash: str, runs: Iterable[str],
                       skip_seeds: Iterable[int], chapter: str = "10_robustness") -> Any:
     """The final-model competence rows of training seeds that an earlier run of ``chapter`` scored and
@@ -256,14 +266,9 @@ def earlier_seed_rows(results: Mapping[str, Any], *, config_hash: str, runs: Ite
     ``config_hash`` (:meth:`~layerwise.training.presets.Preset.config_hash` of the seed-0 preset)."""
     import pandas as pd
 
-    data = results.get(chapter, {}).get("data", {})
-    recorded = data.get("config_hash") or results.get("00_pretraining", {}).get("data", {}).get("config_hash")
-    if not data or recorded != config_hash:
-        return pd.DataFrame()
     wanted, skip = set(runs), {int(k) for k in skip_seeds}
-    rows = [r for r in data.get("competence", []) if r.get("final") and r.get("run") in wanted
-            and int(r.get("seed") or 0) not in skip]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([r for r in _earlier_final_rows(results, config_hash, chapter)
+                         if r.get("run") in wanted and int(r.get("seed") or 0) not in skip])
 
 
 def rows_of_other_runs(results: Mapping[str, Any], *, config_hash: str, runs: Iterable[str],
@@ -273,30 +278,5 @@ def rows_of_other_runs(results: Mapping[str, Any], *, config_hash: str, runs: It
     without them does not drop them. Same preset-configuration rule as :func:`earlier_seed_rows`."""
     import pandas as pd
 
-    data = results.get(chapter, {}).get("data", {})
-    recorded = data.get("config_hash") or results.get("00_pretraining", {}).get("data", {}).get("config_hash")
-    if not data or recorded != config_hash:
-        return pd.DataFrame()
     shown = set(runs)
-    return pd.DataFrame([r for r in data.get("competence", []) if r.get("final") and r.get("run") not in shown])
-
-
-def keep_earlier_rows(earlier: str | os.PathLike, new: str | os.PathLike, chapter: str = "10_robustness") -> int:
-    """Add to the result file ``new`` of ``chapter`` the final-model competence rows of the result file
-    ``earlier`` (same preset configuration) for the (seed, run) pairs ``new`` lacks; return how many.
-
-    For publishing a GPU session's result file beside the published one: a session that scored some
-    runs of some seeds must not drop the rows earlier sessions scored (their models are gone)."""
-    old_p, new_p = json.loads(Path(earlier).read_text()), json.loads(Path(new).read_text())
-    if old_p.get("chapter", chapter) != chapter or new_p.get("chapter", chapter) != chapter:
-        raise LayerwiseError(f"{earlier} and {new} must both be result files of {chapter}")
-    old_d, new_d = old_p.get("data", {}), new_p.setdefault("data", {})
-    if old_d.get("config_hash") != new_d.get("config_hash"):
-        return 0
-    have = {(int(r.get("seed") or 0), r.get("run")) for r in new_d.get("competence", []) if r.get("final")}
-    kept = [r for r in old_d.get("competence", [])
-            if r.get("final") and (int(r.get("seed") or 0), r.get("run")) not in have]
-    if kept:
-        new_d["competence"] = [*new_d.get("competence", []), *kept]
-        Path(new).write_text(json.dumps(new_p, indent=1))
-    return len(kept)
+    return pd.DataFrame([r for r in _earlier_final_rows(results, config_hash, chapter) if r.get("run") not in shown])
