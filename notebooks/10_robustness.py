@@ -229,6 +229,7 @@ reps = seed_replicates(results)
 reps = reps[reps.chapter.isin(rerun)] if applies else reps
 if len(reps):
     wide = reps.pivot_table(index=["claim", "part"], columns="train_seed", values="value", sort=False)
+    wide = wide[sorted(wide.columns)]  # seed order, whichever session filed a seed first
     wide.columns = [f"seed {c}" for c in wide.columns]
     grouped = reps.groupby(["claim", "part"], sort=False)
     testable = reps[reps.testable].groupby(["claim", "part"], sort=False)  # the seeds the ledger combines
@@ -243,10 +244,12 @@ if len(reps):
 # %%
 # NBVAL_CHECK_OUTPUT
 if len(reps):
-    display(Markdown(summary.reset_index().to_markdown(index=False, floatfmt=".3g")))
+    table = summary.reset_index().astype(object)
+    display(Markdown(table.where(table.notna(), None).to_markdown(index=False, floatfmt=".3g", missingval="–")))
     display(Markdown("**Table 1.** Per claim part: the headline metric on each training seed, the seeds on which "
                      "the chapter flagged its design unable to show the effect (left out by the ledger), the "
-                     "seed-to-seed standard deviation and range of the others, and the ledger's estimate over them."))
+                     "seed-to-seed standard deviation and range of the others, and the ledger's estimate over them; "
+                     "–: the chapter did not run on that seed."))
 else:
     print("no claim metrics: " + ("not applicable to hub models" if not applies else
                                   "run the chapters in `rerun` first (seed 0: layerwise-book run)"))
