@@ -226,4 +226,3 @@ def test_nested_kernels_stderr_goes_to_a_log_inside_a_notebook(tmp_path: Path) -
     plain = script.replace("sys.stderr = io.StringIO()\n", "")
     done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, check=True)
     assert done.stderr == "child noticeafter"
-
